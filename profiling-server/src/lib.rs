@@ -1,0 +1,1 @@
+//! HTTP server for profiling-core (filled by its issue).
