@@ -1,0 +1,44 @@
+//! The error type of `profiling-core`.
+
+/// Everything that can go wrong in `profiling-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An environment variable holds a value that cannot be parsed.
+    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A snapshot could not be (de)serialized.
+    #[error("snapshot JSON error: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The allocator statistics could not be read.
+    #[error("allocator statistics unavailable: {0}")]
+    AllocatorStats(String),
+    /// Rendering a report failed.
+    #[error("render error: {0}")]
+    Render(String),
+    /// A sampling CPU profile could not be taken.
+    #[error("CPU profiler error: {0}")]
+    Profiler(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,445 @@
+//! The per-thread recording engine: the frame stack, the per-thread tables, the registry of
+//! threads (live and exited), windows and reset.
+//!
+//! Each thread owns a [`ThreadData`] (shared by `Arc` with the registry) that only it
+//! writes, with plain relaxed stores; snapshots read it concurrently. A thread's frame
+//! stack and caches are private to it. When a thread exits, its figures are merged into the
+//! registry's `retired` totals, so the data of exited threads survives while memory stays
+//! bounded by distinct functions and paths.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::alloc::{self, AllocCounters};
+use crate::callsite::MAX_FUNCTIONS;
+use crate::clock::Timestamp;
+use crate::config::{self, MAX_CALL_TREE_NODES_LIMIT};
+use crate::cpu::CpuAttribution;
+use crate::storage::{bump, Chunked, FnCell, NodeCell, Totals};
+use crate::tree::{NodeCache, ROOT};
+
+const NODE_CHUNK: usize = 256;
+const FN_CHUNK: usize = 8;
+
+/// The window counter: bumped by [`reset`].
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+static WINDOW_START_NS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) struct ThreadData {
+    pub(crate) epoch: AtomicU64,
+    pub(crate) nodes: Chunked<NodeCell>,
+    pub(crate) fns: Chunked<FnCell>,
+}
+
+impl ThreadData {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch: AtomicU64::new(epoch),
+            nodes: Chunked::new(NODE_CHUNK, MAX_CALL_TREE_NODES_LIMIT as usize),
+            fns: Chunked::new(FN_CHUNK, MAX_FUNCTIONS),
+        }
+    }
+
+    pub(crate) fn add_to(&self, t: &mut Totals) {
+        self.nodes.for_each(|i, c| t.add_node(i, c));
+        self.fns.for_each(|i, c| t.add_fn(i, c));
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Threads {
+    pub(crate) live: Vec<Arc<ThreadData>>,
+    pub(crate) retired: Totals,
+    pub(crate) exited: u64,
+}
+
+pub(crate) static THREADS: Mutex<Threads> = Mutex::new(Threads {
+    live: Vec::new(),
+    retired: Totals {
+        nodes: Vec::new(),
+        fns: Vec::new(),
+    },
+    exited: 0,
+});
+
+pub(crate) fn lock_threads() -> std::sync::MutexGuard<'static, Threads> {
+    THREADS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The current window: `(epoch, start in ns since the Unix epoch)`.
+pub(crate) fn window() -> (u64, u64) {
+    let start = WINDOW_START_NS.load(Relaxed);
+    (EPOCH.load(Relaxed), start)
+}
+
+/// Records the process start as the first window's start (first use).
+pub(crate) fn touch_window() {
+    if WINDOW_START_NS.load(Relaxed) == 0 {
+        let _ = WINDOW_START_NS.compare_exchange(0, Timestamp::now().0, Relaxed, Relaxed);
+    }
+}
+
+/// Starts a new window: every figure recorded from now on counts, earlier ones do not.
+///
+/// Threads clear their own tables lazily at their next recorded boundary; readers ignore
+/// tables of an older window in the meantime. Calls running across the reset are recorded
+/// in the new window in full.
+pub fn reset() {
+    let mut t = lock_threads();
+    EPOCH.fetch_add(1, Relaxed);
+    WINDOW_START_NS.store(Timestamp::now().0, Relaxed);
+    t.retired = Totals::default();
+    crate::tree::FOLDED.store(0, Relaxed);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    Sync,
+    Poll,
+}
+
+pub(crate) struct Frame {
+    func: u32,
+    node: u32,
+    folded: bool,
+    kind: FrameKind,
+    owner: u64,
+    start: Timestamp,
+    alloc_start: AllocCounters,
+    child_wall: u64,
+    child_busy: u64,
+    child_alloc: AllocCounters,
+    prev_fn: u32,
+}
+
+struct Inner {
+    data: Arc<ThreadData>,
+    epoch: u64,
+    stack: Vec<Frame>,
+    cache: NodeCache,
+    depth: Vec<u32>,
+    cpu: CpuAttribution,
+}
+
+struct Local {
+    inner: RefCell<Inner>,
+}
+
+impl Local {
+    fn new() -> Self {
+        config::ensure_env_applied();
+        touch_window();
+        let epoch = EPOCH.load(Relaxed);
+        let data = Arc::new(ThreadData::new(epoch));
+        lock_threads().live.push(Arc::clone(&data));
+        Local {
+            inner: RefCell::new(Inner {
+                data,
+                epoch,
+                stack: Vec::with_capacity(64),
+                cache: NodeCache::new(),
+                depth: Vec::new(),
+                cpu: CpuAttribution::new(),
+            }),
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        if inner.epoch == EPOCH.load(Relaxed) {
+            let top = inner.stack.last().map_or(ROOT, |f| f.node);
+            inner.cpu.boundary(top, Timestamp::now());
+            inner.cpu.flush(&inner.data.nodes);
+        }
+        alloc::publish_current_thread();
+        let mut t = lock_threads();
+        if inner.data.epoch.load(Relaxed) == EPOCH.load(Relaxed) {
+            let mut retired = std::mem::take(&mut t.retired);
+            inner.data.add_to(&mut retired);
+            t.retired = retired;
+        }
+        t.live.retain(|d| !Arc::ptr_eq(d, &inner.data));
+        t.exited += 1;
+    }
+}
+
+thread_local! {
+    static LOCAL: Local = Local::new();
+}
+
+#[inline(always)]
+fn with_inner<R>(f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| l.inner.try_borrow_mut().ok().map(|mut i| f(&mut i)))
+        .ok()
+        .flatten()
+}
+
+impl Inner {
+    #[inline(always)]
+    fn check_epoch(&mut self) {
+        let e = EPOCH.load(Relaxed);
+        if e != self.epoch {
+            self.adopt_epoch(e);
+        }
+    }
+
+    #[cold]
+    fn adopt_epoch(&mut self, e: u64) {
+        self.data.nodes.for_each(|_, c| c.clear());
+        self.data.fns.for_each(|_, c| c.clear());
+        self.data.epoch.store(e, Relaxed);
+        self.epoch = e;
+        self.cpu.restart();
+        // Frames still open keep their starts: their calls land in the new window in full.
+    }
+
+    #[inline(always)]
+    fn depth_mut(&mut self, func: u32) -> &mut u32 {
+        let i = func as usize;
+        if i >= self.depth.len() {
+            self.depth.resize(i + 1, 0);
+        }
+        &mut self.depth[i]
+    }
+
+    #[inline(always)]
+    fn node(&self, node: u32) -> Option<&NodeCell> {
+        self.data.nodes.get_or_alloc(node as usize)
+    }
+
+    #[inline(always)]
+    fn func(&self, func: u32) -> Option<&FnCell> {
+        self.data.fns.get_or_alloc(func as usize)
+    }
+
+    /// Closes the current self segment at `now`; returns when the next one starts.
+    #[inline(always)]
+    fn boundary(&mut self, now: Timestamp) -> Timestamp {
+        let top = self.stack.last().map_or(ROOT, |f| f.node);
+        if self.cpu.boundary(top, now) {
+            self.cpu.flush(&self.data.nodes)
+        } else {
+            now
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> (usize, u32, bool) {
+        self.check_epoch();
+        let now = Timestamp::now();
+        let (node, folded) = match node {
+            Some(n) => (n, false),
+            None => {
+                let parent = self.stack.last().map_or(ROOT, |f| f.node);
+                let c = self.cache.child(parent, func);
+                (c.node, c.folded)
+            }
+        };
+        let start = self.boundary(now);
+        *self.depth_mut(func) += 1;
+        let prev_fn = alloc::swap_current_function(func);
+        let idx = self.stack.len();
+        self.stack.push(Frame {
+            func,
+            node,
+            folded,
+            kind,
+            owner,
+            start,
+            alloc_start: alloc::thread_counters(),
+            child_wall: 0,
+            child_busy: 0,
+            child_alloc: AllocCounters::default(),
+            prev_fn,
+        });
+        (idx, node, folded)
+    }
+
+    /// Pops frames above `idx` that were never closed (a span entered and not exited).
+    fn drop_orphans(&mut self, idx: usize) {
+        while self.stack.len() > idx + 1 {
+            if let Some(f) = self.stack.pop() {
+                alloc::swap_current_function(f.prev_fn);
+                let d = self.depth_mut(f.func);
+                *d = d.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Pops the frame at `idx` and books its self figures into its node. Returns the frame,
+    /// its elapsed wall time and its allocations (children included).
+    #[inline(always)]
+    fn pop(&mut self, idx: usize, end: Timestamp, alloc_end: AllocCounters) -> Option<(Frame, u64, AllocCounters)> {
+        self.check_epoch();
+        if self.stack.len() <= idx {
+            return None;
+        }
+        if self.stack.len() > idx + 1 {
+            self.drop_orphans(idx);
+        }
+        let f = self.stack.pop()?;
+        let elapsed = end.nanos_since(f.start);
+        let alloc = alloc_end.since(&f.alloc_start);
+        {
+            let d = self.depth_mut(f.func);
+            *d = d.saturating_sub(1);
+        }
+        alloc::swap_current_function(f.prev_fn);
+        if let Some(n) = self.node(f.node) {
+            bump(&n.busy_self, elapsed.saturating_sub(f.child_busy));
+            n.add_alloc(&alloc.saturating_sub(&f.child_alloc));
+        }
+        if let Some(p) = self.stack.last_mut() {
+            p.child_busy += elapsed;
+            p.child_alloc.add(&alloc);
+        }
+        // The segment that just ended was this frame's own.
+        let top_node = f.node;
+        if self.cpu.boundary(top_node, end) {
+            self.cpu.flush(&self.data.nodes);
+        }
+        Some((f, elapsed, alloc))
+    }
+
+    /// Books one finished call of `func` at `node`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn book_call(&mut self, func: u32, node: u32, folded: bool, wall: u64, busy: u64, child_wall: u64, cancelled: bool) {
+        let outermost = self.depth.get(func as usize).copied().unwrap_or(0) == 0;
+        if let Some(c) = self.func(func) {
+            bump(&c.calls, 1);
+            if cancelled {
+                bump(&c.cancelled, 1);
+            }
+            if outermost {
+                bump(&c.wall_total, wall);
+                bump(&c.busy_total, busy);
+            }
+            c.record_latency(wall);
+        }
+        if let Some(n) = self.node(node) {
+            if !folded {
+                bump(&n.calls, 1);
+            }
+            bump(&n.wall_self, wall.saturating_sub(child_wall));
+        }
+        if let Some(p) = self.stack.last_mut() {
+            p.child_wall += wall;
+        }
+    }
+}
+
+/// Opens a frame for a synchronous call of `func`. Returns its stack index.
+#[inline(always)]
+pub(crate) fn push_sync(func: u32) -> Option<usize> {
+    with_inner(|i| i.push(func, None, FrameKind::Sync, 0).0)
+}
+
+/// Closes the synchronous frame at `idx` and records the call.
+#[inline(always)]
+pub(crate) fn pop_sync(idx: usize) {
+    let end = Timestamp::now();
+    let alloc_end = alloc::thread_counters();
+    with_inner(|i| {
+        if let Some((f, elapsed, _)) = i.pop(idx, end, alloc_end) {
+            i.book_call(f.func, f.node, f.folded, elapsed, elapsed, f.child_wall, false);
+        }
+    });
+}
+
+/// Where a poll frame sits: its stack index, or the span that owns it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Locator {
+    Index(usize),
+    Owner(u64),
+}
+
+/// What one poll (or span entry) measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PollOutcome {
+    pub(crate) busy: u64,
+    pub(crate) child_wall: u64,
+    pub(crate) end: u64,
+}
+
+/// Opens a poll frame for `func` (an async call or a span entry). `node` is the call's node
+/// once known (from its first poll); `None` resolves it under the current frame.
+/// Returns `(stack index, node, folded)`.
+#[inline]
+pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<(usize, u32, bool)> {
+    with_inner(|i| i.push(func, node, FrameKind::Poll, owner))
+}
+
+/// Closes a poll frame and books its self busy time and allocations.
+#[inline]
+pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
+    let end = Timestamp::now();
+    let alloc_end = alloc::thread_counters();
+    with_inner(|i| {
+        let idx = match at {
+            Locator::Index(idx) => idx,
+            Locator::Owner(o) => i
+                .stack
+                .iter()
+                .rposition(|f| f.kind == FrameKind::Poll && f.owner == o)?,
+        };
+        if i.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
+            return None;
+        }
+        let (f, elapsed, _) = i.pop(idx, end, alloc_end)?;
+        Some(PollOutcome {
+            busy: elapsed,
+            child_wall: f.child_wall,
+            end: end.0,
+        })
+    })
+    .flatten()
+}
+
+/// Records one finished (or cancelled) async call or span.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn complete(func: u32, node: u32, folded: bool, latency: u64, busy: u64, child_latency: u64, cancelled: bool) {
+    with_inner(|i| {
+        i.check_epoch();
+        i.book_call(func, node, folded, latency, busy, child_latency, cancelled)
+    });
+}
+
+/// Now, in the recorder's clock (ns since the Unix epoch).
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    Timestamp::now().0
+}
+
+/// Depth of this thread's frame stack (for tests and diagnostics).
+pub fn current_depth() -> usize {
+    with_inner(|i| i.stack.len()).unwrap_or(0)
+}
+
+/// Merged totals of the current window: exited threads plus live ones.
+pub(crate) fn collect() -> (Totals, u64, usize, u64) {
+    // Flush this thread's pending CPU so a caller that measures then snapshots sees it.
+    with_inner(|i| {
+        if i.epoch == EPOCH.load(Relaxed) {
+            let top = i.stack.last().map_or(ROOT, |f| f.node);
+            i.cpu.boundary(top, Timestamp::now());
+            i.cpu.flush(&i.data.nodes);
+        }
+    });
+    let t = lock_threads();
+    let epoch = EPOCH.load(Relaxed);
+    let mut totals = t.retired.clone();
+    let mut live = 0;
+    for d in &t.live {
+        if d.epoch.load(Relaxed) == epoch {
+            d.add_to(&mut totals);
+        }
+        live += 1;
+    }
+    (totals, epoch, live, t.exited)
+}

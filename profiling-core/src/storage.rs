@@ -1,0 +1,306 @@
+//! Per-thread statistics storage: lazily allocated chunks that never move, so the owning
+//! thread writes with plain relaxed stores while snapshotting threads read concurrently.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use crate::alloc::AllocCounters;
+use crate::histogram::{AtomicHistogram, BUCKETS};
+
+/// Per-thread figures of one call-tree node (a path of annotated functions).
+#[derive(Default)]
+pub(crate) struct NodeCell {
+    pub(crate) calls: AtomicU64,
+    pub(crate) wall_self: AtomicU64,
+    pub(crate) busy_self: AtomicU64,
+    pub(crate) cpu_self: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) alloc_count: AtomicU64,
+    pub(crate) freed_bytes: AtomicU64,
+    pub(crate) freed_count: AtomicU64,
+}
+
+/// Per-thread figures of one function.
+pub(crate) struct FnCell {
+    pub(crate) calls: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) wall_total: AtomicU64,
+    pub(crate) busy_total: AtomicU64,
+    pub(crate) min: AtomicU64,
+    pub(crate) max: AtomicU64,
+    pub(crate) hist: AtomicHistogram,
+}
+
+impl Default for FnCell {
+    fn default() -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            wall_total: AtomicU64::new(0),
+            busy_total: AtomicU64::new(0),
+            min: AtomicU64::new(u64::MAX),
+            max: AtomicU64::new(0),
+            hist: AtomicHistogram::default(),
+        }
+    }
+}
+
+/// Single-writer add: a load and a store, no locked instruction.
+#[inline(always)]
+pub(crate) fn bump(a: &AtomicU64, v: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+}
+
+impl NodeCell {
+    #[inline(always)]
+    pub(crate) fn add_alloc(&self, a: &AllocCounters) {
+        bump(&self.alloc_bytes, a.alloc_bytes);
+        bump(&self.alloc_count, a.alloc_count);
+        bump(&self.freed_bytes, a.freed_bytes);
+        bump(&self.freed_count, a.freed_count);
+    }
+
+    pub(crate) fn clear(&self) {
+        for a in [
+            &self.calls,
+            &self.wall_self,
+            &self.busy_self,
+            &self.cpu_self,
+            &self.alloc_bytes,
+            &self.alloc_count,
+            &self.freed_bytes,
+            &self.freed_count,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl FnCell {
+    #[inline(always)]
+    pub(crate) fn record_latency(&self, ns: u64) {
+        self.hist.record(ns);
+        if ns < self.min.load(Ordering::Relaxed) {
+            self.min.store(ns, Ordering::Relaxed);
+        }
+        if ns > self.max.load(Ordering::Relaxed) {
+            self.max.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.cancelled.store(0, Ordering::Relaxed);
+        self.wall_total.store(0, Ordering::Relaxed);
+        self.busy_total.store(0, Ordering::Relaxed);
+        self.min.store(u64::MAX, Ordering::Relaxed);
+        self.max.store(0, Ordering::Relaxed);
+        self.hist.clear();
+    }
+}
+
+/// An append-only array of `T` in fixed chunks; chunk pointers are published with Release.
+pub(crate) struct Chunked<T> {
+    chunk: usize,
+    ptrs: Box<[AtomicPtr<T>]>,
+}
+
+impl<T: Default> Chunked<T> {
+    pub(crate) fn new(chunk: usize, capacity: usize) -> Self {
+        let n = capacity.div_ceil(chunk);
+        Self {
+            chunk,
+            ptrs: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+        }
+    }
+
+    /// The element, if its chunk exists.
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        let p = self.ptrs.get(i / self.chunk)?.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null pointer came from `Box<[T]>::into_raw` of `self.chunk`
+        // elements, is never freed before `self` drops, and `i % chunk < chunk`.
+        Some(unsafe { &*p.add(i % self.chunk) })
+    }
+
+    /// The element, allocating its chunk on first use (owning thread only).
+    #[inline(always)]
+    pub(crate) fn get_or_alloc(&self, i: usize) -> Option<&T> {
+        match self.get(i) {
+            Some(t) => Some(t),
+            None => self.alloc_chunk(i),
+        }
+    }
+
+    #[cold]
+    fn alloc_chunk(&self, i: usize) -> Option<&T> {
+        let slot = self.ptrs.get(i / self.chunk)?;
+        let chunk: Box<[T]> = (0..self.chunk).map(|_| T::default()).collect();
+        let p = Box::into_raw(chunk) as *mut T;
+        if slot
+            .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `p` was just made by `Box::into_raw` and was not published.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, self.chunk)) });
+        }
+        self.get(i)
+    }
+
+    /// Every existing element with its index.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &T)) {
+        for c in 0..self.ptrs.len() {
+            let p = self.ptrs[c].load(Ordering::Acquire);
+            if p.is_null() {
+                continue;
+            }
+            for k in 0..self.chunk {
+                // SAFETY: as in `get`.
+                f(c * self.chunk + k, unsafe { &*p.add(k) });
+            }
+        }
+    }
+}
+
+impl<T> Drop for Chunked<T> {
+    fn drop(&mut self) {
+        for slot in self.ptrs.iter() {
+            let p = slot.load(Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: made by `Box::into_raw` of `chunk` elements; dropped once, here.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, self.chunk)) });
+            }
+        }
+    }
+}
+
+/// Plain sums of node figures (readers' side).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NodeSums {
+    pub(crate) calls: u64,
+    pub(crate) wall_self: u64,
+    pub(crate) busy_self: u64,
+    pub(crate) cpu_self: u64,
+    pub(crate) alloc: AllocCounters,
+}
+
+/// Plain sums of function figures (readers' side).
+#[derive(Clone, Debug)]
+pub(crate) struct FnSums {
+    pub(crate) calls: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) wall_total: u64,
+    pub(crate) busy_total: u64,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    pub(crate) hist: Vec<u64>,
+}
+
+impl Default for FnSums {
+    fn default() -> Self {
+        Self {
+            calls: 0,
+            cancelled: 0,
+            wall_total: 0,
+            busy_total: 0,
+            min: u64::MAX,
+            max: 0,
+            hist: Vec::new(),
+        }
+    }
+}
+
+/// Merged figures of any number of threads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) nodes: Vec<NodeSums>,
+    pub(crate) fns: Vec<FnSums>,
+}
+
+impl Totals {
+    pub(crate) fn add_node(&mut self, i: usize, c: &NodeCell) {
+        let r = Ordering::Relaxed;
+        let calls = c.calls.load(r);
+        let s = NodeSums {
+            calls,
+            wall_self: c.wall_self.load(r),
+            busy_self: c.busy_self.load(r),
+            cpu_self: c.cpu_self.load(r),
+            alloc: AllocCounters {
+                alloc_bytes: c.alloc_bytes.load(r),
+                alloc_count: c.alloc_count.load(r),
+                freed_bytes: c.freed_bytes.load(r),
+                freed_count: c.freed_count.load(r),
+            },
+        };
+        if s.calls == 0 && s.wall_self == 0 && s.cpu_self == 0 && s.busy_self == 0 && s.alloc == AllocCounters::default() {
+            return;
+        }
+        if self.nodes.len() <= i {
+            self.nodes.resize(i + 1, NodeSums::default());
+        }
+        let d = &mut self.nodes[i];
+        d.calls += s.calls;
+        d.wall_self += s.wall_self;
+        d.busy_self += s.busy_self;
+        d.cpu_self += s.cpu_self;
+        d.alloc.add(&s.alloc);
+    }
+
+    pub(crate) fn add_fn(&mut self, i: usize, c: &FnCell) {
+        let r = Ordering::Relaxed;
+        let calls = c.calls.load(r);
+        if calls == 0 {
+            return;
+        }
+        if self.fns.len() <= i {
+            self.fns.resize(i + 1, FnSums::default());
+        }
+        let d = &mut self.fns[i];
+        d.calls += calls;
+        d.cancelled += c.cancelled.load(r);
+        d.wall_total += c.wall_total.load(r);
+        d.busy_total += c.busy_total.load(r);
+        d.min = d.min.min(c.min.load(r));
+        d.max = d.max.max(c.max.load(r));
+        if d.hist.is_empty() {
+            d.hist = vec![0; BUCKETS];
+        }
+        c.hist.add_into(&mut d.hist);
+    }
+
+    pub(crate) fn merge(&mut self, o: &Totals) {
+        if self.nodes.len() < o.nodes.len() {
+            self.nodes.resize(o.nodes.len(), NodeSums::default());
+        }
+        for (d, s) in self.nodes.iter_mut().zip(o.nodes.iter()) {
+            d.calls += s.calls;
+            d.wall_self += s.wall_self;
+            d.busy_self += s.busy_self;
+            d.cpu_self += s.cpu_self;
+            d.alloc.add(&s.alloc);
+        }
+        if self.fns.len() < o.fns.len() {
+            self.fns.resize(o.fns.len(), FnSums::default());
+        }
+        for (d, s) in self.fns.iter_mut().zip(o.fns.iter()) {
+            if s.calls == 0 {
+                continue;
+            }
+            d.calls += s.calls;
+            d.cancelled += s.cancelled;
+            d.wall_total += s.wall_total;
+            d.busy_total += s.busy_total;
+            d.min = d.min.min(s.min);
+            d.max = d.max.max(s.max);
+            if d.hist.is_empty() {
+                d.hist = vec![0; BUCKETS];
+            }
+            for (a, b) in d.hist.iter_mut().zip(s.hist.iter()) {
+                *a += b;
+            }
+        }
+    }
+}
