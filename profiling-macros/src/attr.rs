@@ -76,23 +76,23 @@ impl Parse for Args {
                 if args.name.is_some() {
                     return Err(duplicate(keyword.span, "name"));
                 }
-                input.parse::<Token![=]>()?;
-                args.name = Some(parse_name(input)?);
+                let eq = parse_eq(input, keyword.span, "name = \"my_function\"")?;
+                args.name = Some(parse_name(input, eq)?);
             } else if lookahead.peek(Token![crate]) {
                 let keyword: Token![crate] = input.parse()?;
                 if args.crate_path.is_some() {
                     return Err(duplicate(keyword.span, "crate"));
                 }
-                input.parse::<Token![=]>()?;
-                args.crate_path = Some(parse_crate_path(input)?);
+                let eq = parse_eq(input, keyword.span, "crate = ::profiling_core")?;
+                args.crate_path = Some(parse_crate_path(input, eq)?);
             } else if lookahead.peek(kw::span) {
                 let keyword: kw::span = input.parse()?;
                 if args.span.is_some() {
                     return Err(duplicate(keyword.span, "span"));
                 }
                 let level = if input.peek(Token![=]) {
-                    input.parse::<Token![=]>()?;
-                    parse_level(input)?
+                    let eq: Token![=] = input.parse()?;
+                    parse_level(input, eq)?
                 } else {
                     Level::Info
                 };
@@ -117,9 +117,34 @@ fn duplicate(span: Span, arg: &str) -> syn::Error {
     syn::Error::new(span, format!("duplicate `{arg}` argument"))
 }
 
-fn parse_name(input: ParseStream<'_>) -> syn::Result<LitStr> {
+/// Parses the `=` after `keyword`. At the end of the arguments, the error points at
+/// the keyword rather than at the whole attribute.
+fn parse_eq(input: ParseStream<'_>, keyword: Span, example: &str) -> syn::Result<Token![=]> {
+    if input.is_empty() {
+        return Err(syn::Error::new(
+            keyword,
+            format!("expected a value, as in `{example}`"),
+        ));
+    }
+    input.parse()
+}
+
+/// An error on the next token, or on `eq` when the arguments end right after it.
+fn value_error(input: ParseStream<'_>, eq: Token![=], message: &str) -> syn::Error {
+    if input.is_empty() {
+        syn::Error::new(eq.span, message)
+    } else {
+        input.error(message)
+    }
+}
+
+fn parse_name(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<LitStr> {
     if !input.peek(LitStr) {
-        return Err(input.error("expected a string literal, as in `name = \"my_function\"`"));
+        return Err(value_error(
+            input,
+            eq,
+            "expected a string literal, as in `name = \"my_function\"`",
+        ));
     }
     let name: LitStr = input.parse()?;
     if name.value().trim().is_empty() {
@@ -128,20 +153,25 @@ fn parse_name(input: ParseStream<'_>) -> syn::Result<LitStr> {
     Ok(name)
 }
 
-fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+fn parse_crate_path(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<Path> {
     if input.peek(LitStr) {
         return Err(input.error(
             "expected a path, not a string literal, as in `crate = ::profiling_core`",
         ));
     }
+    let expected = "expected a path, as in `crate = ::profiling_core`";
+    if input.is_empty() {
+        return Err(value_error(input, eq, expected));
+    }
     // Mod-style: a crate path has no generic arguments.
-    Path::parse_mod_style(input)
-        .map_err(|_| input.error("expected a path, as in `crate = ::profiling_core`"))
+    Path::parse_mod_style(input).map_err(|_| input.error(expected))
 }
 
-fn parse_level(input: ParseStream<'_>) -> syn::Result<Level> {
+fn parse_level(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<Level> {
     if !input.peek(LitStr) {
-        return Err(input.error(
+        return Err(value_error(
+            input,
+            eq,
             "expected a level string: \"trace\", \"debug\", \"info\", \"warn\" or \"error\"",
         ));
     }
@@ -240,6 +270,15 @@ mod tests {
         assert!(error(quote!(span = 3)).starts_with("expected a level string"));
         assert!(error(quote!(span = "loud")).starts_with("unknown span level \"loud\""));
         assert_eq!(error(quote!(name = "")), "`name` must not be empty");
+    }
+
+    #[test]
+    fn missing_values() {
+        assert_eq!(error(quote!(name)), "expected a value, as in `name = \"my_function\"`");
+        assert_eq!(error(quote!(crate)), "expected a value, as in `crate = ::profiling_core`");
+        assert!(error(quote!(name =)).starts_with("expected a string literal"));
+        assert!(error(quote!(crate =)).starts_with("expected a path"));
+        assert!(error(quote!(span =)).starts_with("expected a level string"));
     }
 
     #[test]

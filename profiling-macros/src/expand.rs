@@ -305,7 +305,12 @@ fn fake_return_edge(output: &ReturnType) -> Option<TokenStream> {
             (ty.to_token_stream(), ty.span())
         }
     };
-    let value = local("__profiled_fake_return");
+    // Mixed-site hygiene, but located at the return type: "return type inferred to be
+    // `T` here" then points at the signature.
+    let value = syn::Ident::new(
+        "__profiled_fake_return",
+        Span::mixed_site().located_at(span),
+    );
     Some(quote_spanned! {span=>
         #[allow(
             unknown_lints,

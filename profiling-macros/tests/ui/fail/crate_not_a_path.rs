@@ -1,0 +1,9 @@
+use profiling_core::profiled;
+
+#[profiled(crate = "profiling_core")]
+fn string() {}
+
+#[profiled(crate = 5)]
+fn number() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use profiling_core::profiled;
+
+#[profiled(name = "  ")]
+fn blank() {}
+
+fn main() {}

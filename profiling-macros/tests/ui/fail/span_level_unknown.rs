@@ -1,0 +1,6 @@
+use profiling_core::profiled;
+
+#[profiled(span = "loud")]
+fn loud() {}
+
+fn main() {}
