@@ -122,6 +122,10 @@ struct ThreadCounters {
     current_fn: Cell<u32>,
     /// Events since the last publish to the process-wide figures.
     pending: Cell<u32>,
+    /// Set while the profiler itself allocates: such events are left out of the thread's
+    /// counters (so they are never attributed to a user's function) but still counted
+    /// process-wide.
+    suspended: Cell<bool>,
     published: Cell<AllocCounters>,
     sizes: [Cell<u32>; SIZE_BUCKETS],
 }
@@ -135,6 +139,7 @@ thread_local! {
             freed_count: Cell::new(0),
             current_fn: Cell::new(u32::MAX),
             pending: Cell::new(0),
+            suspended: Cell::new(false),
             published: Cell::new(AllocCounters { alloc_bytes: 0, alloc_count: 0, freed_bytes: 0, freed_count: 0 }),
             sizes: [const { Cell::new(0) }; SIZE_BUCKETS],
         }
@@ -167,6 +172,12 @@ fn size_bucket(size: usize) -> usize {
 #[inline(always)]
 fn on_alloc(size: usize) {
     let _ = COUNTERS.try_with(|c| {
+        if c.suspended.get() {
+            G_ALLOC_BYTES.fetch_add(size as u64, Relaxed);
+            G_ALLOC_COUNT.fetch_add(1, Relaxed);
+            G_SIZES[size_bucket(size)].fetch_add(1, Relaxed);
+            return;
+        }
         c.alloc_bytes.set(c.alloc_bytes.get().wrapping_add(size as u64));
         c.alloc_count.set(c.alloc_count.get().wrapping_add(1));
         let s = &c.sizes[size_bucket(size)];
@@ -181,6 +192,11 @@ fn on_alloc(size: usize) {
 #[inline(always)]
 fn on_free(size: usize) {
     let _ = COUNTERS.try_with(|c| {
+        if c.suspended.get() {
+            G_FREED_BYTES.fetch_add(size as u64, Relaxed);
+            G_FREED_COUNT.fetch_add(1, Relaxed);
+            return;
+        }
         c.freed_bytes.set(c.freed_bytes.get().wrapping_add(size as u64));
         c.freed_count.set(c.freed_count.get().wrapping_add(1));
         tick(c);
@@ -248,6 +264,21 @@ pub(crate) fn thread_counters() -> AllocCounters {
             freed_count: c.freed_count.get(),
         })
         .unwrap_or_default()
+}
+
+/// Runs `f` with this thread's allocation counting suspended: for the profiler's own
+/// bookkeeping, which must never be attributed to the user's function that triggered it.
+#[inline]
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    let prev = COUNTERS.try_with(|c| c.suspended.replace(true)).unwrap_or(false);
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = COUNTERS.try_with(|c| c.suspended.set(self.0));
+        }
+    }
+    let _restore = Restore(prev);
+    f()
 }
 
 /// Sets the innermost annotated function of this thread, returning the previous one.

@@ -89,6 +89,10 @@ impl Callsite {
     #[cold]
     #[inline(never)]
     fn register(&'static self, self_type: Option<fn() -> &'static str>) -> u32 {
+        crate::alloc::untracked(|| self.register_untracked(self_type))
+    }
+
+    fn register_untracked(&'static self, self_type: Option<fn() -> &'static str>) -> u32 {
         let name = match (self.name, self_type) {
             (Some(n), _) => n.to_owned(),
             (None, Some(ty)) => format!("{}::{}::{}", self.module_path, short_type_name(ty()), self.fn_name),

@@ -167,7 +167,7 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: Local = Local::new();
+    static LOCAL: Local = alloc::untracked(Local::new);
 }
 
 #[inline(always)]
@@ -201,7 +201,7 @@ impl Inner {
     fn depth_mut(&mut self, func: u32) -> &mut u32 {
         let i = func as usize;
         if i >= self.depth.len() {
-            self.depth.resize(i + 1, 0);
+            alloc::untracked(|| self.depth.resize(i + 1, 0));
         }
         &mut self.depth[i]
     }
@@ -243,6 +243,9 @@ impl Inner {
         *self.depth_mut(func) += 1;
         let prev_fn = alloc::swap_current_function(func);
         let idx = self.stack.len();
+        if idx == self.stack.capacity() {
+            alloc::untracked(|| self.stack.reserve(idx));
+        }
         self.stack.push(Frame {
             func,
             node,
@@ -423,6 +426,10 @@ pub fn current_depth() -> usize {
 
 /// Merged totals of the current window: exited threads plus live ones.
 pub(crate) fn collect() -> (Totals, u64, usize, u64) {
+    alloc::untracked(collect_untracked)
+}
+
+fn collect_untracked() -> (Totals, u64, usize, u64) {
     // Flush this thread's pending CPU so a caller that measures then snapshots sees it.
     with_inner(|i| {
         if i.epoch == EPOCH.load(Relaxed) {

@@ -165,6 +165,10 @@ impl Snapshot {
 
 /// Takes a snapshot of the current window.
 pub fn snapshot() -> Snapshot {
+    crate::alloc::untracked(snapshot_untracked)
+}
+
+fn snapshot_untracked() -> Snapshot {
     let (totals, epoch, live, exited) = recorder::collect();
     let (_, started_ns) = recorder::window();
     let now_ns = recorder::now_ns();

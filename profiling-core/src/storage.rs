@@ -137,7 +137,7 @@ impl<T: Default> Chunked<T> {
     #[cold]
     fn alloc_chunk(&self, i: usize) -> Option<&T> {
         let slot = self.ptrs.get(i / self.chunk)?;
-        let chunk: Box<[T]> = (0..self.chunk).map(|_| T::default()).collect();
+        let chunk: Box<[T]> = crate::alloc::untracked(|| (0..self.chunk).map(|_| T::default()).collect());
         let p = Box::into_raw(chunk) as *mut T;
         if slot
             .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)

@@ -48,6 +48,10 @@ pub(crate) struct Child {
 /// The node for `func` called under `parent`, creating it if the cap allows.
 #[cold]
 pub(crate) fn intern(parent: u32, func: u32) -> Child {
+    crate::alloc::untracked(|| intern_untracked(parent, func))
+}
+
+fn intern_untracked(parent: u32, func: u32) -> Child {
     with_table(|t| {
         if let Some(&n) = t.map.get(&(parent, func)) {
             return Child { node: n, folded: false };

@@ -1,21 +1,51 @@
 //! Workloads whose true cost is known, shared by the truth tests, examples and benchmarks.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Burns CPU on the calling thread for `d` of wall time.
 pub fn spin_for(d: Duration) {
     let start = Instant::now();
-    let mut x = 0u64;
     while start.elapsed() < d {
-        for i in 0..64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-        }
-        std::hint::black_box(x);
+        churn();
     }
+}
+
+/// Burns exactly `d` of CPU time on the calling thread (to the clock's precision), however
+/// loaded the machine is: the wall time it takes is at least `d`.
+pub fn spin_cpu(d: Duration) {
+    let start = thread_cpu();
+    while thread_cpu() - start < d {
+        for _ in 0..16 {
+            churn();
+        }
+    }
+}
+
+fn churn() {
+    let mut x = 0u64;
+    for i in 0..64 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+    }
+    std::hint::black_box(x);
+}
+
+/// The calling thread's CPU clock.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer, constant clock id.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Whether `got` is within `tol` (a fraction) of `want`.
 pub fn within(got: u64, want: u64, tol: f64) -> bool {
     let (g, w) = (got as f64, want as f64);
     (g - w).abs() <= w * tol
+}
+
+/// Serializes tests of one binary that measure time or touch process-global state.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
