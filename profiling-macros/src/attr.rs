@@ -155,9 +155,9 @@ fn parse_name(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<LitStr> {
 
 fn parse_crate_path(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<Path> {
     if input.peek(LitStr) {
-        return Err(input.error(
-            "expected a path, not a string literal, as in `crate = ::profiling_core`",
-        ));
+        return Err(
+            input.error("expected a path, not a string literal, as in `crate = ::profiling_core`")
+        );
     }
     let expected = "expected a path, as in `crate = ::profiling_core`";
     if input.is_empty() {
@@ -223,7 +223,10 @@ mod tests {
 
     #[test]
     fn bare_span_is_info() {
-        assert_eq!(parse(quote!(span)).unwrap().span.unwrap().level, Level::Info);
+        assert_eq!(
+            parse(quote!(span)).unwrap().span.unwrap().level,
+            Level::Info
+        );
     }
 
     #[test]
@@ -242,7 +245,10 @@ mod tests {
 
     #[test]
     fn crate_can_be_a_relative_path() {
-        let path = parse(quote!(crate = crate::vendored)).unwrap().crate_path.unwrap();
+        let path = parse(quote!(crate = crate::vendored))
+            .unwrap()
+            .crate_path
+            .unwrap();
         assert_eq!(quote!(#path).to_string(), "crate :: vendored");
     }
 
@@ -256,9 +262,18 @@ mod tests {
 
     #[test]
     fn duplicates() {
-        assert_eq!(error(quote!(name = "a", name = "b")), "duplicate `name` argument");
-        assert_eq!(error(quote!(span, span = "warn")), "duplicate `span` argument");
-        assert_eq!(error(quote!(crate = a, crate = b)), "duplicate `crate` argument");
+        assert_eq!(
+            error(quote!(name = "a", name = "b")),
+            "duplicate `name` argument"
+        );
+        assert_eq!(
+            error(quote!(span, span = "warn")),
+            "duplicate `span` argument"
+        );
+        assert_eq!(
+            error(quote!(crate = a, crate = b)),
+            "duplicate `crate` argument"
+        );
     }
 
     #[test]
@@ -274,8 +289,14 @@ mod tests {
 
     #[test]
     fn missing_values() {
-        assert_eq!(error(quote!(name)), "expected a value, as in `name = \"my_function\"`");
-        assert_eq!(error(quote!(crate)), "expected a value, as in `crate = ::profiling_core`");
+        assert_eq!(
+            error(quote!(name)),
+            "expected a value, as in `name = \"my_function\"`"
+        );
+        assert_eq!(
+            error(quote!(crate)),
+            "expected a value, as in `crate = ::profiling_core`"
+        );
         assert!(error(quote!(name =)).starts_with("expected a string literal"));
         assert!(error(quote!(crate =)).starts_with("expected a path"));
         assert!(error(quote!(span =)).starts_with("expected a level string"));

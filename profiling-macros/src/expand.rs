@@ -15,8 +15,8 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, AttrStyle, Expr, ExprCall, Item, ItemFn, LitStr, Path, ReturnType,
-    Signature, Stmt, Token, Visibility,
+    AttrStyle, Attribute, Expr, ExprCall, Item, ItemFn, LitStr, Path, ReturnType, Signature, Stmt,
+    Token, Visibility,
 };
 
 use crate::attr::{Args, SpanLevel};
@@ -232,11 +232,11 @@ fn expand(args: &Args, func: ItemFn) -> TokenStream {
         .partition(|attr| matches!(attr.style, AttrStyle::Outer));
 
     let body = if sig.asyncness.is_some() {
-        expand_async_fn(&cx, block.stmts)
+        expand_async_fn(&cx, &block.stmts)
     } else if let Some(shape) = async_trait_shape(&block.stmts) {
         expand_async_trait(&cx, shape)
     } else {
-        expand_sync(&cx, block.stmts)
+        expand_sync(&cx, &block.stmts)
     };
 
     let mut tokens = quote!(#(#outer)* #vis #sig);
@@ -251,7 +251,7 @@ fn private_path(crate_path: &Path) -> TokenStream {
     quote!(#crate_path::__private)
 }
 
-fn expand_sync(cx: &Context<'_>, stmts: Vec<Stmt>) -> TokenStream {
+fn expand_sync(cx: &Context<'_>, stmts: &[Stmt]) -> TokenStream {
     let private = &cx.private;
     let callsite = cx.callsite("Sync");
     let guard = local("__profiled_guard");
@@ -276,7 +276,7 @@ fn expand_sync(cx: &Context<'_>, stmts: Vec<Stmt>) -> TokenStream {
     }
 }
 
-fn expand_async_fn(cx: &Context<'_>, stmts: Vec<Stmt>) -> TokenStream {
+fn expand_async_fn(cx: &Context<'_>, stmts: &[Stmt]) -> TokenStream {
     let fake_return_edge = fake_return_edge(&cx.sig.output);
     let future = quote! {
         async move {
@@ -425,18 +425,38 @@ mod tests {
 
     #[test]
     fn disabled_still_validates() {
-        let item = quote!(fn f() {});
+        let item = quote!(
+            fn f() {}
+        );
         let out = profiled(quote!(nmae = "x"), item.clone(), false).to_string();
         assert!(out.contains("compile_error"), "{out}");
-        let out = profiled(quote!(), quote!(struct S;), false).to_string();
+        let out = profiled(
+            quote!(),
+            quote!(
+                struct S;
+            ),
+            false,
+        )
+        .to_string();
         assert!(out.contains("can only be applied to functions"), "{out}");
     }
 
     #[test]
     fn sync_free_fn() {
-        let out = expand_str(quote!(), quote!(pub fn f(x: u32) -> u32 { let y = x; y + 1 }));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                pub fn f(x: u32) -> u32 {
+                    let y = x;
+                    y + 1
+                }
+            ),
+        );
         assert!(out.starts_with("pub fn f (x : u32) -> u32 {"), "{out}");
-        assert!(out.contains(":: profiling_core :: __private :: enter ("), "{out}");
+        assert!(
+            out.contains(":: profiling_core :: __private :: enter ("),
+            "{out}"
+        );
         assert!(out.contains("CallsiteKind :: Sync"), "{out}");
         assert!(out.contains(":: core :: option :: Option :: None"), "{out}");
         assert!(out.ends_with("let y = x ; y + 1 }"), "{out}");
@@ -446,22 +466,42 @@ mod tests {
     #[test]
     fn receiver_or_self_in_signature_means_in_impl() {
         for item in [
-            quote!(fn f(&self) {}),
-            quote!(fn f(self: Box<Self>) {}),
-            quote!(fn new() -> Self { todo!() }),
-            quote!(fn f(x: Option<Self>) {}),
+            quote!(
+                fn f(&self) {}
+            ),
+            quote!(
+                fn f(self: Box<Self>) {}
+            ),
+            quote!(
+                fn new() -> Self {
+                    todo!()
+                }
+            ),
+            quote!(
+                fn f(x: Option<Self>) {}
+            ),
         ] {
             let out = expand_str(quote!(), item);
             assert!(out.contains("enter_in_impl"), "{out}");
             assert!(out.contains("type_name :: < Self >"), "{out}");
         }
-        let out = expand_str(quote!(), quote!(fn f(x: self::Foo) {}));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn f(x: self::Foo) {}
+            ),
+        );
         assert!(!out.contains("enter_in_impl"), "{out}");
     }
 
     #[test]
     fn crate_path_and_name_are_used() {
-        let out = expand_str(quote!(crate = my::core, name = "shown"), quote!(fn f() {}));
+        let out = expand_str(
+            quote!(crate = my::core, name = "shown"),
+            quote!(
+                fn f() {}
+            ),
+        );
         assert!(out.contains("my :: core :: __private :: enter"), "{out}");
         assert!(out.contains("Some (\"shown\")"), "{out}");
         assert!(!out.contains("profiling_core"), "{out}");
@@ -469,7 +509,15 @@ mod tests {
 
     #[test]
     fn async_fn_wraps_the_body_in_instrumented() {
-        let out = expand_str(quote!(), quote!(async fn f() -> Result<u8, E> { g()?; Ok(1) }));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn f() -> Result<u8, E> {
+                    g()?;
+                    Ok(1)
+                }
+            ),
+        );
         assert!(out.contains("Instrumented :: new ("), "{out}");
         assert!(out.contains("CallsiteKind :: Async"), "{out}");
         assert!(out.contains("async move"), "{out}");
@@ -480,7 +528,14 @@ mod tests {
 
     #[test]
     fn async_fn_returning_impl_trait_has_no_fake_return_edge() {
-        let out = expand_str(quote!(), quote!(async fn f() -> impl Display { 1 }));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn f() -> impl Display {
+                    1
+                }
+            ),
+        );
         assert!(!out.contains("loop"), "{out}");
     }
 
@@ -495,7 +550,9 @@ mod tests {
             },
         );
         assert!(
-            out.contains("Box :: pin (:: profiling_core :: __private :: Instrumented :: new_in_impl ("),
+            out.contains(
+                "Box :: pin (:: profiling_core :: __private :: Instrumented :: new_in_impl ("
+            ),
             "{out}"
         );
         assert!(!out.contains("enter"), "{out}");
@@ -503,33 +560,66 @@ mod tests {
 
     #[test]
     fn span_option() {
-        let out = expand_str(quote!(span = "debug"), quote!(fn f() {}));
+        let out = expand_str(
+            quote!(span = "debug"),
+            quote!(
+                fn f() {}
+            ),
+        );
         assert!(out.contains("tracing :: span !"), "{out}");
         assert!(out.contains("Level :: DEBUG"), "{out}");
         assert!(out.contains("\"f\" , profiled = true"), "{out}");
         assert!(out.contains("__profiled_span . enter ()"), "{out}");
-        let out = expand_str(quote!(span, name = "N"), quote!(async fn f() {}));
+        let out = expand_str(
+            quote!(span, name = "N"),
+            quote!(
+                async fn f() {}
+            ),
+        );
         assert!(out.contains("Instrument :: instrument ("), "{out}");
         assert!(out.contains("\"N\" , profiled = true"), "{out}");
     }
 
     #[test]
     fn raw_identifier_names_are_unraw() {
-        let out = expand_str(quote!(), quote!(fn r#type() {}));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn r#type() {}
+            ),
+        );
         assert!(out.contains("\"type\""), "{out}");
     }
 
     #[test]
     fn inner_attributes_stay_at_the_top_of_the_body() {
-        let out = expand_str(quote!(), quote!(fn f() { #![allow(unused)] let x = 1; }));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn f() {
+                    #![allow(unused)]
+                    let x = 1;
+                }
+            ),
+        );
         assert!(out.starts_with("fn f () { # ! [allow (unused)]"), "{out}");
     }
 
     #[test]
     fn item_errors() {
-        let out = expand_str(quote!(), quote!(const fn f() {}));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                const fn f() {}
+            ),
+        );
         assert!(out.contains("cannot be applied to a `const fn`"), "{out}");
-        let out = expand_str(quote!(), quote!(fn f(&self);));
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn f(&self);
+            ),
+        );
         assert!(out.contains("needs a function body"), "{out}");
         let out = expand_str(quote!(), quote!(impl Foo {}));
         assert!(out.contains("can only be applied to functions"), "{out}");
