@@ -90,7 +90,10 @@ impl ProfilingLayer {
             return id;
         }
         let id = register_function(FunctionKey::Span(key), span_meta(meta));
-        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, id);
         id
     }
 }
@@ -149,7 +152,9 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        let Some(t) = ext.get_mut::<SpanTiming>() else { return };
+        let Some(t) = ext.get_mut::<SpanTiming>() else {
+            return;
+        };
         let Some((_, node, folded)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
             return;
         };
@@ -163,7 +168,9 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        let Some(t) = ext.get_mut::<SpanTiming>() else { return };
+        let Some(t) = ext.get_mut::<SpanTiming>() else {
+            return;
+        };
         // `None` when this thread has no open entry of the span (exited elsewhere, or the
         // entry was dropped as an orphan): nothing to book.
         if let Some(out) = recorder::pop_poll(Locator::Owner(id.into_u64())) {
@@ -175,11 +182,21 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(t) = span.extensions_mut().remove::<SpanTiming>() else { return };
+        let Some(t) = span.extensions_mut().remove::<SpanTiming>() else {
+            return;
+        };
         // A span never entered is not a call.
         let Some(node) = t.node else { return };
         let latency = t.last_exit_ns.saturating_sub(t.first_enter_ns);
-        recorder::complete(t.func, node, t.folded, latency, t.busy_ns, t.child_latency_ns, false);
+        recorder::complete(
+            t.func,
+            node,
+            t.folded,
+            latency,
+            t.busy_ns,
+            t.child_latency_ns,
+            false,
+        );
     }
 }
 
@@ -196,7 +213,9 @@ mod tests {
             s.in_scope(|| {});
         });
         let snap = crate::snapshot();
-        let f = snap.function("layer_unit::db::span_identity_query").expect("span recorded");
+        let f = snap
+            .function("layer_unit::db::span_identity_query")
+            .expect("span recorded");
         assert_eq!(f.calls, 1);
         assert_eq!(f.module, "layer_unit::db");
         assert_eq!(f.kind, CallsiteKind::Span);
@@ -232,6 +251,9 @@ mod tests {
         });
         assert_eq!(crate::current_depth(), depth);
         let snap = crate::snapshot();
-        assert_eq!(snap.function("layer_unit::out_of_order_a").map(|f| f.calls), Some(1));
+        assert_eq!(
+            snap.function("layer_unit::out_of_order_a").map(|f| f.calls),
+            Some(1)
+        );
     }
 }

@@ -54,9 +54,12 @@ mod error;
 mod future;
 mod guard;
 mod histogram;
+mod layer;
+mod ranking;
 mod recorder;
 mod snapshot;
 mod storage;
+mod table;
 mod tree;
 
 pub use alloc::{
@@ -71,9 +74,15 @@ pub use config::{
 };
 pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
 pub use error::{Error, Result};
+pub use layer::ProfilingLayer;
+pub use ranking::{
+    classify, impact_score, rank, Bottleneck, Classification, ParseSortKeyError, Profile, RankOptions, Ranking,
+    RankingWindow, Shares, SortKey, WindowStart,
+};
 pub use profiling_macros::profiled;
 pub use recorder::{current_depth, reset};
 pub use snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
+pub use table::{fmt_bytes, fmt_count, fmt_ns, render_table};
 
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;

@@ -1,0 +1,269 @@
+//! Plain-text rendering of a [`Ranking`] for terminals, and the human units (ns/µs/ms/s,
+//! B/KiB/MiB/GiB, k/M) used there and in recommendation texts.
+
+use std::fmt::{self, Write as _};
+
+use crate::ranking::Ranking;
+
+/// Widest function name shown; longer names keep their tail (the most specific part).
+pub const MAX_FUNCTION_WIDTH: usize = 48;
+
+/// A duration in ns with 3 significant digits: `950 ns`, `12.3 µs`, `4.56 ms`, `1.23 s`.
+pub fn fmt_ns(ns: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs")];
+    for (scale, unit) in UNITS {
+        if ns >= scale {
+            return format!("{} {unit}", sig3(ns as f64 / scale as f64));
+        }
+    }
+    format!("{ns} ns")
+}
+
+/// A byte count in binary units with one decimal: `512 B`, `1.5 KiB`, `3.1 MiB`, `2.0 GiB`.
+pub fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for (scale, unit) in UNITS {
+        if bytes >= scale {
+            return format!("{:.1} {unit}", bytes as f64 / scale as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// A count, abbreviated from a thousand up: `999`, `1.5k`, `41k`, `2.35M`, `1.2G`.
+pub fn fmt_count(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")];
+    for (scale, unit) in UNITS {
+        if n >= scale {
+            let s = sig3(n as f64 / scale as f64);
+            let s = if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &s
+            };
+            return format!("{s}{unit}");
+        }
+    }
+    n.to_string()
+}
+
+/// `x` (at least 1) with 3 significant digits.
+fn sig3(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn fmt_pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// `name` cut to `width` characters, keeping its end.
+fn truncate_front(name: &str, width: usize) -> String {
+    let n = name.chars().count();
+    if n <= width {
+        return name.to_owned();
+    }
+    let tail: String = name.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+/// Renders `ranking` as a plain-text table, then each entry's recommendations and the notes.
+///
+/// Columns: rank, function, calls, self and total wall time, share of profiled time, self
+/// CPU, self allocated bytes (`-` when allocations are not counted), p50, p99, impact score
+/// and classification.
+pub fn render_table(ranking: &Ranking) -> String {
+    let w = &ranking.window;
+    let mut out = String::new();
+    let since = match w.since {
+        crate::ranking::WindowStart::ProcessStart => "since process start",
+        crate::ranking::WindowStart::LastReset => "since last reset",
+    };
+    let _ = writeln!(
+        out,
+        "Bottlenecks by {} | window {} ({since}, {}) | profiled {} | {} of {} functions",
+        ranking.sort,
+        w.epoch,
+        fmt_ns(w.duration_ns),
+        fmt_ns(w.profiled_wall_ns),
+        ranking.bottlenecks.len(),
+        w.functions,
+    );
+
+    const HEAD: [&str; 12] = [
+        "#", "function", "calls", "self", "total", "share", "cpu", "alloc", "p50", "p99", "impact",
+        "class",
+    ];
+    let rows: Vec<[String; 12]> = ranking
+        .bottlenecks
+        .iter()
+        .map(|b| {
+            [
+                b.rank.to_string(),
+                truncate_front(&b.function, MAX_FUNCTION_WIDTH),
+                fmt_count(b.calls),
+                fmt_ns(b.self_wall_ns),
+                fmt_ns(b.total_wall_ns),
+                fmt_pct(b.share),
+                fmt_ns(b.cpu_ns),
+                if w.allocations_counted {
+                    fmt_bytes(b.alloc_bytes)
+                } else {
+                    "-".to_owned()
+                },
+                fmt_ns(b.p50_ns),
+                fmt_ns(b.p99_ns),
+                format!("{:.2}", b.impact_score),
+                b.classification.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEAD.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    // Text columns (function, class) are left-aligned; figures right-aligned.
+    let left = |i: usize| i == 1 || i == 11;
+    let mut line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if left(i) {
+                s.push_str(c);
+                s.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                s.extend(std::iter::repeat_n(' ', pad));
+                s.push_str(c);
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(&HEAD.map(str::to_owned));
+    for r in &rows {
+        line(r);
+    }
+
+    let with_recs: Vec<_> = ranking
+        .bottlenecks
+        .iter()
+        .filter(|b| !b.recommendations.is_empty())
+        .collect();
+    if !with_recs.is_empty() {
+        out.push('\n');
+        for b in with_recs {
+            let _ = writeln!(out, "{}. {} ({}:{})", b.rank, b.function, b.file, b.line);
+            for r in &b.recommendations {
+                let _ = writeln!(out, "   - {r}");
+            }
+        }
+    }
+    if !ranking.notes.is_empty() {
+        out.push('\n');
+        for n in &ranking.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+    }
+    out
+}
+
+impl fmt::Display for Ranking {
+    /// The plain-text table of [`render_table`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&render_table(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::AllocCounters;
+    use crate::ranking::tests::{func, snap};
+    use crate::ranking::{rank, RankOptions};
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(fmt_ns(0), "0 ns");
+        assert_eq!(fmt_ns(999), "999 ns");
+        assert_eq!(fmt_ns(1_000), "1.00 µs");
+        assert_eq!(fmt_ns(12_345), "12.3 µs");
+        assert_eq!(fmt_ns(4_560_000), "4.56 ms");
+        assert_eq!(fmt_ns(999_999_999), "1000 ms");
+        assert_eq!(fmt_ns(1_230_000_000), "1.23 s");
+        assert_eq!(fmt_ns(3_600_000_000_000), "3600 s");
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+        assert_eq!(fmt_bytes(3_250_586), "3.1 MiB");
+        assert_eq!(fmt_bytes(2 << 30), "2.0 GiB");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(1_000), "1k");
+        assert_eq!(fmt_count(1_500), "1.5k");
+        assert_eq!(fmt_count(41_000), "41k");
+        assert_eq!(fmt_count(41_230), "41.2k");
+        assert_eq!(fmt_count(2_345_678), "2.35M");
+        assert_eq!(fmt_count(120_000_000), "120M");
+    }
+
+    #[test]
+    fn long_names_keep_their_tail() {
+        let name = "a".repeat(60) + "::parse";
+        let t = truncate_front(&name, 20);
+        assert_eq!(t.chars().count(), 20);
+        assert!(t.starts_with('…') && t.ends_with("aaaa::parse"));
+        assert_eq!(truncate_front("short", 20), "short");
+    }
+
+    #[test]
+    fn renders_the_ranking() {
+        let mut a = func(1, "app::parse", 1_200, 30 * MS, 30 * MS, 29 * MS);
+        a.alloc_self = AllocCounters {
+            alloc_bytes: 3 << 20,
+            alloc_count: 10,
+            freed_bytes: 0,
+            freed_count: 0,
+        };
+        let b = func(2, "app::io::read", 3, 10 * MS, 10 * MS, 0);
+        let r = rank(&snap(vec![a, b], true), &RankOptions::new());
+        let expected = "\
+Bottlenecks by self_wall | window 1 (since process start, 1.00 s) | profiled 40.0 ms | 2 of 2 functions
+#  function       calls     self    total  share      cpu    alloc      p50      p99  impact  class
+1  app::parse      1.2k  30.0 ms  30.0 ms  75.0%  29.0 ms  3.0 MiB  25.0 µs  25.0 µs    0.85  cpu_bound
+2  app::io::read      3  10.0 ms  10.0 ms  25.0%     0 ns      0 B  3.33 ms  3.33 ms    0.15  wait_bound
+
+1. app::parse (src/m.rs:1)
+   - computes: 97% of its 30.0 ms self time is on CPU over 1.2k calls (25.0 µs per call): improve the algorithm or data layout, cache results, or parallelize; a sampling profile shows the hot lines
+2. app::io::read (src/m.rs:2)
+   - waits: only 0% of its 10.0 ms self time is on CPU (0 ns CPU): look for blocking I/O, lock contention, sleeps or sequential awaits; overlap independent waits
+";
+        assert_eq!(render_table(&r), expected);
+        assert_eq!(r.to_string(), expected);
+    }
+
+    #[test]
+    fn no_alloc_column_values_and_notes_without_counting() {
+        let r = rank(
+            &snap(vec![func(1, "app::f", 1, 5 * MS, 5 * MS, 5 * MS)], false),
+            &RankOptions::new(),
+        );
+        let t = render_table(&r);
+        let row = t.lines().nth(2).unwrap();
+        assert!(row.contains("  -  "), "{row}");
+        assert!(t.contains("\nnote: allocations not counted"), "{t}");
+    }
+}
