@@ -50,10 +50,14 @@ mod callsite;
 mod clock;
 mod config;
 mod cpu;
+mod diff;
 mod error;
 mod future;
 mod guard;
 mod histogram;
+mod leak;
+mod memory;
+mod process;
 mod layer;
 mod ranking;
 mod recorder;
@@ -73,7 +77,14 @@ pub use config::{
     DEFAULT_MAX_CALL_TREE_NODES, MAX_CALL_TREE_NODES_LIMIT,
 };
 pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
+pub use diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
 pub use error::{Error, Result};
+pub use leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
+pub use memory::{
+    allocator_stats, growth, read_sample, regression, AllocatorStats, FunctionObservation, FunctionRetention, Growth,
+    MemorySample, MemorySampler, MemoryThresholds, Regression, SamplerConfig, MIB,
+};
+pub use process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
 pub use layer::ProfilingLayer;
 pub use ranking::{
     classify, impact_score, rank, Bottleneck, Classification, ParseSortKeyError, Profile, RankOptions, Ranking,

@@ -5,7 +5,7 @@
 //!
 //! The sampler also records, per sample, how many bytes each annotated function has kept
 //! (allocated minus freed, exclusive of annotated callees) for the leak analysis in
-//! [`crate::leak`], and runs that analysis every leak-check interval.
+//! [`crate::analyze_leaks`], and runs that analysis every leak-check interval.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -107,7 +107,11 @@ pub fn regression(points: &[(f64, f64)]) -> Option<Regression> {
         return None;
     }
     let slope = sxy / sxx;
-    let r_squared = if syy <= 0.0 { 1.0 } else { (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0) };
+    let r_squared = if syy <= 0.0 {
+        1.0
+    } else {
+        (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0)
+    };
     Some(Regression {
         slope,
         intercept: my - slope * mx,
@@ -134,7 +138,12 @@ pub fn growth(samples: &[MemorySample], series: impl Fn(&MemorySample) -> u64) -
     let first = samples.first()?.at_unix_ms;
     let points: Vec<(f64, f64)> = samples
         .iter()
-        .map(|s| ((s.at_unix_ms.saturating_sub(first)) as f64 / 3_600_000.0, series(s) as f64 / MIB))
+        .map(|s| {
+            (
+                (s.at_unix_ms.saturating_sub(first)) as f64 / 3_600_000.0,
+                series(s) as f64 / MIB,
+            )
+        })
         .collect();
     let r = regression(&points)?;
     let last = samples.last()?.at_unix_ms;
@@ -196,8 +205,9 @@ impl AllocatorStats {
     /// `(resident - allocated) / resident`, in percent: the share of the allocator's resident
     /// memory that holds no live allocation (free space in pages, dirty pages, metadata).
     pub fn fragmentation_percent(&self) -> Option<f64> {
-        (self.resident > 0)
-            .then(|| self.resident.saturating_sub(self.allocated) as f64 / self.resident as f64 * 100.0)
+        (self.resident > 0).then(|| {
+            self.resident.saturating_sub(self.allocated) as f64 / self.resident as f64 * 100.0
+        })
     }
 }
 
@@ -332,9 +342,17 @@ impl Shared {
         if level > st.level {
             let mb = sample.rss_bytes as f64 / MIB;
             if level == 2 {
-                tracing::error!(rss_mb = mb, alert_mb = t.alert_bytes as f64 / MIB, "memory above the alert threshold");
+                tracing::error!(
+                    rss_mb = mb,
+                    alert_mb = t.alert_bytes as f64 / MIB,
+                    "memory above the alert threshold"
+                );
             } else {
-                tracing::warn!(rss_mb = mb, warning_mb = t.warning_bytes as f64 / MIB, "memory above the warning threshold");
+                tracing::warn!(
+                    rss_mb = mb,
+                    warning_mb = t.warning_bytes as f64 / MIB,
+                    "memory above the warning threshold"
+                );
             }
         }
         st.level = level;
@@ -343,7 +361,10 @@ impl Shared {
     fn leak_check(&self) {
         let (samples, functions) = {
             let st = self.lock();
-            (Vec::from(st.samples.clone()), Vec::from(st.functions.clone()))
+            (
+                Vec::from(st.samples.clone()),
+                Vec::from(st.functions.clone()),
+            )
         };
         let large = crate::alloc::allocation_totals().large_allocations;
         let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
@@ -372,7 +393,9 @@ impl MemorySampler {
     /// Takes a first sample now and starts the thread that takes one every interval.
     pub fn start(config: SamplerConfig) -> Result<Self> {
         if config.interval.is_zero() {
-            return Err(Error::InvalidConfig("the memory sampling interval must be above 0".to_owned()));
+            return Err(Error::InvalidConfig(
+                "the memory sampling interval must be above 0".to_owned(),
+            ));
         }
         let shared = Arc::new(Shared {
             config,
@@ -443,7 +466,10 @@ impl MemorySampler {
 fn run(shared: &Shared) {
     let interval = shared.config.interval;
     let mut next_sample = Instant::now() + interval;
-    let mut next_leak = shared.config.leak_check_interval.map(|d| Instant::now() + d);
+    let mut next_leak = shared
+        .config
+        .leak_check_interval
+        .map(|d| Instant::now() + d);
     loop {
         let now = Instant::now();
         let deadline = next_leak.map_or(next_sample, |l| l.min(next_sample));
@@ -497,7 +523,10 @@ mod tests {
     fn regression_recovers_a_line() {
         let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0 * i as f64 + 2.0)).collect();
         let r = regression(&pts).unwrap();
-        assert!((r.slope - 3.0).abs() < 1e-9 && (r.intercept - 2.0).abs() < 1e-9, "{r:?}");
+        assert!(
+            (r.slope - 3.0).abs() < 1e-9 && (r.intercept - 2.0).abs() < 1e-9,
+            "{r:?}"
+        );
         assert!((r.r_squared - 1.0).abs() < 1e-9);
         assert!(regression(&pts[..1]).is_none());
         assert!(regression(&[(1.0, 1.0), (1.0, 2.0)]).is_none());
@@ -540,7 +569,12 @@ mod tests {
 
     #[test]
     fn allocator_figures() {
-        let s = AllocatorStats { allocated: 75, active: 100, resident: 150, ..Default::default() };
+        let s = AllocatorStats {
+            allocated: 75,
+            active: 100,
+            resident: 150,
+            ..Default::default()
+        };
         assert_eq!(s.efficiency(), Some(0.75));
         assert_eq!(s.fragmentation_percent(), Some(50.0));
         assert_eq!(AllocatorStats::default().efficiency(), None);
@@ -561,6 +595,10 @@ mod tests {
         assert!(s.samples()[0].rss_bytes > 0);
         let t = Instant::now();
         drop(s);
-        assert!(t.elapsed() < Duration::from_millis(500), "drop took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "drop took {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -82,7 +82,10 @@ pub fn available_cpus() -> usize {
 fn malformed(path: &str, what: &str) -> Error {
     Error::Io {
         path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed: {what}")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed: {what}"),
+        ),
     }
 }
 
@@ -125,7 +128,9 @@ fn parse(stat: &str, statm: &str, page_size: u64, ticks_per_s: u64) -> Result<Pr
 fn parse_loadavg(s: &str) -> Result<LoadAverage> {
     let mut it = s.split_ascii_whitespace().map(|f| f.parse::<f64>().ok());
     match (it.next(), it.next(), it.next()) {
-        (Some(Some(one)), Some(Some(five)), Some(Some(fifteen))) => Ok(LoadAverage { one, five, fifteen }),
+        (Some(Some(one)), Some(Some(five)), Some(Some(fifteen))) => {
+            Ok(LoadAverage { one, five, fifteen })
+        }
         _ => Err(malformed("/proc/loadavg", "expected three numbers")),
     }
 }
@@ -156,7 +161,14 @@ mod tests {
     #[test]
     fn parses_loadavg() {
         let l = parse_loadavg("2.74 1.06 0.41 8/154 11782\n").unwrap();
-        assert_eq!(l, LoadAverage { one: 2.74, five: 1.06, fifteen: 0.41 });
+        assert_eq!(
+            l,
+            LoadAverage {
+                one: 2.74,
+                five: 1.06,
+                fifteen: 0.41
+            }
+        );
         assert!(parse_loadavg("x y z").is_err());
     }
 
@@ -170,7 +182,10 @@ mod tests {
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_millis(30) {}
         let after = process_stats().unwrap();
-        assert!(after.user_cpu_ns + after.system_cpu_ns > before, "{after:?}");
+        assert!(
+            after.user_cpu_ns + after.system_cpu_ns > before,
+            "{after:?}"
+        );
         assert!(load_average().unwrap().one >= 0.0);
     }
 }
