@@ -461,7 +461,8 @@ fn recommend(b: &Bottleneck, cpu_measured: bool) -> Vec<String> {
                 };
                 format!(
                     "waits: only {} of its {} self time is on CPU ({} CPU){busy}: look for blocking \
-                     I/O, lock contention, sleeps or sequential awaits; overlap independent waits",
+                     I/O, lock contention, sleeps or sequential awaits (or a run queue, if the machine is \
+                     oversubscribed); overlap independent waits",
                     pct(cpu_ratio.min(1.0)),
                     fmt_ns(b.self_wall_ns),
                     fmt_ns(b.cpu_self_ns),
@@ -483,8 +484,8 @@ fn recommend(b: &Bottleneck, cpu_measured: bool) -> Vec<String> {
                 fmt_ns(b.self_wall_ns / calls),
             ),
             Classification::Balanced => format!(
-                "{} of its {} self time is on CPU: both computation and waiting matter; check \
-                 the waits first",
+                "{} of its {} self time is on CPU: both computation and waiting (I/O, locks, or \
+                 the run queue of an oversubscribed machine) matter; check the waits first",
                 pct(cpu_ratio.min(1.0)),
                 fmt_ns(b.self_wall_ns),
             ),

@@ -249,7 +249,7 @@ Bottlenecks by self_wall | window 1 (since process start, 1.00 s) | profiled 40.
 1. app::parse (src/m.rs:1)
    - computes: 97% of its 30.0 ms self time is on CPU over 1.2k calls (25.0 µs per call): improve the algorithm or data layout, cache results, or parallelize; a sampling profile shows the hot lines
 2. app::io::read (src/m.rs:2)
-   - waits: only 0% of its 10.0 ms self time is on CPU (0 ns CPU): look for blocking I/O, lock contention, sleeps or sequential awaits; overlap independent waits
+   - waits: only 0% of its 10.0 ms self time is on CPU (0 ns CPU): look for blocking I/O, lock contention, sleeps or sequential awaits (or a run queue, if the machine is oversubscribed); overlap independent waits
 ";
         assert_eq!(render_table(&r), expected);
         assert_eq!(r.to_string(), expected);

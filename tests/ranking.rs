@@ -1,0 +1,302 @@
+//! Rankings of workloads whose true cost is known.
+//!
+//! Every test runs alone (`serial()`) and starts a fresh window with `reset()`, so a ranking
+//! holds exactly the functions the test ran. Tolerances: wall time of a spin or sleep from
+//! the requested duration up to 50% above (neither can be shorter; a loaded machine makes
+//! them later, which is not the profiler's error; at least 10 ms of slack); a pure wrapper's self time under 1 ms;
+//! allocation bytes and counts exact.
+
+use std::time::{Duration, Instant};
+
+use profiling_core::{
+    profiled, rank, reset, snapshot, Bottleneck, Classification, RankOptions, Ranking, SortKey,
+};
+use profiling_integration::{serial, spin_cpu, spin_for, thread_cpu};
+
+#[global_allocator]
+static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
+
+const MS: u64 = 1_000_000;
+
+fn entry<'a>(r: &'a Ranking, short: &str) -> &'a Bottleneck {
+    let name = format!("ranking::{short}");
+    r.bottlenecks
+        .iter()
+        .find(|b| b.function == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not ranked; have {:?}",
+                r.bottlenecks
+                    .iter()
+                    .map(|b| &b.function)
+                    .collect::<Vec<_>>()
+            )
+        })
+}
+
+fn order(r: &Ranking) -> Vec<&str> {
+    r.bottlenecks
+        .iter()
+        .map(|b| b.function.trim_start_matches("ranking::"))
+        .collect()
+}
+
+fn assert_wall(got: u64, want: u64, what: &str) {
+    let slack = (want / 2).max(10 * MS);
+    assert!(
+        got >= want && got <= want + slack,
+        "{what}: {got} ns, want {want} ns (+0..max(50%, 10 ms))"
+    );
+}
+
+#[profiled]
+fn spin_30ms() {
+    spin_for(Duration::from_millis(30));
+}
+
+#[profiled]
+fn spin_10ms() {
+    spin_for(Duration::from_millis(10));
+}
+
+#[test]
+fn longer_spin_outranks_shorter_by_self_time() {
+    let _serial = serial();
+    reset();
+    spin_10ms();
+    spin_30ms();
+    let r = rank(&snapshot(), &RankOptions::new());
+    assert_eq!(r.sort, SortKey::SelfWall);
+    assert_eq!(order(&r), ["spin_30ms", "spin_10ms"]);
+    let (a, b) = (entry(&r, "spin_30ms"), entry(&r, "spin_10ms"));
+    assert_eq!((a.rank, b.rank), (1, 2));
+    assert_wall(a.self_wall_ns, 30 * MS, "spin_30ms self");
+    assert_wall(b.self_wall_ns, 10 * MS, "spin_10ms self");
+    // Shares of the window's profiled time: 3/4 and 1/4 (within the wall tolerance).
+    assert!(
+        (a.share + b.share - 1.0).abs() < 1e-3,
+        "{} + {}",
+        a.share,
+        b.share
+    );
+    assert!(a.share > 0.6 && a.share < 0.85, "share {}", a.share);
+    assert!(a.impact_score > b.impact_score);
+    assert_eq!(r.window.profiled_wall_ns, a.self_wall_ns + b.self_wall_ns);
+    assert_eq!(r.window.since, profiling_core::WindowStart::LastReset);
+
+    let limited = rank(&snapshot(), &RankOptions::new().limit(1));
+    assert_eq!(order(&limited), ["spin_30ms"]);
+    assert_eq!(limited.window.functions, 2);
+}
+
+#[profiled]
+fn heavy_child() {
+    spin_for(Duration::from_millis(20));
+}
+
+#[profiled]
+fn thin_parent() {
+    heavy_child();
+}
+
+#[test]
+fn wrapper_has_high_total_and_low_self_time() {
+    let _serial = serial();
+    reset();
+    thin_parent();
+    let s = snapshot();
+
+    let by_total = rank(&s, &RankOptions::new().sort(SortKey::TotalWall));
+    assert_eq!(order(&by_total), ["thin_parent", "heavy_child"]);
+    let by_self = rank(&s, &RankOptions::new());
+    assert_eq!(order(&by_self), ["heavy_child", "thin_parent"]);
+
+    let parent = entry(&by_self, "thin_parent");
+    let child = entry(&by_self, "heavy_child");
+    assert_wall(parent.total_wall_ns, 20 * MS, "parent total");
+    assert!(
+        parent.self_wall_ns < MS,
+        "parent self {} ns",
+        parent.self_wall_ns
+    );
+    assert_eq!(
+        parent.self_wall_ns + child.total_wall_ns,
+        parent.total_wall_ns
+    );
+    assert!(
+        parent.impact_score < 0.05,
+        "parent impact {}",
+        parent.impact_score
+    );
+    assert!(
+        parent
+            .recommendations
+            .iter()
+            .any(|t| t.contains("total time is spent in profiled callees")),
+        "{:?}",
+        parent.recommendations
+    );
+}
+
+#[profiled]
+fn sleeper() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+/// Burns 20 ms of CPU; returns the thread's (CPU time, wall time) over the call, measured
+/// with the thread CPU clock and `Instant`: the reference the classification is checked against.
+#[profiled]
+fn cpu_burner() -> (Duration, Duration) {
+    let (cpu, wall) = (thread_cpu(), Instant::now());
+    spin_cpu(Duration::from_millis(20));
+    (thread_cpu() - cpu, wall.elapsed())
+}
+
+#[test]
+fn sleeping_is_wait_bound() {
+    let _serial = serial();
+    reset();
+    sleeper();
+    let r = rank(&snapshot(), &RankOptions::new());
+    let sleep = entry(&r, "sleeper");
+    assert_eq!(
+        sleep.classification,
+        Classification::WaitBound,
+        "{sleep:#?}"
+    );
+    assert!(
+        sleep.recommendations[0].starts_with("waits: only "),
+        "{:?}",
+        sleep.recommendations
+    );
+}
+
+/// A spin is `cpu_bound` when it gets a core. On a loaded machine it may not (a thread
+/// waiting in the run queue is not on CPU): each attempt checks the classification against
+/// the reference CPU/wall ratio where it is clear of the thresholds (0.3, 0.7) by 0.08, and
+/// at least one of 20 attempts must have had most of a core (reference ratio >= 0.78) and be
+/// classified `cpu_bound`.
+#[test]
+fn spinning_is_cpu_bound() {
+    let _serial = serial();
+    let mut on_core = false;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        // Let a busy machine's run queue drain between attempts.
+        std::thread::sleep(Duration::from_millis(20));
+        reset();
+        let (cpu, wall) = cpu_burner();
+        sleeper();
+        let reference = cpu.as_secs_f64() / wall.as_secs_f64();
+        let r = rank(&snapshot(), &RankOptions::new().sort(SortKey::Cpu));
+        assert_eq!(order(&r), ["cpu_burner", "sleeper"]);
+        let spin = entry(&r, "cpu_burner");
+        let want = if reference >= 0.78 {
+            Some(Classification::CpuBound)
+        } else if (0.38..=0.62).contains(&reference) {
+            Some(Classification::Balanced)
+        } else if reference <= 0.22 {
+            Some(Classification::WaitBound)
+        } else {
+            None // too close to a threshold to call
+        };
+        if let Some(want) = want {
+            assert_eq!(
+                spin.classification, want,
+                "reference CPU/wall {reference:.2}: {spin:#?}"
+            );
+        }
+        seen.push(format!("{reference:.2}"));
+        if reference >= 0.78 {
+            assert!(
+                spin.recommendations[0].starts_with("computes: "),
+                "{:?}",
+                spin.recommendations
+            );
+            on_core = true;
+            break;
+        }
+    }
+    assert!(
+        on_core,
+        "the spin never had a core to itself; reference CPU/wall ratios {seen:?}"
+    );
+}
+
+const BLOCKS: usize = 1_000;
+const BLOCK: usize = 4_096;
+
+#[profiled]
+fn allocates_4mib() -> usize {
+    let blocks: Vec<Vec<u8>> = (0..BLOCKS).map(|_| vec![1u8; BLOCK]).collect();
+    std::hint::black_box(&blocks);
+    blocks.len()
+}
+
+#[profiled]
+fn allocates_little() -> usize {
+    let v = vec![0u8; 64];
+    std::hint::black_box(&v);
+    spin_for(Duration::from_millis(5));
+    v.len()
+}
+
+#[test]
+fn allocation_heavy_function_leads_the_allocation_rankings() {
+    let _serial = serial();
+    reset();
+    allocates_little();
+    allocates_4mib();
+    let s = snapshot();
+    assert!(s.allocations_counted);
+    for key in [SortKey::AllocBytes, SortKey::AllocCount] {
+        let r = rank(&s, &RankOptions::new().sort(key));
+        assert_eq!(
+            order(&r),
+            ["allocates_4mib", "allocates_little"],
+            "by {key}"
+        );
+    }
+    let r = rank(&s, &RankOptions::new().sort(SortKey::AllocBytes));
+    let heavy = entry(&r, "allocates_4mib");
+    // 1000 blocks plus the outer vector: one allocation for it (its capacity is known).
+    let want = (BLOCKS * BLOCK + BLOCKS * std::mem::size_of::<Vec<u8>>()) as u64;
+    assert_eq!(heavy.alloc_bytes, want);
+    assert_eq!(heavy.alloc_count, BLOCKS as u64 + 1);
+    assert_eq!(heavy.freed_bytes, want);
+    assert_eq!(
+        heavy.classification,
+        Classification::AllocHeavy,
+        "{heavy:#?}"
+    );
+    assert!(
+        heavy.recommendations[0].starts_with("allocates 3.9 MiB per call in 1k allocations"),
+        "{:?}",
+        heavy.recommendations
+    );
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    let little = entry(&r, "allocates_little");
+    assert_eq!((little.alloc_bytes, little.alloc_count), (64, 1));
+    assert!(!little.classifications.contains(&Classification::AllocHeavy));
+}
+
+/// Prints a real ranking as JSON and as a table (the example in `docs/rankings.md` comes
+/// from `cargo test --test ranking -- --nocapture print_example`).
+#[test]
+fn print_example() {
+    let _serial = serial();
+    reset();
+    thin_parent();
+    sleeper();
+    allocates_4mib();
+    for _ in 0..3 {
+        spin_10ms();
+    }
+    let r = rank(&snapshot(), &RankOptions::new().limit(4));
+    let json = serde_json::to_string_pretty(&r).unwrap();
+    // The JSON shape the HTTP API serves.
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["sort"], "self_wall");
+    assert_eq!(v["bottlenecks"].as_array().map(Vec::len), Some(4));
+    println!("{json}\n{r}");
+}
