@@ -52,6 +52,9 @@ mod config;
 mod cpu;
 mod diff;
 mod error;
+#[cfg(feature = "profiling-full")]
+pub mod flamegraph;
+pub mod fold;
 mod future;
 mod guard;
 mod histogram;
@@ -79,6 +82,7 @@ pub use config::{
 pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
 pub use diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
 pub use error::{Error, Result};
+pub use fold::{fold, fold_text, FoldedStack, Weight};
 pub use leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
 pub use memory::{
     allocator_stats, growth, read_sample, regression, AllocatorStats, FunctionObservation, FunctionRetention, Growth,
