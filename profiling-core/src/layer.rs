@@ -155,13 +155,19 @@ where
         let Some(t) = ext.get_mut::<SpanTiming>() else {
             return;
         };
+        // Read before the frame opens, so a span entered once has latency >= busy time.
+        let now = if t.node.is_none() {
+            recorder::now_ns()
+        } else {
+            0
+        };
         let Some((_, node, folded)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
             return;
         };
         if t.node.is_none() {
             t.node = Some(node);
             t.folded = folded;
-            t.first_enter_ns = recorder::now_ns();
+            t.first_enter_ns = now;
         }
     }
 

@@ -1,0 +1,390 @@
+//! The tracing layer against `#[profiled]`: same figures, nesting in both directions,
+//! per-layer filtering, no double counting, async spans on a multi-thread runtime.
+//!
+//! Each test installs its own subscriber for its own thread (`with_default`) and uses
+//! functions no other test calls; timing tests run one at a time (`serial()`). Tolerances:
+//! a spin or sleep takes from its requested wall time up to 50% (at least 10 ms) more; a span
+//! and a `#[profiled]` function doing the same work agree within that same bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use profiling_core::{
+    profiled, rank, snapshot, CallsiteKind, ProfilingLayer, RankOptions, Snapshot,
+};
+use profiling_integration::{serial, spin_for};
+use tracing::instrument::WithSubscriber;
+use tracing::{Dispatch, Level};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::Layer;
+
+const MS: u64 = 1_000_000;
+
+fn name(short: &str) -> String {
+    format!("tracing_layer::{short}")
+}
+
+fn function<'a>(s: &'a Snapshot, short: &str) -> &'a profiling_core::FunctionStats {
+    let n = name(short);
+    s.function(&n).unwrap_or_else(|| {
+        panic!(
+            "{n} not recorded; have {:?}",
+            s.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Call-tree paths (root first) of every node of `short`.
+fn paths(s: &Snapshot, short: &str) -> Vec<Vec<String>> {
+    let f = function(s, short);
+    s.call_tree
+        .iter()
+        .filter(|n| n.function == Some(f.id))
+        .map(|n| {
+            s.path(n.id)
+                .into_iter()
+                .map(|p| p.trim_start_matches("tracing_layer::").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Sum of self wall time over the subtree of `node`.
+fn subtree_self_wall(s: &Snapshot, node: u32) -> u64 {
+    let mut sum = 0;
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        for c in &s.call_tree {
+            if c.id == n {
+                sum += c.self_wall_ns;
+            }
+            if c.parent == Some(n) {
+                stack.push(c.id);
+            }
+        }
+    }
+    sum
+}
+
+fn assert_wall(got: u64, want: u64, what: &str) {
+    let slack = (want / 2).max(10 * MS);
+    assert!(
+        got >= want && got <= want + slack,
+        "{what}: {got} ns, want {want} ns (+0..max(50%, 10 ms))"
+    );
+}
+
+fn profiling_subscriber() -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::registry().with(ProfilingLayer::new())
+}
+
+// --- The same workload, instrumented both ways ------------------------------------------
+
+#[profiled]
+fn same_p_large() {
+    spin_for(Duration::from_millis(24));
+}
+#[profiled]
+fn same_p_medium() {
+    spin_for(Duration::from_millis(12));
+}
+#[profiled]
+fn same_p_small() {
+    spin_for(Duration::from_millis(4));
+}
+
+#[tracing::instrument]
+fn same_i_large() {
+    spin_for(Duration::from_millis(24));
+}
+#[tracing::instrument]
+fn same_i_medium() {
+    spin_for(Duration::from_millis(12));
+}
+#[tracing::instrument]
+fn same_i_small() {
+    spin_for(Duration::from_millis(4));
+}
+
+#[test]
+fn profiled_and_instrument_rank_the_same() {
+    let _serial = serial();
+    tracing::subscriber::with_default(profiling_subscriber(), || {
+        // Interleaved, smallest first, so neither kind nor order of calls favours one.
+        same_p_small();
+        same_i_small();
+        same_i_medium();
+        same_p_medium();
+        same_p_large();
+        same_i_large();
+    });
+    let r = rank(&snapshot(), &RankOptions::new());
+    let order = |prefix: &str| -> Vec<String> {
+        r.bottlenecks
+            .iter()
+            .filter_map(|b| b.function.strip_prefix(&name(prefix)))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(order("same_p_"), ["large", "medium", "small"]);
+    assert_eq!(order("same_i_"), order("same_p_"));
+
+    let s = snapshot();
+    for (size, ms) in [("large", 24), ("medium", 12), ("small", 4)] {
+        let p = function(&s, &format!("same_p_{size}"));
+        let i = function(&s, &format!("same_i_{size}"));
+        assert_eq!(p.kind, CallsiteKind::Sync);
+        assert_eq!(i.kind, CallsiteKind::Span);
+        assert_eq!((p.calls, i.calls), (1, 1));
+        assert_wall(p.self_wall_ns, ms * MS, &format!("profiled {size}"));
+        assert_wall(i.self_wall_ns, ms * MS, &format!("span {size}"));
+        // A span entered once is busy for all of its latency (but the few µs of opening its
+        // frame, which count for latency only).
+        assert!(
+            i.busy_ns <= i.total_wall_ns && i.total_wall_ns - i.busy_ns < MS,
+            "busy {} ns, latency {} ns",
+            i.busy_ns,
+            i.total_wall_ns
+        );
+        assert!(i.cpu_self_ns > 0, "span {size} has no CPU time");
+        assert!(
+            i.file.ends_with("tracing_layer.rs") && i.line > 0,
+            "{}:{}",
+            i.file,
+            i.line
+        );
+    }
+}
+
+// --- Nesting in both directions ------------------------------------------------------------
+
+#[profiled]
+fn nest_profiled_outer() {
+    tracing::info_span!("nest_span_inner").in_scope(|| spin_for(Duration::from_millis(3)));
+}
+
+#[profiled]
+fn nest_profiled_inner() {
+    spin_for(Duration::from_millis(3));
+}
+
+#[test]
+fn spans_and_profiled_frames_nest_both_ways() {
+    let _serial = serial();
+    tracing::subscriber::with_default(profiling_subscriber(), || {
+        nest_profiled_outer();
+        tracing::info_span!("nest_span_outer").in_scope(|| {
+            nest_profiled_inner();
+            // Three levels: span > profiled > span.
+            tracing::info_span!("nest_span_middle").in_scope(nest_profiled_outer);
+        });
+    });
+    assert_eq!(profiling_core::current_depth(), 0);
+    let s = snapshot();
+    let mut inner = paths(&s, "nest_span_inner");
+    inner.sort();
+    assert_eq!(
+        inner,
+        [
+            vec!["nest_profiled_outer", "nest_span_inner"],
+            vec![
+                "nest_span_outer",
+                "nest_span_middle",
+                "nest_profiled_outer",
+                "nest_span_inner"
+            ],
+        ]
+    );
+    assert_eq!(
+        paths(&s, "nest_profiled_inner"),
+        [["nest_span_outer", "nest_profiled_inner"]]
+    );
+
+    // Self time goes to the innermost frame: a frame's total is its self time plus its
+    // children's totals, to the nanosecond, whichever kind each of them is.
+    let outer_span = function(&s, "nest_span_outer");
+    let middle_span = function(&s, "nest_span_middle");
+    let inner_fn = function(&s, "nest_profiled_inner");
+    assert_eq!(outer_span.calls, 1);
+    assert_eq!(
+        outer_span.total_wall_ns,
+        outer_span.self_wall_ns + inner_fn.total_wall_ns + middle_span.total_wall_ns
+    );
+    assert_wall(outer_span.total_wall_ns, 6 * MS, "outer span total");
+    let outer_fn = function(&s, "nest_profiled_outer");
+    let inner_span = function(&s, "nest_span_inner");
+    assert_eq!((outer_fn.calls, inner_span.calls), (2, 2));
+    assert_eq!(
+        outer_fn.total_wall_ns,
+        outer_fn.self_wall_ns + inner_span.total_wall_ns
+    );
+    // The middle span has one node: its total is the self time of its subtree.
+    let middle_node = s
+        .call_tree
+        .iter()
+        .find(|n| n.function == Some(middle_span.id))
+        .unwrap();
+    assert_eq!(
+        middle_span.total_wall_ns,
+        subtree_self_wall(&s, middle_node.id)
+    );
+    assert_wall(inner_span.self_wall_ns, 6 * MS, "inner span self");
+}
+
+// --- Filtering and composition --------------------------------------------------------------
+
+/// Counts the spans it is shown: proves the other layers still see what ours filters out.
+#[derive(Clone, Default)]
+struct CountSpans(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> Layer<S> for CountSpans {
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: Context<'_, S>,
+    ) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn per_layer_filters_exclude_spans_for_this_layer_only() {
+    let seen = CountSpans::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+        .with(seen.clone())
+        .with(
+            // Only INFO and above, and nothing from one noisy target.
+            ProfilingLayer::new().with_filter(
+                Targets::new()
+                    .with_default(Level::INFO)
+                    .with_target("noisy_dependency", LevelFilter::OFF),
+            ),
+        );
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("filter_kept_info").in_scope(|| {
+            tracing::debug_span!("filter_dropped_debug").in_scope(|| {});
+            tracing::info_span!(target: "noisy_dependency", "filter_dropped_target")
+                .in_scope(|| {});
+        });
+        tracing::warn_span!("filter_kept_warn").in_scope(|| {});
+    });
+    let s = snapshot();
+    assert_eq!(function(&s, "filter_kept_info").calls, 1);
+    assert_eq!(function(&s, "filter_kept_warn").calls, 1);
+    assert!(s.function(&name("filter_dropped_debug")).is_none());
+    assert!(s
+        .function("noisy_dependency::filter_dropped_target")
+        .is_none());
+    assert_eq!(
+        seen.0.load(Ordering::Relaxed),
+        4,
+        "the unfiltered layer sees every span"
+    );
+}
+
+// --- #[profiled(span)] is counted once ------------------------------------------------------
+
+#[profiled(span)]
+fn counted_once() {
+    std::hint::black_box(1 + 1);
+}
+
+#[test]
+fn profiled_span_is_counted_once() {
+    let seen = CountSpans::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(seen.clone())
+        .with(ProfilingLayer::new());
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..5 {
+            counted_once();
+        }
+    });
+    // The spans were opened (the user's logs see them)...
+    assert_eq!(seen.0.load(Ordering::Relaxed), 5);
+    // ...and recorded once, by the function's guard.
+    let s = snapshot();
+    let recorded: Vec<_> = s
+        .functions
+        .iter()
+        .filter(|f| f.name == name("counted_once"))
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(recorded[0].kind, CallsiteKind::Sync);
+    assert_eq!(recorded[0].calls, 5);
+}
+
+// --- Async spans on a multi-thread runtime ---------------------------------------------------
+
+#[tracing::instrument]
+async fn async_span_sleeps_20ms() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+#[test]
+fn async_instrument_latency_is_apart_from_busy_time() {
+    let _serial = serial();
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Spawned, so the spans are entered on worker threads.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(async_span_sleeps_20ms().with_subscriber(dispatch.clone())))
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    drop(rt);
+    let s = snapshot();
+    let f = function(&s, "async_span_sleeps_20ms");
+    assert_eq!(f.kind, CallsiteKind::Span);
+    assert_eq!(f.calls, 4);
+    assert_wall(f.p50_ns, 20 * MS, "latency p50");
+    assert_wall(f.total_wall_ns, 80 * MS, "latency sum");
+    assert!(
+        f.busy_ns < 4 * 2 * MS,
+        "busy {} ns for four sleeping calls",
+        f.busy_ns
+    );
+}
+
+// --- Robustness -----------------------------------------------------------------------------
+
+#[test]
+fn span_entered_on_several_threads_at_once() {
+    let _serial = serial();
+    let span = tracing::subscriber::with_default(profiling_subscriber(), || {
+        tracing::info_span!("shared_span")
+    });
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (span, barrier) = (span.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                span.in_scope(|| spin_for(Duration::from_millis(5)));
+                profiling_core::current_depth()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 0, "a thread's stack was left non-empty");
+    }
+    drop(span);
+    let s = snapshot();
+    let f = function(&s, "shared_span");
+    assert_eq!(f.calls, 1);
+    // Four entries of 5 ms each are summed, whatever their overlap.
+    assert!(f.busy_ns >= 20 * MS, "busy {} ns", f.busy_ns);
+    assert!(f.total_wall_ns >= 5 * MS, "latency {} ns", f.total_wall_ns);
+}
