@@ -91,7 +91,7 @@ pub use memory::{
 pub use process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
 pub use layer::ProfilingLayer;
 pub use ranking::{
-    classify, impact_score, rank, Bottleneck, Classification, ParseSortKeyError, Profile, RankOptions, Ranking,
+    classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError, Profile, RankOptions, Ranking,
     RankingWindow, Shares, SortKey, WindowStart,
 };
 pub use profiling_macros::profiled;

@@ -18,36 +18,41 @@ use crate::callsite::CallsiteKind;
 use crate::snapshot::{FunctionStats, Snapshot};
 use crate::table::{fmt_bytes, fmt_count, fmt_ns};
 
-/// Weight of the share of self wall time in the impact score.
-pub const IMPACT_WEIGHT_WALL: f64 = 0.6;
-/// Weight of the share of self CPU time in the impact score.
-pub const IMPACT_WEIGHT_CPU: f64 = 0.25;
-/// Weight of the share of self allocated bytes in the impact score.
-pub const IMPACT_WEIGHT_ALLOC: f64 = 0.15;
+/// Weights of the impact score and thresholds of the classification.
+pub mod thresholds {
+    /// Weight of the share of self wall time in the impact score.
+    pub const IMPACT_WEIGHT_WALL: f64 = 0.6;
+    /// Weight of the share of self CPU time in the impact score.
+    pub const IMPACT_WEIGHT_CPU: f64 = 0.25;
+    /// Weight of the share of self allocated bytes in the impact score.
+    pub const IMPACT_WEIGHT_ALLOC: f64 = 0.15;
 
-/// Below this much self wall time a function's CPU/wait profile is not judged: the CPU
-/// clock is attributed per window of [`crate::CPU_ATTRIBUTION_WINDOW_NS`], too coarse for less.
-pub const MIN_JUDGED_SELF_WALL_NS: u64 = 1_000_000;
-/// `cpu_bound` when self CPU time is at least this fraction of self wall time.
-pub const CPU_BOUND_MIN_CPU_RATIO: f64 = 0.7;
-/// `wait_bound` when self CPU time is at most this fraction of self wall time.
-pub const WAIT_BOUND_MAX_CPU_RATIO: f64 = 0.3;
-/// `hot_loop`: at least this many calls...
-pub const HOT_LOOP_MIN_CALLS: u64 = 10_000;
-/// ...each at most this long on average (total wall time per call).
-pub const HOT_LOOP_MAX_MEAN_NS: u64 = 10_000;
-/// `alloc_heavy` when self allocations per call reach this many bytes...
-pub const ALLOC_HEAVY_BYTES_PER_CALL: u64 = 1 << 20;
-/// ...or this many allocations per call...
-pub const ALLOC_HEAVY_COUNT_PER_CALL: u64 = 1_000;
-/// ...or this many bytes per second of self wall time (1 GiB/s).
-pub const ALLOC_HEAVY_BYTES_PER_SEC: f64 = (1u64 << 30) as f64;
-/// A tail-latency recommendation when p99 is at least this multiple of p50...
-pub const TAIL_MIN_P99_OVER_P50: u64 = 10;
-/// ...over at least this many calls.
-pub const TAIL_MIN_CALLS: u64 = 100;
-/// A "look at its callees" recommendation when self time is at most this fraction of total.
-pub const WRAPPER_MAX_SELF_FRACTION: f64 = 0.1;
+    /// Below this much self wall time a function's CPU/wait profile is not judged: the CPU
+    /// clock is attributed per window of [`crate::CPU_ATTRIBUTION_WINDOW_NS`], too coarse for less.
+    pub const MIN_JUDGED_SELF_WALL_NS: u64 = 1_000_000;
+    /// `cpu_bound` when self CPU time is at least this fraction of self wall time.
+    pub const CPU_BOUND_MIN_CPU_RATIO: f64 = 0.7;
+    /// `wait_bound` when self CPU time is at most this fraction of self wall time.
+    pub const WAIT_BOUND_MAX_CPU_RATIO: f64 = 0.3;
+    /// `hot_loop`: at least this many calls...
+    pub const HOT_LOOP_MIN_CALLS: u64 = 10_000;
+    /// ...each at most this long on average (total wall time per call).
+    pub const HOT_LOOP_MAX_MEAN_NS: u64 = 10_000;
+    /// `alloc_heavy` when self allocations per call reach this many bytes...
+    pub const ALLOC_HEAVY_BYTES_PER_CALL: u64 = 1 << 20;
+    /// ...or this many allocations per call...
+    pub const ALLOC_HEAVY_COUNT_PER_CALL: u64 = 1_000;
+    /// ...or this many bytes per second of self wall time (1 GiB/s).
+    pub const ALLOC_HEAVY_BYTES_PER_SEC: f64 = (1u64 << 30) as f64;
+    /// A tail-latency recommendation when p99 is at least this multiple of p50...
+    pub const TAIL_MIN_P99_OVER_P50: u64 = 10;
+    /// ...over at least this many calls.
+    pub const TAIL_MIN_CALLS: u64 = 100;
+    /// A "look at its callees" recommendation when self time is at most this fraction of total.
+    pub const WRAPPER_MAX_SELF_FRACTION: f64 = 0.1;
+}
+
+use thresholds::*;
 
 /// The metric a ranking is sorted by (descending).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -379,7 +384,7 @@ pub struct Profile {
 ///
 /// - `alloc_heavy` (only if `allocations_counted`): per call ≥ [`ALLOC_HEAVY_BYTES_PER_CALL`]
 ///   bytes or ≥ [`ALLOC_HEAVY_COUNT_PER_CALL`] allocations, or ≥ [`ALLOC_HEAVY_BYTES_PER_SEC`]
-///   per second of self wall time.
+///   per second of self wall time (judged from [`MIN_JUDGED_SELF_WALL_NS`] of self wall time up).
 /// - `wait_bound`: self CPU ≤ [`WAIT_BOUND_MAX_CPU_RATIO`] × self wall.
 /// - `hot_loop`: ≥ [`HOT_LOOP_MIN_CALLS`] calls of ≤ [`HOT_LOOP_MAX_MEAN_NS`] mean each.
 /// - `cpu_bound`: self CPU ≥ [`CPU_BOUND_MIN_CPU_RATIO`] × self wall.
