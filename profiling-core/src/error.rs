@@ -38,6 +38,12 @@ pub enum Error {
     /// A sampling CPU profile could not be taken.
     #[error("CPU profiler error: {0}")]
     Profiler(String),
+    /// A CPU profile is already being taken (one at a time per process).
+    #[error("a CPU profile is already being taken; one runs at a time, retry when it ends")]
+    ProfilerBusy,
+    /// A heap profile cannot be served; the message says why and how to switch it on.
+    #[error("heap profile unavailable: {0}")]
+    HeapProfilingUnavailable(String),
 }
 
 /// `Result` with [`Error`].

@@ -50,6 +50,8 @@ mod callsite;
 mod clock;
 mod config;
 mod cpu;
+#[cfg(feature = "profiling-full")]
+pub mod cpu_profile;
 mod diff;
 mod error;
 #[cfg(feature = "profiling-full")]

@@ -1,0 +1,385 @@
+//! Where sampled CPU profiles are taken (pprof crate): on demand for N seconds, or around a
+//! closure; rendered as a flamegraph SVG, folded text, or a gzip pprof protobuf that
+//! `go tool pprof` and other standard tooling read.
+//!
+//! - Sampling is process-wide (`setitimer(ITIMER_PROF)` + `SIGPROF`), at
+//!   [`DEFAULT_FREQUENCY_HZ`] by default. The kernel tick caps what a process receives
+//!   (about 250 signals per second here), so samples are converted to time from the process
+//!   CPU time measured over the profile, not from the nominal rate: each sample stands for
+//!   `measured CPU / samples`.
+//! - pprof's default unwinder is used (libgcc's, through `backtrace`), which keeps the
+//!   innermost frame; its `frame-pointer` unwinder drops it. Samples taken while the
+//!   interrupted code was in libc, libgcc, pthread or the vDSO are discarded
+//!   (`blocklist`): unwinding from there can deadlock.
+//! - One profile at a time per process: a second request gets [`Error::ProfilerBusy`].
+//!
+//! Only with the `profiling-full` feature.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pprof::protos::Message;
+
+/// The pprof protobuf messages (`Profile`, `Sample`, ...) and prost's `Message` to decode them.
+pub use pprof::protos;
+
+use crate::error::{Error, Result};
+use crate::flamegraph::{self, SvgOptions, Unit};
+use crate::fold::{self, FoldedStack};
+
+/// Default sampling frequency, Hz: not a multiple of common timer periods, so sampling does
+/// not lock step with periodic work.
+pub const DEFAULT_FREQUENCY_HZ: i32 = 99;
+/// Longest profile [`profile_cpu`] accepts, seconds.
+pub const MAX_SECONDS: u64 = 60;
+/// Libraries whose frames are never unwound from (see the module docs).
+pub const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
+
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a CPU profile is being taken right now.
+pub fn is_running() -> bool {
+    RUNNING.load(Ordering::Acquire)
+}
+
+/// A sampling CPU profiler that is running; [`CpuSampler::finish`] stops it and returns the
+/// profile. Dropping it without finishing stops sampling and discards the samples.
+#[must_use = "sampling stops when the sampler is dropped"]
+pub struct CpuSampler {
+    guard: Option<pprof::ProfilerGuard<'static>>,
+    frequency_hz: i32,
+    started: Instant,
+    cpu_at_start: u64,
+}
+
+impl std::fmt::Debug for CpuSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuSampler")
+            .field("frequency_hz", &self.frequency_hz)
+            .field("elapsed", &self.started.elapsed())
+            .finish()
+    }
+}
+
+impl CpuSampler {
+    /// Starts sampling every thread of the process at `frequency_hz` (1..=1000).
+    ///
+    /// [`Error::ProfilerBusy`] if a profile is already being taken.
+    pub fn start(frequency_hz: i32) -> Result<Self> {
+        if !(1..=1000).contains(&frequency_hz) {
+            return Err(Error::InvalidConfig(format!(
+                "sampling frequency must be in 1..=1000 Hz, got {frequency_hz}"
+            )));
+        }
+        if RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::ProfilerBusy);
+        }
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(frequency_hz)
+            .blocklist(&BLOCKLIST)
+            .build();
+        let guard = match guard {
+            Ok(g) => g,
+            Err(e) => {
+                RUNNING.store(false, Ordering::Release);
+                return Err(Error::Profiler(e.to_string()));
+            }
+        };
+        Ok(Self {
+            guard: Some(guard),
+            frequency_hz,
+            started: Instant::now(),
+            cpu_at_start: crate::clock::process_cpu_ns(),
+        })
+    }
+
+    /// Stops sampling and symbolizes the samples.
+    pub fn finish(mut self) -> Result<CpuProfile> {
+        let cpu_ns = crate::clock::process_cpu_ns().saturating_sub(self.cpu_at_start);
+        let wall = self.started.elapsed();
+        let Some(guard) = self.guard.take() else {
+            return Err(Error::Profiler("sampler already finished".to_owned()));
+        };
+        let report = guard
+            .report()
+            .build()
+            .map_err(|e| Error::Profiler(e.to_string()));
+        // Stop the timer before the (slow) conversion below, and let the next profile start.
+        drop(guard);
+        RUNNING.store(false, Ordering::Release);
+        let report = report?;
+        CpuProfile::from_report(&report, cpu_ns, wall, self.frequency_hz)
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Samples the whole process for `duration` (1..=[`MAX_SECONDS`] s) at
+/// [`DEFAULT_FREQUENCY_HZ`]. Blocks the calling thread for `duration`: from async code call
+/// it in `spawn_blocking`.
+pub fn profile_cpu(duration: Duration) -> Result<CpuProfile> {
+    profile_cpu_at(duration, DEFAULT_FREQUENCY_HZ)
+}
+
+/// [`profile_cpu`] at another frequency.
+pub fn profile_cpu_at(duration: Duration, frequency_hz: i32) -> Result<CpuProfile> {
+    check_duration(duration)?;
+    let sampler = CpuSampler::start(frequency_hz)?;
+    std::thread::sleep(duration);
+    sampler.finish()
+}
+
+/// Checks a requested profile length: 1 to [`MAX_SECONDS`] seconds.
+pub fn check_duration(duration: Duration) -> Result<()> {
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(MAX_SECONDS) {
+        return Err(Error::InvalidConfig(format!(
+            "profile length must be 1 to {MAX_SECONDS} seconds, got {:.3} s",
+            duration.as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `f` while sampling the process at `frequency_hz`; returns its result and the profile.
+pub fn profile_cpu_while<R>(frequency_hz: i32, f: impl FnOnce() -> R) -> Result<(R, CpuProfile)> {
+    let sampler = CpuSampler::start(frequency_hz)?;
+    let r = f();
+    Ok((r, sampler.finish()?))
+}
+
+/// A finished CPU profile.
+#[derive(Clone)]
+pub struct CpuProfile {
+    /// Folded stacks, thread name first, values in samples.
+    stacks: Vec<FoldedStack>,
+    samples: u64,
+    cpu_ns: u64,
+    wall: Duration,
+    frequency_hz: i32,
+    profile: pprof::protos::Profile,
+}
+
+impl std::fmt::Debug for CpuProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuProfile")
+            .field("samples", &self.samples)
+            .field("cpu_ns", &self.cpu_ns)
+            .field("wall", &self.wall)
+            .field("frequency_hz", &self.frequency_hz)
+            .field("stacks", &self.stacks.len())
+            .finish()
+    }
+}
+
+/// Rust legacy mangling leaves a `::h0123456789abcdef` hash on demangled names.
+fn strip_hash(name: &str) -> &str {
+    match name.rfind("::h") {
+        Some(i) if name.len() - i == 19 && name[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) => {
+            &name[..i]
+        }
+        _ => name,
+    }
+}
+
+/// Frames of the profiler itself at the innermost end of every sample.
+fn is_profiler_frame(name: &str) -> bool {
+    name.starts_with("pprof::")
+        || name.starts_with("backtrace::")
+        || name.starts_with("<pprof::")
+        || name.contains("perf_signal_handler")
+        || name == "__restore_rt"
+}
+
+/// Function names of one sample, innermost first, with the profiler's frames removed.
+fn sample_names(frames: &pprof::Frames) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for frame in &frames.frames {
+        for symbol in frame {
+            names.push(strip_hash(&symbol.name()).to_owned());
+        }
+    }
+    // Everything up to the signal trampoline (innermost side) is the profiler.
+    if let Some(last) = names.iter().rposition(|n| is_profiler_frame(n)) {
+        names.drain(..=last);
+    }
+    names
+}
+
+impl CpuProfile {
+    fn from_report(
+        report: &pprof::Report,
+        cpu_ns: u64,
+        wall: Duration,
+        frequency_hz: i32,
+    ) -> Result<Self> {
+        let mut by_stack: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        let mut samples = 0u64;
+        for (frames, &count) in &report.data {
+            let count = count.max(0) as u64;
+            if count == 0 {
+                continue;
+            }
+            samples += count;
+            let names = sample_names(frames);
+            let mut stack = fold::sanitize_frame(&frames.thread_name_or_id());
+            for n in names.iter().rev() {
+                stack.push(';');
+                stack.push_str(&fold::sanitize_frame(n));
+            }
+            *by_stack.entry(stack).or_default() += count;
+        }
+        let stacks = by_stack
+            .into_iter()
+            .map(|(stack, value)| FoldedStack { stack, value })
+            .collect();
+
+        let mut profile = report.pprof().map_err(|e| Error::Profiler(e.to_string()))?;
+        // Replace the nominal `count * 1e9 / frequency` with measured CPU per sample.
+        let per_sample = cpu_ns.checked_div(samples).unwrap_or(0);
+        for s in &mut profile.sample {
+            if let [count, time, ..] = s.value.as_mut_slice() {
+                *time = (*count).max(0).saturating_mul(per_sample as i64);
+            }
+        }
+        if per_sample > 0 {
+            profile.period = per_sample as i64;
+        }
+        Ok(Self {
+            stacks,
+            samples,
+            cpu_ns,
+            wall,
+            frequency_hz,
+            profile,
+        })
+    }
+
+    /// Samples taken (after the blocklist).
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Process CPU time measured over the profile, ns.
+    pub fn cpu_ns(&self) -> u64 {
+        self.cpu_ns
+    }
+
+    /// Wall time the profile covered.
+    pub fn wall(&self) -> Duration {
+        self.wall
+    }
+
+    /// Nominal sampling frequency, Hz.
+    pub fn frequency_hz(&self) -> i32 {
+        self.frequency_hz
+    }
+
+    /// Measured CPU time each sample stands for, ns.
+    pub fn ns_per_sample(&self) -> u64 {
+        self.cpu_ns.checked_div(self.samples).unwrap_or(0)
+    }
+
+    /// Folded stacks (thread name, then frames root first), values in samples.
+    pub fn folded_samples(&self) -> &[FoldedStack] {
+        &self.stacks
+    }
+
+    /// Folded stacks with values in ns of CPU (samples × measured CPU per sample; the values
+    /// add up to the measured CPU time, give or take rounding).
+    pub fn folded(&self) -> Vec<FoldedStack> {
+        let (cpu, n) = (self.cpu_ns as u128, self.samples.max(1) as u128);
+        self.stacks
+            .iter()
+            .map(|l| FoldedStack {
+                stack: l.stack.clone(),
+                value: (l.value as u128 * cpu / n) as u64,
+            })
+            .collect()
+    }
+
+    /// Folded text, values in ns of CPU.
+    pub fn folded_text(&self) -> String {
+        fold::to_text(&self.folded())
+    }
+
+    /// Samples whose stack contains a frame whose name contains `needle`.
+    pub fn samples_in(&self, needle: &str) -> u64 {
+        self.stacks
+            .iter()
+            .filter(|l| l.stack.split(';').any(|f| f.contains(needle)))
+            .map(|l| l.value)
+            .sum()
+    }
+
+    /// Flamegraph SVG: width is sampled CPU time.
+    pub fn flamegraph_svg(&self) -> Result<Vec<u8>> {
+        let title = format!(
+            "CPU (sampled) — {} of CPU in {:.1} s",
+            flamegraph::format_value(self.cpu_ns, Unit::Nanoseconds),
+            self.wall.as_secs_f64()
+        );
+        let subtitle = format!(
+            "{} samples at {} Hz nominal; each sample = {} of measured process CPU. Root frames are threads.",
+            self.samples,
+            self.frequency_hz,
+            flamegraph::format_value(self.ns_per_sample(), Unit::Nanoseconds)
+        );
+        flamegraph::render(
+            &self.folded(),
+            &SvgOptions::new(title, Unit::Nanoseconds).subtitle(subtitle),
+        )
+    }
+
+    /// The pprof `Profile` message (sample types: samples/count, cpu/nanoseconds).
+    pub fn pprof(&self) -> &pprof::protos::Profile {
+        &self.profile
+    }
+
+    /// The pprof protobuf, uncompressed.
+    pub fn pprof_protobuf(&self) -> Vec<u8> {
+        self.profile.encode_to_vec()
+    }
+
+    /// The pprof protobuf, gzip-compressed: what `go tool pprof` expects in a `.pb.gz`.
+    pub fn pprof_gzip(&self) -> Result<Vec<u8>> {
+        gzip(&self.pprof_protobuf())
+    }
+}
+
+pub(crate) fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes)
+        .and_then(|_| enc.finish())
+        .map_err(|e| Error::Render(format!("gzip: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_legacy_hashes_only() {
+        assert_eq!(strip_hash("app::f::h0123456789abcdef"), "app::f");
+        assert_eq!(strip_hash("app::hash"), "app::hash");
+        assert_eq!(strip_hash("app::f::h0123"), "app::f::h0123");
+    }
+
+    #[test]
+    fn rejects_out_of_range_lengths_and_frequencies() {
+        assert!(check_duration(Duration::from_millis(500)).is_err());
+        assert!(check_duration(Duration::from_secs(61)).is_err());
+        assert!(check_duration(Duration::from_secs(60)).is_ok());
+        assert!(matches!(CpuSampler::start(0), Err(Error::InvalidConfig(_))));
+    }
+}
