@@ -1,39 +1,49 @@
 //! Where wall time and thread CPU time are read.
 //!
-//! Wall time comes from the TSC through [`minstant`] (a few ns a read) when the TSC is
-//! invariant and synchronized across cores, which `minstant` checks at start-up; otherwise
-//! from `CLOCK_MONOTONIC` through [`std::time::Instant`]. Never a coarse clock: `minstant`'s
-//! own fallback has a resolution of milliseconds, which would make short calls read as 0.
-//! Timestamps are nanoseconds since the Unix epoch, so they also date snapshots.
+//! Wall time comes from the TSC through [`quanta`] when the CPU has an invariant TSC, and
+//! from `CLOCK_MONOTONIC` otherwise; `quanta` calibrates the TSC against the monotonic clock
+//! once. Frames keep raw counter values and convert only differences to nanoseconds (an
+//! integer multiply and shift), so a call pays two counter reads and one conversion.
 //!
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
 //! 200 ns here), so the recorder reads it at most once per attribution window (see `cpu`).
 
 use std::sync::OnceLock;
-use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A point in wall-clock time: nanoseconds since the Unix epoch.
+/// A raw reading of the wall clock: only differences between readings mean anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub(crate) struct Timestamp(pub(crate) u64);
+pub(crate) struct Timestamp(u64);
 
-enum Source {
-    Tsc(minstant::Anchor),
-    Monotonic { base: StdInstant, base_unix_ns: u64 },
+struct Source {
+    clock: quanta::Clock,
+    base_raw: u64,
+    base_unix_ns: u64,
+    tsc: bool,
 }
 
 #[inline(always)]
 fn source() -> &'static Source {
     static SOURCE: OnceLock<Source> = OnceLock::new();
     SOURCE.get_or_init(|| {
-        if minstant::is_tsc_available() {
-            Source::Tsc(minstant::Anchor::new())
-        } else {
-            Source::Monotonic {
-                base: StdInstant::now(),
-                base_unix_ns: unix_now_ns(),
-            }
+        let clock = quanta::Clock::new();
+        let base_raw = clock.raw();
+        // The TSC path scales raw values; the monotonic path returns nanoseconds as they are.
+        let tsc = clock.delta_as_nanos(0, 1_000_000_000) != 1_000_000_000;
+        Source {
+            base_raw,
+            base_unix_ns: unix_now_ns(),
+            clock,
+            tsc,
         }
     })
+}
+
+/// How many raw counter ticks make `ns` nanoseconds (rounded up).
+pub(crate) fn ticks_for_nanos(ns: u64) -> u64 {
+    const PROBE: u64 = 1 << 32;
+    let probe_ns = source().clock.delta_as_nanos(0, PROBE).max(1);
+    ((ns as u128 * PROBE as u128).div_ceil(probe_ns as u128)) as u64
 }
 
 /// Wall-clock nanoseconds since the Unix epoch from the system clock (slow path).
@@ -46,25 +56,37 @@ pub(crate) fn unix_now_ns() -> u64 {
 
 /// Whether wall time is read from the TSC (true) or from `CLOCK_MONOTONIC` (false).
 pub fn uses_tsc() -> bool {
-    matches!(source(), Source::Tsc(_))
+    source().tsc
 }
 
 impl Timestamp {
     /// Now.
     #[inline(always)]
     pub(crate) fn now() -> Self {
-        match source() {
-            Source::Tsc(anchor) => Timestamp(minstant::Instant::now().as_unix_nanos(anchor)),
-            Source::Monotonic { base, base_unix_ns } => {
-                Timestamp(base_unix_ns + base.elapsed().as_nanos() as u64)
-            }
-        }
+        Timestamp(source().clock.raw())
     }
 
     /// Nanoseconds from `earlier` to `self`, saturating at 0.
     #[inline(always)]
     pub(crate) fn nanos_since(self, earlier: Timestamp) -> u64 {
+        source().clock.delta_as_nanos(earlier.0, self.0)
+    }
+
+    /// Raw counter ticks from `earlier` to `self`, saturating at 0 (no conversion).
+    #[inline(always)]
+    pub(crate) fn ticks_since(self, earlier: Timestamp) -> u64 {
         self.0.saturating_sub(earlier.0)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    #[inline]
+    pub(crate) fn unix_ns(self) -> u64 {
+        let s = source();
+        if self.0 >= s.base_raw {
+            s.base_unix_ns + s.clock.delta_as_nanos(s.base_raw, self.0)
+        } else {
+            s.base_unix_ns.saturating_sub(s.clock.delta_as_nanos(self.0, s.base_raw))
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub fn set_enabled(on: bool) {
 /// CPU and allocations count as the parent's self figures in the tree (per-function
 /// statistics stay exact), and [`crate::Snapshot::folded_calls`] counts such calls.
 pub fn set_max_call_tree_nodes(n: u32) -> Result<()> {
-    if n < 2 || n > MAX_CALL_TREE_NODES_LIMIT {
+    if !(2..=MAX_CALL_TREE_NODES_LIMIT).contains(&n) {
         return Err(Error::InvalidConfig(format!(
             "max call-tree nodes must be in 2..={MAX_CALL_TREE_NODES_LIMIT}, got {n}"
         )));

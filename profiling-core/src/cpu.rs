@@ -19,7 +19,8 @@
 //!   per boundary for the bookkeeping, whatever the call rate.
 //! - CPU outside any annotated frame goes to the root node (reported as unattributed).
 
-use crate::clock::{thread_cpu_ns, Timestamp};
+use crate::clock::{thread_cpu_ns, ticks_for_nanos, Timestamp};
+use crate::recorder::NODE_CHUNK;
 use crate::storage::{bump, Chunked, NodeCell};
 
 /// Wall time between two reads of the thread CPU clock, at least.
@@ -27,6 +28,8 @@ pub const WINDOW_NS: u64 = 50_000;
 const PENDING: usize = 32;
 
 pub(crate) struct CpuAttribution {
+    /// [`WINDOW_NS`] in raw clock ticks: segments are kept in ticks, never converted.
+    window_ticks: u64,
     last_boundary: Timestamp,
     last_read_at: Timestamp,
     last_cpu: u64,
@@ -38,6 +41,7 @@ impl CpuAttribution {
     pub(crate) fn new() -> Self {
         let now = Timestamp::now();
         Self {
+            window_ticks: ticks_for_nanos(WINDOW_NS),
             last_boundary: now,
             last_read_at: now,
             last_cpu: thread_cpu_ns(),
@@ -49,25 +53,25 @@ impl CpuAttribution {
     /// Closes the self segment of `node` at `now`. Returns true when a read is due.
     #[inline(always)]
     pub(crate) fn boundary(&mut self, node: u32, now: Timestamp) -> bool {
-        let seg = now.nanos_since(self.last_boundary);
+        let seg = now.ticks_since(self.last_boundary);
         self.last_boundary = now;
         let mut i = self.len;
         while i > 0 {
             i -= 1;
             if self.pending[i].0 == node {
                 self.pending[i].1 += seg;
-                return now.nanos_since(self.last_read_at) >= WINDOW_NS;
+                return now.ticks_since(self.last_read_at) >= self.window_ticks;
             }
         }
         self.pending[self.len] = (node, seg);
         self.len += 1;
-        self.len == PENDING || now.nanos_since(self.last_read_at) >= WINDOW_NS
+        self.len == PENDING || now.ticks_since(self.last_read_at) >= self.window_ticks
     }
 
     /// Reads the CPU clock and shares what was used since the last read among the pending
     /// nodes. Returns the time after the read, where the next segment starts.
     #[cold]
-    pub(crate) fn flush(&mut self, nodes: &Chunked<NodeCell>) -> Timestamp {
+    pub(crate) fn flush(&mut self, nodes: &Chunked<NodeCell, NODE_CHUNK>) -> Timestamp {
         let cpu = thread_cpu_ns();
         let delta = cpu.saturating_sub(self.last_cpu);
         self.last_cpu = cpu;

@@ -19,7 +19,7 @@ use crate::cpu::CpuAttribution;
 use crate::storage::{bump, Chunked, FnCell, NodeCell, Totals};
 use crate::tree::{NodeCache, ROOT};
 
-const NODE_CHUNK: usize = 256;
+pub(crate) const NODE_CHUNK: usize = 256;
 const FN_CHUNK: usize = 8;
 
 /// The window counter: bumped by [`reset`].
@@ -28,16 +28,16 @@ static WINDOW_START_NS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct ThreadData {
     pub(crate) epoch: AtomicU64,
-    pub(crate) nodes: Chunked<NodeCell>,
-    pub(crate) fns: Chunked<FnCell>,
+    pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
+    pub(crate) fns: Chunked<FnCell, FN_CHUNK>,
 }
 
 impl ThreadData {
     fn new(epoch: u64) -> Self {
         Self {
             epoch: AtomicU64::new(epoch),
-            nodes: Chunked::new(NODE_CHUNK, MAX_CALL_TREE_NODES_LIMIT as usize),
-            fns: Chunked::new(FN_CHUNK, MAX_FUNCTIONS),
+            nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
+            fns: Chunked::new(MAX_FUNCTIONS),
         }
     }
 
@@ -76,7 +76,7 @@ pub(crate) fn window() -> (u64, u64) {
 /// Records the process start as the first window's start (first use).
 pub(crate) fn touch_window() {
     if WINDOW_START_NS.load(Relaxed) == 0 {
-        let _ = WINDOW_START_NS.compare_exchange(0, Timestamp::now().0, Relaxed, Relaxed);
+        let _ = WINDOW_START_NS.compare_exchange(0, Timestamp::now().unix_ns(), Relaxed, Relaxed);
     }
 }
 
@@ -88,7 +88,7 @@ pub(crate) fn touch_window() {
 pub fn reset() {
     let mut t = lock_threads();
     EPOCH.fetch_add(1, Relaxed);
-    WINDOW_START_NS.store(Timestamp::now().0, Relaxed);
+    WINDOW_START_NS.store(Timestamp::now().unix_ns(), Relaxed);
     t.retired = Totals::default();
     crate::tree::FOLDED.store(0, Relaxed);
 }
@@ -337,13 +337,15 @@ impl Inner {
 }
 
 /// Opens a frame for a synchronous call of `func`. Returns its stack index.
-#[inline(always)]
+#[inline(never)]
 pub(crate) fn push_sync(func: u32) -> Option<usize> {
     with_inner(|i| i.push(func, None, FrameKind::Sync, 0).0)
 }
 
-/// Closes the synchronous frame at `idx` and records the call.
-#[inline(always)]
+/// Closes the synchronous frame at `idx` and records the call. Kept out of line so that
+/// the guard's drop glue stays small enough to inline (a disabled call then costs a load
+/// and a branch).
+#[inline(never)]
 pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
     let alloc_end = alloc::thread_counters();
@@ -397,7 +399,7 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
         Some(PollOutcome {
             busy: elapsed,
             child_wall: f.child_wall,
-            end: end.0,
+            end: end.unix_ns(),
         })
     })
     .flatten()
@@ -416,7 +418,7 @@ pub(crate) fn complete(func: u32, node: u32, folded: bool, latency: u64, busy: u
 /// Now, in the recorder's clock (ns since the Unix epoch).
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
-    Timestamp::now().0
+    Timestamp::now().unix_ns()
 }
 
 /// Depth of this thread's frame stack (for tests and diagnostics).

@@ -99,16 +99,15 @@ impl FnCell {
 }
 
 /// An append-only array of `T` in fixed chunks; chunk pointers are published with Release.
-pub(crate) struct Chunked<T> {
-    chunk: usize,
+/// `CHUNK` is a constant so that indexing compiles to shifts and masks, not divisions.
+pub(crate) struct Chunked<T, const CHUNK: usize> {
     ptrs: Box<[AtomicPtr<T>]>,
 }
 
-impl<T: Default> Chunked<T> {
-    pub(crate) fn new(chunk: usize, capacity: usize) -> Self {
-        let n = capacity.div_ceil(chunk);
+impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let n = capacity.div_ceil(CHUNK);
         Self {
-            chunk,
             ptrs: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
         }
     }
@@ -116,13 +115,13 @@ impl<T: Default> Chunked<T> {
     /// The element, if its chunk exists.
     #[inline(always)]
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
-        let p = self.ptrs.get(i / self.chunk)?.load(Ordering::Acquire);
+        let p = self.ptrs.get(i / CHUNK)?.load(Ordering::Acquire);
         if p.is_null() {
             return None;
         }
-        // SAFETY: a non-null pointer came from `Box<[T]>::into_raw` of `self.chunk`
+        // SAFETY: a non-null pointer came from `Box<[T]>::into_raw` of `CHUNK`
         // elements, is never freed before `self` drops, and `i % chunk < chunk`.
-        Some(unsafe { &*p.add(i % self.chunk) })
+        Some(unsafe { &*p.add(i % CHUNK) })
     }
 
     /// The element, allocating its chunk on first use (owning thread only).
@@ -136,15 +135,15 @@ impl<T: Default> Chunked<T> {
 
     #[cold]
     fn alloc_chunk(&self, i: usize) -> Option<&T> {
-        let slot = self.ptrs.get(i / self.chunk)?;
-        let chunk: Box<[T]> = crate::alloc::untracked(|| (0..self.chunk).map(|_| T::default()).collect());
+        let slot = self.ptrs.get(i / CHUNK)?;
+        let chunk: Box<[T]> = crate::alloc::untracked(|| (0..CHUNK).map(|_| T::default()).collect());
         let p = Box::into_raw(chunk) as *mut T;
         if slot
             .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             // SAFETY: `p` was just made by `Box::into_raw` and was not published.
-            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, self.chunk)) });
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, CHUNK)) });
         }
         self.get(i)
     }
@@ -156,21 +155,21 @@ impl<T: Default> Chunked<T> {
             if p.is_null() {
                 continue;
             }
-            for k in 0..self.chunk {
+            for k in 0..CHUNK {
                 // SAFETY: as in `get`.
-                f(c * self.chunk + k, unsafe { &*p.add(k) });
+                f(c * CHUNK + k, unsafe { &*p.add(k) });
             }
         }
     }
 }
 
-impl<T> Drop for Chunked<T> {
+impl<T, const CHUNK: usize> Drop for Chunked<T, CHUNK> {
     fn drop(&mut self) {
         for slot in self.ptrs.iter() {
             let p = slot.load(Ordering::Acquire);
             if !p.is_null() {
                 // SAFETY: made by `Box::into_raw` of `chunk` elements; dropped once, here.
-                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, self.chunk)) });
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, CHUNK)) });
             }
         }
     }
@@ -269,38 +268,5 @@ impl Totals {
             d.hist = vec![0; BUCKETS];
         }
         c.hist.add_into(&mut d.hist);
-    }
-
-    pub(crate) fn merge(&mut self, o: &Totals) {
-        if self.nodes.len() < o.nodes.len() {
-            self.nodes.resize(o.nodes.len(), NodeSums::default());
-        }
-        for (d, s) in self.nodes.iter_mut().zip(o.nodes.iter()) {
-            d.calls += s.calls;
-            d.wall_self += s.wall_self;
-            d.busy_self += s.busy_self;
-            d.cpu_self += s.cpu_self;
-            d.alloc.add(&s.alloc);
-        }
-        if self.fns.len() < o.fns.len() {
-            self.fns.resize(o.fns.len(), FnSums::default());
-        }
-        for (d, s) in self.fns.iter_mut().zip(o.fns.iter()) {
-            if s.calls == 0 {
-                continue;
-            }
-            d.calls += s.calls;
-            d.cancelled += s.cancelled;
-            d.wall_total += s.wall_total;
-            d.busy_total += s.busy_total;
-            d.min = d.min.min(s.min);
-            d.max = d.max.max(s.max);
-            if d.hist.is_empty() {
-                d.hist = vec![0; BUCKETS];
-            }
-            for (a, b) in d.hist.iter_mut().zip(s.hist.iter()) {
-                *a += b;
-            }
-        }
     }
 }

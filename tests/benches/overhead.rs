@@ -1,1 +1,161 @@
-fn main() {}
+//! Per-call overhead of `#[profiled]`, side by side with the uninstrumented baseline and with
+//! peers, in one run. Run with:
+//!
+//! ```text
+//! cargo bench -p profiling-integration --features bench-peers --bench overhead
+//! ```
+//!
+//! Every instrumented function does the same tiny body as the baseline, so the difference
+//! of the medians is the instrumentation's cost per call. The process uses the counting
+//! allocator, as an application that wants allocation figures would.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fastrace::collector::{Config, Reporter, SpanContext};
+use fastrace::prelude::Span;
+use profiling_core::profiled;
+
+#[global_allocator]
+static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
+
+#[inline(never)]
+fn baseline(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[profiled]
+#[inline(never)]
+fn profiled_fn(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[profiled]
+#[inline(never)]
+fn depth3_a(x: u64) -> u64 {
+    depth3_b(x)
+}
+
+#[profiled]
+#[inline(never)]
+fn depth3_b(x: u64) -> u64 {
+    depth3_c(x)
+}
+
+#[profiled]
+#[inline(never)]
+fn depth3_c(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[inline(never)]
+fn base3_a(x: u64) -> u64 {
+    base3_b(black_box(x))
+}
+
+#[inline(never)]
+fn base3_b(x: u64) -> u64 {
+    base3_c(black_box(x))
+}
+
+#[inline(never)]
+fn base3_c(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[tracing::instrument(skip_all)]
+#[inline(never)]
+fn tracing_fn(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[fastrace::trace]
+#[inline(never)]
+fn fastrace_fn(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[hotpath::measure]
+#[inline(never)]
+fn hotpath_fn(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+struct DiscardReporter;
+
+impl Reporter for DiscardReporter {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        black_box(spans);
+    }
+}
+
+/// Runs `f` on `threads` threads at once, `iters` calls each; returns the slowest thread's time.
+fn on_threads(threads: usize, iters: u64, f: fn(u64) -> u64) -> Duration {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = Instant::now();
+                for i in 0..iters {
+                    black_box(f(i));
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or_default()).max().unwrap_or_default()
+}
+
+fn per_call(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_call");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+
+    g.bench_function("baseline", |b| b.iter(|| baseline(black_box(7))));
+
+    profiling_core::set_enabled(true);
+    g.bench_function("profiled_enabled", |b| b.iter(|| profiled_fn(black_box(7))));
+
+    profiling_core::set_enabled(false);
+    g.bench_function("profiled_disabled", |b| b.iter(|| profiled_fn(black_box(7))));
+    profiling_core::set_enabled(true);
+
+    g.bench_function("baseline_depth3", |b| b.iter(|| base3_a(black_box(7))));
+    g.bench_function("profiled_depth3", |b| b.iter(|| depth3_a(black_box(7))));
+
+    g.bench_function("baseline_4_threads", |b| b.iter_custom(|iters| on_threads(4, iters, baseline)));
+    g.bench_function("profiled_4_threads", |b| b.iter_custom(|iters| on_threads(4, iters, profiled_fn)));
+
+    {
+        let subscriber = tracing_subscriber::registry();
+        let _d = tracing::subscriber::set_default(subscriber);
+        g.bench_function("tracing_instrument_registry", |b| b.iter(|| tracing_fn(black_box(7))));
+    }
+    fastrace::set_reporter(DiscardReporter, Config::default());
+    g.bench_function("fastrace_trace", |b| {
+        b.iter_custom(|iters| {
+            let root = Span::root("root", SpanContext::random());
+            let _g = root.set_local_parent();
+            let t = Instant::now();
+            for i in 0..iters {
+                black_box(fastrace_fn(black_box(i)));
+            }
+            let e = t.elapsed();
+            drop(_g);
+            drop(root);
+            e
+        })
+    });
+
+    {
+        let _guard = hotpath::HotpathGuardBuilder::new("bench").build();
+        g.bench_function("hotpath_measure", |b| b.iter(|| hotpath_fn(black_box(7))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, per_call);
+criterion_main!(benches);
