@@ -307,6 +307,8 @@ pub struct Bottleneck {
 }
 
 /// A ranking, as served by the HTTP API and rendered by [`crate::render_table`].
+///
+#[doc = include_str!("../../docs/rankings.md")]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ranking {
     /// The window covered.
@@ -480,12 +482,13 @@ fn recommend(b: &Bottleneck, cpu_measured: bool) -> Vec<String> {
                 fmt_ns(b.mean_ns),
             ),
             Classification::CpuBound => format!(
-                "computes: {} of its {} self time is on CPU over {} calls ({} per call): improve the \
+                "computes: {} of its {} self time is on CPU over {} call{} ({} per call): improve the \
                  algorithm or data layout, cache results, or parallelize; a sampling profile shows \
                  the hot lines",
                 pct(cpu_ratio.min(1.0)),
                 fmt_ns(b.self_wall_ns),
                 fmt_count(b.calls),
+                if b.calls == 1 { "" } else { "s" },
                 fmt_ns(b.self_wall_ns / calls),
             ),
             Classification::Balanced => format!(
