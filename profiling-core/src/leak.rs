@@ -180,7 +180,7 @@ pub fn analyze(
     let heap_growth = observed_growth.max(fitted_growth);
     suspects.extend(retaining(functions, heap_growth, series_name, options));
 
-    suspects.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    suspects.sort_by_key(|s| std::cmp::Reverse(s.bytes));
     LeakReport {
         leak_suspected: !suspects.is_empty(),
         suspects,

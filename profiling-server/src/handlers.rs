@@ -185,7 +185,7 @@ pub(crate) async fn function(
             self_cpu_ns: n.self_cpu_ns,
         })
         .collect();
-    call_paths.sort_by(|a, b| b.self_wall_ns.cmp(&a.self_wall_ns));
+    call_paths.sort_by_key(|p| std::cmp::Reverse(p.self_wall_ns));
     Ok(Json(FunctionDetail {
         window: snap.window.clone(),
         function: f,

@@ -97,3 +97,52 @@ fn full_routes() -> Router<ProfilingServer> {
         .route("/api/profiling/pprof", get(pending))
         .route("/api/profiling/pprof/heap", get(pending))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::config::Config;
+    use crate::state::ProfilingServer;
+
+    #[tokio::test]
+    async fn expensive_requests_do_not_stack_up() {
+        let server =
+            ProfilingServer::new(Config::builder().leak_check_interval(None).build().unwrap())
+                .unwrap();
+        let app = server.router();
+        let send = |method: &str, uri: &str| {
+            let app = app.clone();
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            async move { app.oneshot(req).await.unwrap() }
+        };
+        // An expensive request is running: it holds the one permit.
+        let permit = server.shared.try_expensive().unwrap();
+        for (m, uri) in [
+            ("POST", "/api/profiling/leak-detection"),
+            ("POST", "/api/profiling/snapshot"),
+            ("GET", "/api/profiling/diff?base=1-1"),
+            ("GET", "/monitoring/profiling/leaks"),
+        ] {
+            let resp = send(m, uri).await;
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{uri}");
+            assert_eq!(resp.headers()["retry-after"], "1");
+        }
+        // Cheap ones are not held back.
+        assert_eq!(
+            send("GET", "/api/profiling/memory").await.status(),
+            StatusCode::OK
+        );
+        drop(permit);
+        assert_eq!(
+            send("POST", "/api/profiling/leak-detection").await.status(),
+            StatusCode::OK
+        );
+    }
+}
