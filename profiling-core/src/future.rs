@@ -23,6 +23,7 @@ enum State {
         func: u32,
         node: u32,
         folded: bool,
+        parent: u32,
         first_poll: u64,
         busy: u64,
         child_latency: u64,
@@ -104,7 +105,11 @@ impl<F: Future> Future for Instrumented<F> {
             }
             State::Running { func, node, .. } => (func, Some(node)),
         };
-        let Some((idx, node, folded)) = recorder::push_poll(func, node, 0) else {
+        let first_poll = match this.state {
+            State::NotStarted => recorder::now_ns(),
+            _ => 0,
+        };
+        let Some((idx, node, folded, parent)) = recorder::push_poll(func, node, 0) else {
             return inner.poll(cx);
         };
         if let State::NotStarted = this.state {
@@ -112,7 +117,8 @@ impl<F: Future> Future for Instrumented<F> {
                 func,
                 node,
                 folded,
-                first_poll: recorder::now_ns(),
+                parent,
+                first_poll,
                 busy: 0,
                 child_latency: 0,
             };
@@ -137,13 +143,14 @@ impl<F> Instrumented<F> {
             func,
             node,
             folded,
+            parent,
             first_poll,
             busy,
             child_latency,
         } = self.state
         {
             let latency = recorder::now_ns().saturating_sub(first_poll);
-            recorder::complete(func, node, folded, latency, busy, child_latency, cancelled);
+            recorder::complete(func, node, folded, parent, latency, busy, child_latency, cancelled);
         }
         self.state = State::Done;
     }

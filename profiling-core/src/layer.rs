@@ -121,6 +121,8 @@ struct SpanTiming {
     /// Call-tree node, resolved under the innermost frame at the first enter.
     node: Option<u32>,
     folded: bool,
+    /// The node it was first entered under (its caller in the call tree).
+    parent: u32,
     first_enter_ns: u64,
     last_exit_ns: u64,
     busy_ns: u64,
@@ -142,6 +144,7 @@ where
             func,
             node: None,
             folded: false,
+            parent: 0,
             first_enter_ns: 0,
             last_exit_ns: 0,
             busy_ns: 0,
@@ -161,12 +164,13 @@ where
         } else {
             0
         };
-        let Some((_, node, folded)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
+        let Some((_, node, folded, parent)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
             return;
         };
         if t.node.is_none() {
             t.node = Some(node);
             t.folded = folded;
+            t.parent = parent;
             t.first_enter_ns = now;
         }
     }
@@ -198,6 +202,7 @@ where
             t.func,
             node,
             t.folded,
+            t.parent,
             latency,
             t.busy_ns,
             t.child_latency_ns,

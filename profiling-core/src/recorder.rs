@@ -228,13 +228,13 @@ impl Inner {
     }
 
     #[inline(always)]
-    fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> (usize, u32, bool) {
+    fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> (usize, u32, bool, u32) {
         self.check_epoch();
         let now = Timestamp::now();
+        let parent = self.stack.last().map_or(ROOT, |f| f.node);
         let (node, folded) = match node {
             Some(n) => (n, false),
             None => {
-                let parent = self.stack.last().map_or(ROOT, |f| f.node);
                 let c = self.cache.child(parent, func);
                 (c.node, c.folded)
             }
@@ -259,7 +259,7 @@ impl Inner {
             child_alloc: AllocCounters::default(),
             prev_fn,
         });
-        (idx, node, folded)
+        (idx, node, folded, parent)
     }
 
     /// Pops frames above `idx` that were never closed (a span entered and not exited).
@@ -308,10 +308,22 @@ impl Inner {
         Some((f, elapsed, alloc))
     }
 
-    /// Books one finished call of `func` at `node`.
+    /// Books one finished call of `func` at `node`. Its wall time counts as a child's in the
+    /// innermost open frame if that frame's node is `parent` (the node the call was made
+    /// under), so a span or future finished elsewhere is not subtracted from a stranger.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn book_call(&mut self, func: u32, node: u32, folded: bool, wall: u64, busy: u64, child_wall: u64, cancelled: bool) {
+    fn book_call(
+        &mut self,
+        func: u32,
+        node: u32,
+        folded: bool,
+        parent: u32,
+        wall: u64,
+        busy: u64,
+        child_wall: u64,
+        cancelled: bool,
+    ) {
         let outermost = self.depth.get(func as usize).copied().unwrap_or(0) == 0;
         if let Some(c) = self.func(func) {
             bump(&c.calls, 1);
@@ -331,7 +343,9 @@ impl Inner {
             bump(&n.wall_self, wall.saturating_sub(child_wall));
         }
         if let Some(p) = self.stack.last_mut() {
-            p.child_wall += wall;
+            if p.node == parent {
+                p.child_wall += wall;
+            }
         }
     }
 }
@@ -351,7 +365,8 @@ pub(crate) fn pop_sync(idx: usize) {
     let alloc_end = alloc::thread_counters();
     with_inner(|i| {
         if let Some((f, elapsed, _)) = i.pop(idx, end, alloc_end) {
-            i.book_call(f.func, f.node, f.folded, elapsed, elapsed, f.child_wall, false);
+            let parent = i.stack.last().map_or(ROOT, |p| p.node);
+            i.book_call(f.func, f.node, f.folded, parent, elapsed, elapsed, f.child_wall, false);
         }
     });
 }
@@ -373,9 +388,9 @@ pub(crate) struct PollOutcome {
 
 /// Opens a poll frame for `func` (an async call or a span entry). `node` is the call's node
 /// once known (from its first poll); `None` resolves it under the current frame.
-/// Returns `(stack index, node, folded)`.
+/// Returns `(stack index, node, folded, parent node)`.
 #[inline]
-pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<(usize, u32, bool)> {
+pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<(usize, u32, bool, u32)> {
     with_inner(|i| i.push(func, node, FrameKind::Poll, owner))
 }
 
@@ -405,13 +420,23 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
     .flatten()
 }
 
-/// Records one finished (or cancelled) async call or span.
+/// Records one finished (or cancelled) async call or span; `parent` is the node its first
+/// poll or entry was made under.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn complete(func: u32, node: u32, folded: bool, latency: u64, busy: u64, child_latency: u64, cancelled: bool) {
+pub(crate) fn complete(
+    func: u32,
+    node: u32,
+    folded: bool,
+    parent: u32,
+    latency: u64,
+    busy: u64,
+    child_latency: u64,
+    cancelled: bool,
+) {
     with_inner(|i| {
         i.check_epoch();
-        i.book_call(func, node, folded, latency, busy, child_latency, cancelled)
+        i.book_call(func, node, folded, parent, latency, busy, child_latency, cancelled)
     });
 }
 

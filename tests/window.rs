@@ -1,0 +1,55 @@
+//! Windows, reset and the run-time switch (process-global state: serialized).
+
+use profiling_core::{profiled, reset, set_enabled, snapshot};
+use profiling_integration::serial;
+
+#[profiled]
+fn windowed() {}
+
+#[test]
+fn reset_starts_a_new_window() {
+    let _s = serial();
+    for _ in 0..5 {
+        windowed();
+    }
+    std::thread::spawn(windowed).join().unwrap();
+    let before = snapshot();
+    assert_eq!(before.function("window::windowed").unwrap().calls, 6);
+    reset();
+    for _ in 0..3 {
+        windowed();
+    }
+    let after = snapshot();
+    assert_eq!(after.window.epoch, before.window.epoch + 1);
+    assert!(after.window.started_unix_ms >= before.window.started_unix_ms);
+    assert_eq!(after.function("window::windowed").unwrap().calls, 3, "earlier calls and exited threads' data are gone");
+}
+
+#[profiled]
+fn switched() {}
+
+#[test]
+fn disabled_at_run_time_records_nothing() {
+    let _s = serial();
+    set_enabled(false);
+    for _ in 0..10 {
+        switched();
+    }
+    set_enabled(true);
+    switched();
+    assert_eq!(snapshot().function("window::switched").unwrap().calls, 1);
+}
+
+#[test]
+fn malformed_env_is_an_error_naming_the_variable() {
+    let _s = serial();
+    // SAFETY: serialized with every other test of this binary; no other thread reads the env.
+    unsafe { std::env::set_var("ENABLE_PROFILING", "perhaps") };
+    let err = profiling_core::init_from_env().unwrap_err();
+    assert!(err.to_string().contains("ENABLE_PROFILING"), "{err}");
+    unsafe { std::env::set_var("ENABLE_PROFILING", "false") };
+    profiling_core::init_from_env().unwrap();
+    assert!(!profiling_core::is_enabled());
+    unsafe { std::env::remove_var("ENABLE_PROFILING") };
+    set_enabled(true);
+}
