@@ -42,8 +42,9 @@
 //!
 //! ## Performance
 //!
-//! See `docs/performance.md` for measured costs and the command that reproduces them.
-#![doc = ""]
+//! See [`performance`] for measured costs and the command that reproduces them, and
+//! [`guide`] for the whole story: getting started, concepts, how each figure is measured
+//! and its limits, configuration.
 
 mod alloc;
 mod callsite;
@@ -59,6 +60,8 @@ pub mod flamegraph;
 pub mod fold;
 mod future;
 mod guard;
+#[cfg(feature = "profiling-full")]
+pub mod heap_profile;
 mod histogram;
 mod layer;
 mod leak;
@@ -66,6 +69,7 @@ mod memory;
 mod process;
 mod ranking;
 mod recorder;
+pub mod report;
 mod snapshot;
 mod storage;
 mod table;
@@ -103,6 +107,12 @@ pub use table::{fmt_bytes, fmt_count, fmt_ns, render_table};
 
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;
+
+#[doc = include_str!("../../docs/guide.md")]
+pub mod guide {}
+
+#[doc = include_str!("../../docs/performance.md")]
+pub mod performance {}
 
 /// Items used by the code `#[profiled]` generates. Not a public API.
 #[doc(hidden)]
