@@ -41,6 +41,14 @@ pub enum Error {
     /// A CPU profile is already being taken (one at a time per process).
     #[error("a CPU profile is already being taken; one runs at a time, retry when it ends")]
     ProfilerBusy,
+    /// A file is not a snapshot as written by this crate.
+    #[error("{path} is not a profiling snapshot (JSON as written by PROFILING_FLAMEGRAPH or the HTTP API): {reason}")]
+    InvalidSnapshot {
+        /// The file concerned.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A heap profile cannot be served; the message says why and how to switch it on.
     #[error("heap profile unavailable: {0}")]
     HeapProfilingUnavailable(String),

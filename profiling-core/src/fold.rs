@@ -20,7 +20,7 @@ use crate::snapshot::{CallTreeNode, Snapshot};
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// Self wall time, ns (for async calls: latency minus awaited annotated callees).
     #[default]
@@ -48,15 +48,16 @@ impl Weight {
         Weight::Calls,
     ];
 
-    /// The name used in URLs, on the command line and in JSON: `wall`, `cpu`, `off-cpu`,
-    /// `alloc-bytes`, `alloc-count`, `calls`.
+    /// The name used in URLs, on the command line and in JSON: `wall`, `cpu`, `off_cpu`,
+    /// `alloc_bytes`, `alloc_count`, `calls` (the spelling of [`crate::SortKey`]; `-` is
+    /// accepted for `_` when parsing).
     pub fn as_str(self) -> &'static str {
         match self {
             Weight::Wall => "wall",
             Weight::Cpu => "cpu",
-            Weight::OffCpu => "off-cpu",
-            Weight::AllocBytes => "alloc-bytes",
-            Weight::AllocCount => "alloc-count",
+            Weight::OffCpu => "off_cpu",
+            Weight::AllocBytes => "alloc_bytes",
+            Weight::AllocCount => "alloc_count",
             Weight::Calls => "calls",
         }
     }
@@ -121,7 +122,7 @@ impl FromStr for Weight {
             "calls" => Weight::Calls,
             _ => {
                 return Err(Error::InvalidConfig(format!(
-                    "unknown weight {s:?}; expected one of wall, cpu, off-cpu, alloc-bytes, alloc-count, calls"
+                    "unknown weight {s:?}; expected one of wall, cpu, off_cpu, alloc_bytes, alloc_count, calls"
                 )))
             }
         };
@@ -413,13 +414,13 @@ app::main 10
 app::main;app::parse 25
 app::main;app::parse;app::lex 20
 app::main;app::save 5
-# off-cpu
+# off_cpu
 app::main;app::parse 5
 app::main;app::save 35
-# alloc-bytes
+# alloc_bytes
 app::main;app::parse 800
 app::main;app::parse;app::lex 160
-# alloc-count
+# alloc_count
 app::main;app::parse 100
 app::main;app::parse;app::lex 20
 # calls
@@ -479,8 +480,9 @@ app::main;app::save;app::parse 1
             assert_eq!(w.as_str().parse::<Weight>().unwrap(), w);
         }
         assert_eq!("SELF_CPU".parse::<Weight>().unwrap(), Weight::Cpu);
+        assert_eq!("off-cpu".parse::<Weight>().unwrap(), Weight::OffCpu);
         let err = "heat".parse::<Weight>().unwrap_err().to_string();
-        assert!(err.contains("alloc-bytes"), "{err}");
+        assert!(err.contains("alloc_bytes"), "{err}");
     }
 
     #[test]
