@@ -174,9 +174,8 @@ pub fn render_snapshot(snapshot: &Snapshot, weight: Weight) -> Result<Vec<u8>> {
     let lines = fold::fold(snapshot, weight);
     let unit = Unit::of(weight);
     let mut subtitle = format!(
-        "Instrumented call tree (exact). Width: {} in {}. Total: {}.",
+        "Instrumented call tree (exact). Width: {}, a frame's own plus its annotated callees'. Total: {}.",
         weight.description(),
-        weight.unit(),
         format_value(fold::total(&lines), unit)
     );
     if weight == Weight::OffCpu {
