@@ -8,7 +8,7 @@
 //!
 //! Then open the printed URL of the profiling page. Environment:
 //!
-//! - `DEMO_BIND` (default `127.0.0.1:3000`; a busy port falls back to a free one);
+//! - `DEMO_BIND` (default `127.0.0.1:8080`; a busy port falls back to a free one);
 //! - `DEMO_DURATION_SECS`: stop by itself after that many seconds (for CI smoke runs) and
 //!   print the ranking;
 //! - `DEMO_RPS`: requests per second of the load generator (default 40, at most 500);
@@ -395,8 +395,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind: SocketAddr = match std::env::var("DEMO_BIND") {
         Ok(v) => v
             .parse()
-            .map_err(|_| format!("DEMO_BIND={v:?} is not an address like 127.0.0.1:3000"))?,
-        Err(_) => "127.0.0.1:3000".parse()?,
+            .map_err(|_| format!("DEMO_BIND={v:?} is not an address like 127.0.0.1:8080"))?,
+        Err(_) => "127.0.0.1:8080".parse()?,
     };
 
     let profiling = ProfilingServer::new(Config::from_env()?)?;

@@ -54,6 +54,8 @@ mod handlers;
 mod html;
 mod metrics;
 mod overhead;
+#[cfg(feature = "profiling-full")]
+mod profiles;
 mod reports;
 mod routes;
 mod serve;

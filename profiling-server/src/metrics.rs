@@ -11,7 +11,7 @@
 //! (when counted), `{p}_memory_growth_rate` (MiB/hour), `{p}_memory_warning`,
 //! `{p}_memory_alert`, `{p}_cpu_usage_percent` (of one core, last sampling interval),
 //! `{p}_threads`, `{p}_profiling_overhead_percent` (see `overhead.rs` for how it is
-//! measured) and `{p}_profiling_enabled`.
+//! measured) and `{p}_recording_enabled`.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -219,7 +219,7 @@ pub(crate) fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
             reports::overhead_percent(shared).unwrap_or(0.0),
         ),
         (
-            "profiling_enabled",
+            "recording_enabled",
             "1 when calls are being recorded.",
             f64::from(u8::from(profiling_core::is_enabled())),
         ),

@@ -84,18 +84,16 @@ fn full_routes() -> Router<ProfilingServer> {
         .route("/api/profiling/pprof/heap", get(needs_full))
 }
 
-/// Flamegraph and pprof outputs: mounted here by the `profiling-full` feature's handlers.
+/// Flamegraph and pprof outputs: the `profiling-full` feature's handlers (`profiles.rs`).
 #[cfg(feature = "profiling-full")]
 fn full_routes() -> Router<ProfilingServer> {
-    async fn pending(uri: Uri) -> ApiError {
-        ApiError::NotImplemented(format!("{} is not available in this build yet", uri.path()))
-    }
+    use crate::profiles as p;
     Router::new()
-        .route("/api/profiling/flamegraph", get(pending))
-        .route("/api/profiling/flamegraph/diff", get(pending))
-        .route("/api/profiling/folded", get(pending))
-        .route("/api/profiling/pprof", get(pending))
-        .route("/api/profiling/pprof/heap", get(pending))
+        .route("/api/profiling/flamegraph", get(p::flamegraph))
+        .route("/api/profiling/flamegraph/diff", get(p::flamegraph_diff))
+        .route("/api/profiling/folded", get(p::folded))
+        .route("/api/profiling/pprof", get(p::pprof_cpu))
+        .route("/api/profiling/pprof/heap", get(p::pprof_heap))
 }
 
 #[cfg(test)]

@@ -706,6 +706,7 @@ async fn bearer_token_guards_everything_but_health() {
     );
 }
 
+#[cfg(not(feature = "profiling-full"))]
 #[tokio::test]
 async fn full_feature_routes_answer_501_naming_the_feature() {
     let _g = LOCK.lock().await;

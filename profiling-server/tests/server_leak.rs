@@ -83,6 +83,7 @@ async fn a_function_that_keeps_memory_is_found() {
             .ends_with("::leaky_cache_insert"),
         "{f}"
     );
+    println!("evidence: {}", f["evidence"]);
     // 64 KiB per call exactly (requested sizes are counted).
     assert!(
         f["evidence"]
