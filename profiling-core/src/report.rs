@@ -34,8 +34,8 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// Reads a snapshot saved as JSON: a bare [`Snapshot`], or an object with a `snapshot`
-/// field holding one (as the HTTP API's stored snapshots are).
+/// Reads a snapshot saved as JSON: a bare [`Snapshot`], or an object with a `snapshot` or
+/// `profile` field holding one (`GET /api/profiling/snapshots/{id}` answers the latter).
 pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Snapshot> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
@@ -49,9 +49,10 @@ pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Snapshot> {
 pub fn parse_snapshot(text: &str) -> std::result::Result<Snapshot, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let inner = value
-        .get("snapshot")
-        .filter(|v| v.is_object())
+    // A stored snapshot of the HTTP API keeps the profile under `profile`.
+    let inner = ["snapshot", "profile"]
+        .iter()
+        .find_map(|k| value.get(*k).filter(|v| v.is_object()))
         .unwrap_or(&value)
         .clone();
     serde_json::from_value(inner).map_err(|e| format!("JSON, but not a snapshot: {e}"))
@@ -295,9 +296,11 @@ mod tests {
         let s = known_snapshot();
         save_snapshot(&s, dir.join("a/s.json")).unwrap();
         assert_eq!(load_snapshot(dir.join("a/s.json")).unwrap(), s);
-        let wrapped = serde_json::json!({ "id": 3, "snapshot": s });
-        std::fs::write(dir.join("w.json"), wrapped.to_string()).unwrap();
-        assert_eq!(load_snapshot(dir.join("w.json")).unwrap(), s);
+        for key in ["snapshot", "profile"] {
+            let wrapped = serde_json::json!({ "id": "1-1", key: s });
+            std::fs::write(dir.join("w.json"), wrapped.to_string()).unwrap();
+            assert_eq!(load_snapshot(dir.join("w.json")).unwrap(), s);
+        }
     }
 
     #[test]
