@@ -3,7 +3,7 @@
 //! sampled CPU and heap profiles use [`render`] too).
 //!
 //! Only with the `profiling-full` feature: inferno is CDDL-1.0 and kept out of the default
-//! build. Folding itself ([`crate::fold`]) is in the default build.
+//! build. Folding itself ([`mod@crate::fold`]) is in the default build.
 
 use std::io::BufReader;
 

@@ -114,6 +114,10 @@ pub mod guide {}
 #[doc = include_str!("../../docs/performance.md")]
 pub mod performance {}
 
+#[cfg(feature = "profiling-full")]
+#[doc = include_str!("../../docs/flamegraphs.md")]
+pub mod flamegraphs_guide {}
+
 /// Items used by the code `#[profiled]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
