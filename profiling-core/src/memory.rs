@@ -213,21 +213,28 @@ impl AllocatorStats {
 
 /// Reads jemalloc's statistics (advancing its epoch first so they are current).
 ///
-/// Without the `jemalloc` feature this is [`Error::AllocatorStats`].
+/// [`Error::AllocatorStats`] without the `jemalloc` feature, and when jemalloc is linked but
+/// is not the global allocator.
 pub fn allocator_stats() -> Result<AllocatorStats> {
     #[cfg(feature = "jemalloc")]
     {
         use tikv_jemalloc_ctl::{epoch, stats};
         let e = |err: tikv_jemalloc_ctl::Error| Error::AllocatorStats(err.to_string());
         epoch::advance().map_err(e)?;
-        Ok(AllocatorStats {
+        let stats = AllocatorStats {
             allocated: stats::allocated::read().map_err(e)? as u64,
             active: stats::active::read().map_err(e)? as u64,
             resident: stats::resident::read().map_err(e)? as u64,
             mapped: stats::mapped::read().map_err(e)? as u64,
             retained: stats::retained::read().map_err(e)? as u64,
             metadata: stats::metadata::read().map_err(e)? as u64,
-        })
+        };
+        if !jemalloc_is_global() {
+            return Err(Error::AllocatorStats(
+                "jemalloc is linked but is not the global allocator".to_owned(),
+            ));
+        }
+        Ok(stats)
     }
     #[cfg(not(feature = "jemalloc"))]
     {
@@ -235,6 +242,27 @@ pub fn allocator_stats() -> Result<AllocatorStats> {
             "built without the `jemalloc` feature of profiling-core".to_owned(),
         ))
     }
+}
+
+/// Whether the global allocator is jemalloc: a 4 MiB probe allocation must show in
+/// jemalloc's `stats.allocated` (checked once; 1 MiB of slack for other threads).
+#[cfg(feature = "jemalloc")]
+fn jemalloc_is_global() -> bool {
+    static IS_GLOBAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IS_GLOBAL.get_or_init(|| {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        const PROBE: usize = 4 << 20;
+        let read = || {
+            epoch::advance()
+                .ok()
+                .and_then(|_| stats::allocated::read().ok())
+        };
+        let Some(before) = read() else { return false };
+        let probe = std::hint::black_box(vec![1u8; PROBE]);
+        let after = read();
+        drop(probe);
+        after.is_some_and(|a| a >= before + PROBE - (1 << 20))
+    })
 }
 
 /// Reads one sample now.

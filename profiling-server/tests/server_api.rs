@@ -287,7 +287,7 @@ async fn memory_cpu_and_allocations() {
     assert!(m["growth_rate_mb_per_hour"].is_f64(), "{m}");
     assert_eq!(m["warning"], true);
     assert_eq!(m["alert"], false);
-    assert!(m["jemalloc"].is_null());
+    assert!(m["jemalloc"].is_null(), "{}", m["jemalloc"]);
     // The legacy alias serves the same document.
     let legacy = get(&app, "/monitoring/profiling/memory").await.json();
     assert_eq!(legacy["alert_threshold_mb"], m["alert_threshold_mb"]);
