@@ -451,7 +451,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for w in workers {
         w.abort();
     }
-    let ranking = rank(&profiling_core::snapshot(), &RankOptions::new().limit(10));
+    let ranking = rank(&profiling.snapshot(), &RankOptions::new().limit(10));
     println!(
         "\nstopped after {:.1} s, {} requests; top functions by self time:\n{ranking}",
         started.elapsed().as_secs_f64(),

@@ -14,7 +14,9 @@
 //!
 //! It leaves out the counting allocator's cost (a few thread-local additions per
 //! allocation) and the server's own work; it is an estimate of the recording cost only.
-//! The probe's calls are removed from everything the server shows (see [`strip_internal`]).
+//! The probe's calls are removed from everything the server shows (see [`strip_internal`]
+//! and [`crate::ProfilingServer::snapshot`]); a direct `profiling_core::snapshot()` still
+//! lists `profiling_server::overhead::calibration_probe` with its 60,000 calls.
 
 use std::sync::OnceLock;
 use std::time::Instant;

@@ -101,6 +101,12 @@ impl ProfilingServer {
         crate::routes::router(self.clone())
     }
 
+    /// The current window as the API shows it: `profiling_core::snapshot()` without the
+    /// server's overhead-calibration probe.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
     /// Takes a memory sample now (in addition to the periodic ones).
     pub fn sample_now(&self) {
         self.shared.sampler.sample_now();
