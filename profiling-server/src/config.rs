@@ -10,6 +10,7 @@
 //! | `PROFILING_MEMORY_WARNING_MB` | RSS (MiB) that raises `warning` | 650 |
 //! | `PROFILING_MEMORY_ALERT_MB` | RSS (MiB) that raises `alert` | 700 |
 //! | `PROFILING_LEAK_GROWTH_MB_PER_HOUR` | growth rate that makes a leak suspect | 10 |
+//! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded and a leak suspect | 50 MiB |
 //! | `PROFILING_SNAPSHOT_DIR` | directory where snapshots are also written | none |
 //! | `PROFILING_MAX_SNAPSHOTS` | snapshots kept in memory | 32 |
 //! | `PROFILING_METRICS_PREFIX` | prefix of every Prometheus metric | `profiling` |
@@ -250,6 +251,10 @@ impl ConfigBuilder {
                 })?;
             c.leak.growth_threshold_mb_per_hour = x;
         }
+        if let Some(v) = lookup("PROFILING_LARGE_ALLOC_BYTES") {
+            // Also read by profiling-core; the server applies it to the leak analysis too.
+            c.leak.large_allocation_bytes = positive("PROFILING_LARGE_ALLOC_BYTES", &v)?;
+        }
         if let Some(v) = lookup("PROFILING_SNAPSHOT_DIR") {
             if v.trim().is_empty() {
                 return Err(invalid(
@@ -388,6 +393,7 @@ mod tests {
                 ("PROFILING_MEMORY_ALERT_MB", "200"),
                 ("PROFILING_SNAPSHOT_DIR", "/tmp/snaps"),
                 ("ENABLE_PROFILING", "off"),
+                ("PROFILING_LARGE_ALLOC_BYTES", "1048576"),
             ]))
             .unwrap()
             .build()
@@ -398,6 +404,7 @@ mod tests {
         assert_eq!(c.leak_check_interval, None);
         assert_eq!(c.thresholds.alert_bytes, 200 << 20);
         assert_eq!(c.enabled, Some(false));
+        assert_eq!(c.leak.large_allocation_bytes, 1 << 20);
     }
 
     #[test]
@@ -413,6 +420,9 @@ mod tests {
             ("ENABLE_PROFILING", "maybe"),
             ("PROFILING_METRICS_PREFIX", "9bad"),
             ("PROFILING_MAX_SNAPSHOTS", "100000"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "50MB"),
+            ("PROFILING_LEAK_GROWTH_MB_PER_HOUR", "-1"),
+            ("PROFILING_SNAPSHOT_DIR", ""),
         ] {
             let err = Config::builder().env_from(env(&[(k, v)])).unwrap_err();
             let msg = err.to_string();
