@@ -11,7 +11,8 @@ use profiling_core::cpu_profile::{self, protos, protos::Message};
 use profiling_core::{heap_profile, Error};
 
 #[global_allocator]
-static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> = profiling_core::ProfilingAllocator::jemalloc();
+static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> =
+    profiling_core::ProfilingAllocator::jemalloc();
 
 const CHILD_ENV: &str = "PROFILING_HEAP_TEST_CHILD";
 
@@ -31,8 +32,17 @@ fn off_is_a_clear_error() {
 #[test]
 fn on_serves_pprof_and_flamegraph() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_with_heap_profiling_on", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("_RJEM_MALLOC_CONF", "prof:true,prof_active:true,lg_prof_sample:12")
+        .args([
+            "--exact",
+            "child_with_heap_profiling_on",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "_RJEM_MALLOC_CONF",
+            "prof:true,prof_active:true,lg_prof_sample:12",
+        )
         .env(CHILD_ENV, "1")
         .output()
         .unwrap();
@@ -54,13 +64,18 @@ fn hold_heap_for_profile() -> Vec<Vec<u8>> {
 #[test]
 #[ignore = "run by on_serves_pprof_and_flamegraph with heap profiling switched on"]
 fn child_with_heap_profiling_on() {
-    assert!(std::env::var_os(CHILD_ENV).is_some(), "run through on_serves_pprof_and_flamegraph");
+    assert!(
+        std::env::var_os(CHILD_ENV).is_some(),
+        "run through on_serves_pprof_and_flamegraph"
+    );
     let held = hold_heap_for_profile();
     heap_profile::check_available().unwrap();
 
     let gz = heap_profile::heap_pprof().unwrap();
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).unwrap();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     let p = protos::Profile::decode(raw.as_slice()).unwrap();
     let names: Vec<&str> = p
         .function
@@ -89,7 +104,9 @@ fn child_with_heap_profiling_on() {
             })
         })
         .collect();
-    let ((), cpu) = cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(900))).unwrap();
+    let ((), cpu) =
+        cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(900)))
+            .unwrap();
     let n: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert!(n > 1000, "workers stalled: {n}");
     assert!(cpu.samples() > 20, "{cpu:?}");
