@@ -26,6 +26,11 @@ fn sampler_thread_stops_when_the_server_is_dropped() {
     )
     .unwrap();
     let router = server.router();
+    // The new thread names itself once it runs: wait for that (at most 2 s).
+    let t = Instant::now();
+    while threads_named(prefix) == 0 && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(threads_named(prefix), 1);
     drop(server);
     // The router still shares the state: the sampler keeps running.
