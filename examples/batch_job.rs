@@ -83,9 +83,7 @@ fn main() -> profiling_core::Result<()> {
     // PROFILING_FLAMEGRAPH=path.svg decides where; this example falls back to target/.
     let _report = match report::from_env()? {
         Some(guard) => guard,
-        None => ReportBuilder::new()
-            .flamegraph("target/batch_job.svg")
-            .build()?,
+        None => ReportBuilder::new().flamegraph("target/batch_job.svg").build()?,
     };
     let saved: usize = (0..8).map(run_batch).sum();
     println!("saved {saved} records");

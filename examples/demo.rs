@@ -77,10 +77,7 @@ impl Store {
     #[profiled]
     fn insert(&self, customer: String, items: Vec<LineItem>) -> Order {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let total_cents = items
-            .iter()
-            .map(|i| i.unit_cents * u64::from(i.quantity))
-            .sum();
+        let total_cents = items.iter().map(|i| i.unit_cents * u64::from(i.quantity)).sum();
         let order = Order {
             id,
             customer,
@@ -97,11 +94,7 @@ impl Store {
 
     #[profiled]
     fn get(&self, id: u64) -> Option<Order> {
-        self.orders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.orders.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
     /// A full scan, as a query without an index would do.
@@ -340,24 +333,8 @@ async fn load_worker(addr: SocketAddr, seed: u64, interval: Duration, sent: Arc<
                 );
                 send(addr, "POST", "/orders", &body).await
             }
-            400..=649 => {
-                send(
-                    addr,
-                    "GET",
-                    &format!("/orders/{}", 1 + rng.next() % 2000),
-                    "",
-                )
-                .await
-            }
-            650..=799 => {
-                send(
-                    addr,
-                    "GET",
-                    &format!("/orders?customer={}", rng.pick(&CUSTOMERS)),
-                    "",
-                )
-                .await
-            }
+            400..=649 => send(addr, "GET", &format!("/orders/{}", 1 + rng.next() % 2000), "").await,
+            650..=799 => send(addr, "GET", &format!("/orders?customer={}", rng.pick(&CUSTOMERS)), "").await,
             800..=879 => send(addr, "GET", &format!("/inventory/{}", rng.pick(&SKUS)), "").await,
             880..=949 => send(addr, "GET", "/checksum", "").await,
             950..=998 => send(addr, "GET", "/report", "").await,
@@ -373,11 +350,11 @@ async fn load_worker(addr: SocketAddr, seed: u64, interval: Duration, sent: Arc<
 
 fn env_u64(name: &str) -> Result<Option<u64>, String> {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| {
-            format!(
-                "environment variable {name} has an invalid value {v:?}: expected a whole number"
-            )
-        }),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("environment variable {name} has an invalid value {v:?}: expected a whole number")),
         Err(_) => Ok(None),
     }
 }
@@ -445,9 +422,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(stop).await?;
     for w in workers {
         w.abort();
     }

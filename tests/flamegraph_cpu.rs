@@ -89,9 +89,7 @@ fn pprof_protobuf_decodes_and_names_hot_function() {
     let gz = profile.pprof_gzip().unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut raw)
-        .unwrap();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).unwrap();
     let p = protos::Profile::decode(raw.as_slice()).unwrap();
     let s = |i: i64| p.string_table[i as usize].as_str();
     assert_eq!(p.sample_type.len(), 2);
@@ -173,8 +171,7 @@ fn sampling_is_safe_while_threads_allocate() {
                         if keep.len() > 64 {
                             keep.drain(..32);
                         }
-                        let s: String =
-                            (0..32).map(|c| char::from(b'a' + (c % 26) as u8)).collect();
+                        let s: String = (0..32).map(|c| char::from(b'a' + (c % 26) as u8)).collect();
                         std::hint::black_box(s);
                         rounds += 1;
                     }
@@ -185,21 +182,13 @@ fn sampling_is_safe_while_threads_allocate() {
         .collect();
     let started = Instant::now();
     let ((), profile) =
-        cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(1500)))
-            .unwrap();
+        cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(1500))).unwrap();
     stop.store(true, Ordering::Relaxed);
     let rounds: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "sampling stalled"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "sampling stalled");
     assert!(rounds > 1000, "workers made little progress: {rounds}");
     assert!(profile.samples() > 50, "{profile:?}");
-    assert!(
-        profile.samples_in("alloc-stress-") > 0,
-        "{}",
-        profile.folded_text()
-    );
+    assert!(profile.samples_in("alloc-stress-") > 0, "{}", profile.folded_text());
     // The protobuf still encodes.
     assert!(!profile.pprof_gzip().unwrap().is_empty());
 }

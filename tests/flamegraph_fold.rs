@@ -70,10 +70,7 @@ flamegraph_fold::batch;flamegraph_fold::transform;flamegraph_fold::parse 2
         "{cpu:?}"
     );
     assert!(
-        close(
-            ms("flamegraph_fold::batch;flamegraph_fold::transform"),
-            80.0
-        ),
+        close(ms("flamegraph_fold::batch;flamegraph_fold::transform"), 80.0),
         "{cpu:?}"
     );
     assert!(close(ms("flamegraph_fold::batch"), 110.0), "{cpu:?}");
@@ -84,8 +81,5 @@ flamegraph_fold::batch;flamegraph_fold::transform;flamegraph_fold::parse 2
     assert!(off <= wall, "off-CPU {off} > wall {wall}");
 
     // Deterministic: folding twice gives the same text.
-    assert_eq!(
-        fold_text(&snap, Weight::Wall),
-        fold_text(&snap, Weight::Wall)
-    );
+    assert_eq!(fold_text(&snap, Weight::Wall), fold_text(&snap, Weight::Wall));
 }

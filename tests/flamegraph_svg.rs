@@ -44,10 +44,7 @@ fn frame_widths(svg: &str) -> HashMap<String, f64> {
     let doc = roxmltree::Document::parse_with_options(svg, opts).expect("well-formed XML");
     let mut out = HashMap::new();
     for g in doc.descendants().filter(|n| n.has_tag_name("g")) {
-        let title = g
-            .children()
-            .find(|c| c.has_tag_name("title"))
-            .and_then(|t| t.text());
+        let title = g.children().find(|c| c.has_tag_name("title")).and_then(|t| t.text());
         let rect = g.children().find(|c| c.has_tag_name("rect"));
         if let (Some(title), Some(rect)) = (title, rect) {
             let w = rect
@@ -127,10 +124,6 @@ fn differential_svg_is_xml_and_names_functions() {
     let target = snapshot();
     let svg = String::from_utf8(render_diff(&base, &target, Weight::Cpu).unwrap()).unwrap();
     let widths = frame_widths(&svg);
-    assert!(
-        widths.contains_key("flamegraph_svg::heavy"),
-        "{:?}",
-        widths.keys()
-    );
+    assert!(widths.contains_key("flamegraph_svg::heavy"), "{:?}", widths.keys());
     assert!(svg.contains("Differential"));
 }

@@ -39,10 +39,7 @@ fn on_serves_pprof_and_flamegraph() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(
-            "_RJEM_MALLOC_CONF",
-            "prof:true,prof_active:true,lg_prof_sample:12",
-        )
+        .env("_RJEM_MALLOC_CONF", "prof:true,prof_active:true,lg_prof_sample:12")
         .env(CHILD_ENV, "1")
         .output()
         .unwrap();
@@ -73,9 +70,7 @@ fn child_with_heap_profiling_on() {
 
     let gz = heap_profile::heap_pprof().unwrap();
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut raw)
-        .unwrap();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).unwrap();
     let p = protos::Profile::decode(raw.as_slice()).unwrap();
     let names: Vec<&str> = p
         .function
@@ -104,9 +99,7 @@ fn child_with_heap_profiling_on() {
             })
         })
         .collect();
-    let ((), cpu) =
-        cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(900)))
-            .unwrap();
+    let ((), cpu) = cpu_profile::profile_cpu_while(250, || std::thread::sleep(Duration::from_millis(900))).unwrap();
     let n: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert!(n > 1000, "workers stalled: {n}");
     assert!(cpu.samples() > 20, "{cpu:?}");

@@ -9,7 +9,8 @@ use profiling_core::{profiled, snapshot};
 use profiling_integration::serial;
 
 #[global_allocator]
-static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> = profiling_core::ProfilingAllocator::jemalloc();
+static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> =
+    profiling_core::ProfilingAllocator::jemalloc();
 
 #[profiled]
 fn odd_sizes() -> (Vec<u8>, Vec<u8>) {

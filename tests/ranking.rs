@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use profiling_core::{
-    profiled, rank, reset, snapshot, Bottleneck, Classification, RankOptions, Ranking, SortKey,
-};
+use profiling_core::{profiled, rank, reset, snapshot, Bottleneck, Classification, RankOptions, Ranking, SortKey};
 use profiling_integration::{serial, spin_cpu, spin_for, thread_cpu};
 
 #[global_allocator]
@@ -22,18 +20,12 @@ const MS: u64 = 1_000_000;
 
 fn entry<'a>(r: &'a Ranking, short: &str) -> &'a Bottleneck {
     let name = format!("ranking::{short}");
-    r.bottlenecks
-        .iter()
-        .find(|b| b.function == name)
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not ranked; have {:?}",
-                r.bottlenecks
-                    .iter()
-                    .map(|b| &b.function)
-                    .collect::<Vec<_>>()
-            )
-        })
+    r.bottlenecks.iter().find(|b| b.function == name).unwrap_or_else(|| {
+        panic!(
+            "{name} not ranked; have {:?}",
+            r.bottlenecks.iter().map(|b| &b.function).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn order(r: &Ranking) -> Vec<&str> {
@@ -84,18 +76,9 @@ fn longer_spin_outranks_shorter_by_self_time() {
     assert_covers(a.self_wall_ns, ref_a, "spin_30ms self");
     assert_covers(b.self_wall_ns, ref_b, "spin_10ms self");
     // Shares of the window's profiled time: in the ratio of the reference times (~3/4, 1/4).
-    assert!(
-        (a.share + b.share - 1.0).abs() < 1e-3,
-        "{} + {}",
-        a.share,
-        b.share
-    );
+    assert!((a.share + b.share - 1.0).abs() < 1e-3, "{} + {}", a.share, b.share);
     let want = ref_a.as_secs_f64() / (ref_a + ref_b).as_secs_f64();
-    assert!(
-        (a.share - want).abs() < 0.02,
-        "share {}, reference {want:.4}",
-        a.share
-    );
+    assert!((a.share - want).abs() < 0.02, "share {}, reference {want:.4}", a.share);
     assert!(a.impact_score > b.impact_score);
     assert_eq!(r.window.profiled_wall_ns, a.self_wall_ns + b.self_wall_ns);
     assert_eq!(r.window.since, profiling_core::WindowStart::LastReset);
@@ -145,18 +128,11 @@ fn wrapper_has_high_total_and_low_self_time() {
         "parent self {} ns, outside the child by reference {outside} ns",
         parent.self_wall_ns
     );
-    assert_eq!(
-        parent.self_wall_ns + child.total_wall_ns,
-        parent.total_wall_ns
-    );
+    assert_eq!(parent.self_wall_ns + child.total_wall_ns, parent.total_wall_ns);
     // Unless preempted, a wrapper's self time is µs: well under the 10% that triggers the
     // "look at its callees" recommendation, which must then be there.
     if parent.self_wall_ns * 10 <= parent.total_wall_ns {
-        assert!(
-            parent.impact_score < 0.1,
-            "parent impact {}",
-            parent.impact_score
-        );
+        assert!(parent.impact_score < 0.1, "parent impact {}", parent.impact_score);
         assert!(
             parent
                 .recommendations
@@ -190,11 +166,7 @@ fn sleeping_is_wait_bound() {
     sleeper();
     let r = rank(&snapshot(), &RankOptions::new());
     let sleep = entry(&r, "sleeper");
-    assert_eq!(
-        sleep.classification,
-        Classification::WaitBound,
-        "{sleep:#?}"
-    );
+    assert_eq!(sleep.classification, Classification::WaitBound, "{sleep:#?}");
     assert!(
         sleep.recommendations[0].starts_with("waits: only "),
         "{:?}",
@@ -282,11 +254,7 @@ fn allocation_heavy_function_leads_the_allocation_rankings() {
     assert!(s.allocations_counted);
     for key in [SortKey::AllocBytes, SortKey::AllocCount] {
         let r = rank(&s, &RankOptions::new().sort(key));
-        assert_eq!(
-            order(&r),
-            ["allocates_4mib", "allocates_little"],
-            "by {key}"
-        );
+        assert_eq!(order(&r), ["allocates_4mib", "allocates_little"], "by {key}");
     }
     let r = rank(&s, &RankOptions::new().sort(SortKey::AllocBytes));
     let heavy = entry(&r, "allocates_4mib");
@@ -295,11 +263,7 @@ fn allocation_heavy_function_leads_the_allocation_rankings() {
     assert_eq!(heavy.alloc_bytes, want);
     assert_eq!(heavy.alloc_count, BLOCKS as u64 + 1);
     assert_eq!(heavy.freed_bytes, want);
-    assert_eq!(
-        heavy.classification,
-        Classification::AllocHeavy,
-        "{heavy:#?}"
-    );
+    assert_eq!(heavy.classification, Classification::AllocHeavy, "{heavy:#?}");
     assert!(
         heavy.recommendations[0].starts_with("allocates 3.9 MiB per call in 1k allocations"),
         "{:?}",

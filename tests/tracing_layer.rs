@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use profiling_core::{
-    profiled, rank, snapshot, CallsiteKind, ProfilingLayer, RankOptions, Snapshot,
-};
+use profiling_core::{profiled, rank, snapshot, CallsiteKind, ProfilingLayer, RankOptions, Snapshot};
 use profiling_integration::{serial, spin_for};
 use tracing::instrument::WithSubscriber;
 use tracing::{Dispatch, Level};
@@ -153,9 +151,8 @@ fn profiled_and_instrument_rank_the_same() {
     // The true order, by the reference durations (large, medium, small unless the machine
     // stalled one spin by more than the gap between them).
     let truth = |prefix: &str| -> Vec<String> {
-        let mut sizes =
-            ["large", "medium", "small"].map(|s| (reference[format!("{prefix}{s}").as_str()], s));
-        sizes.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut sizes = ["large", "medium", "small"].map(|s| (reference[format!("{prefix}{s}").as_str()], s));
+        sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
         sizes.iter().map(|(_, s)| s.to_string()).collect()
     };
     assert_eq!(order("same_p_"), truth("same_p_"));
@@ -261,20 +258,10 @@ fn spans_and_profiled_frames_nest_both_ways() {
     let outer_fn = function(&s, "nest_profiled_outer");
     let inner_span = function(&s, "nest_span_inner");
     assert_eq!((outer_fn.calls, inner_span.calls), (2, 2));
-    assert_eq!(
-        outer_fn.total_wall_ns,
-        outer_fn.self_wall_ns + inner_span.total_wall_ns
-    );
+    assert_eq!(outer_fn.total_wall_ns, outer_fn.self_wall_ns + inner_span.total_wall_ns);
     // The middle span has one node: its total is the self time of its subtree.
-    let middle_node = s
-        .call_tree
-        .iter()
-        .find(|n| n.function == Some(middle_span.id))
-        .unwrap();
-    assert_eq!(
-        middle_span.total_wall_ns,
-        subtree_self_wall(&s, middle_node.id)
-    );
+    let middle_node = s.call_tree.iter().find(|n| n.function == Some(middle_span.id)).unwrap();
+    assert_eq!(middle_span.total_wall_ns, subtree_self_wall(&s, middle_node.id));
     assert!(
         inner_span.self_wall_ns >= 6 * MS,
         "inner span self {} ns",
@@ -289,12 +276,7 @@ fn spans_and_profiled_frames_nest_both_ways() {
 struct CountSpans(Arc<AtomicUsize>);
 
 impl<S: tracing::Subscriber> Layer<S> for CountSpans {
-    fn on_new_span(
-        &self,
-        _: &tracing::span::Attributes<'_>,
-        _: &tracing::span::Id,
-        _: Context<'_, S>,
-    ) {
+    fn on_new_span(&self, _: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -316,8 +298,7 @@ fn per_layer_filters_exclude_spans_for_this_layer_only() {
     tracing::subscriber::with_default(subscriber, || {
         tracing::info_span!("filter_kept_info").in_scope(|| {
             tracing::debug_span!("filter_dropped_debug").in_scope(|| {});
-            tracing::info_span!(target: "noisy_dependency", "filter_dropped_target")
-                .in_scope(|| {});
+            tracing::info_span!(target: "noisy_dependency", "filter_dropped_target").in_scope(|| {});
         });
         tracing::warn_span!("filter_kept_warn").in_scope(|| {});
     });
@@ -325,9 +306,7 @@ fn per_layer_filters_exclude_spans_for_this_layer_only() {
     assert_eq!(function(&s, "filter_kept_info").calls, 1);
     assert_eq!(function(&s, "filter_kept_warn").calls, 1);
     assert!(s.function(&name("filter_dropped_debug")).is_none());
-    assert!(s
-        .function("noisy_dependency::filter_dropped_target")
-        .is_none());
+    assert!(s.function("noisy_dependency::filter_dropped_target").is_none());
     assert_eq!(
         seen.0.load(Ordering::Relaxed),
         4,
@@ -357,11 +336,7 @@ fn profiled_span_is_counted_once() {
     assert_eq!(seen.0.load(Ordering::Relaxed), 5);
     // ...and recorded once, by the function's guard.
     let s = snapshot();
-    let recorded: Vec<_> = s
-        .functions
-        .iter()
-        .filter(|f| f.name == name("counted_once"))
-        .collect();
+    let recorded: Vec<_> = s.functions.iter().filter(|f| f.name == name("counted_once")).collect();
     assert_eq!(recorded.len(), 1, "{recorded:#?}");
     assert_eq!(recorded[0].kind, CallsiteKind::Sync);
     assert_eq!(recorded[0].calls, 5);
@@ -399,11 +374,7 @@ fn async_instrument_latency_is_apart_from_busy_time() {
     assert_eq!(f.calls, 4);
     assert_wall(f.p50_ns, 20 * MS, "latency p50");
     assert_wall(f.total_wall_ns, 80 * MS, "latency sum");
-    assert!(
-        f.busy_ns < 4 * 2 * MS,
-        "busy {} ns for four sleeping calls",
-        f.busy_ns
-    );
+    assert!(f.busy_ns < 4 * 2 * MS, "busy {} ns for four sleeping calls", f.busy_ns);
 }
 
 // --- Robustness -----------------------------------------------------------------------------
@@ -411,9 +382,7 @@ fn async_instrument_latency_is_apart_from_busy_time() {
 #[test]
 fn span_entered_on_several_threads_at_once() {
     let _serial = serial();
-    let span = tracing::subscriber::with_default(profiling_subscriber(), || {
-        tracing::info_span!("shared_span")
-    });
+    let span = tracing::subscriber::with_default(profiling_subscriber(), || tracing::info_span!("shared_span"));
     let barrier = Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|_| {

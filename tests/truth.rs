@@ -20,8 +20,12 @@ const MS: u64 = 1_000_000;
 
 fn func<'a>(snap: &'a Snapshot, short: &str) -> &'a FunctionStats {
     let name = format!("truth::{short}");
-    snap.function(&name)
-        .unwrap_or_else(|| panic!("{name} not recorded; have {:?}", snap.functions.iter().map(|f| &f.name).collect::<Vec<_>>()))
+    snap.function(&name).unwrap_or_else(|| {
+        panic!(
+            "{name} not recorded; have {:?}",
+            snap.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn assert_wall(got: u64, want: u64, what: &str) {
@@ -43,7 +47,10 @@ fn sleep_20ms() -> Duration {
 /// The recorded wall time covers the reference interval plus at most 1 ms of overhead.
 fn assert_covers(got_ns: u64, reference: Duration, what: &str) {
     let r = reference.as_nanos() as u64;
-    assert!(got_ns >= r && got_ns <= r + MS, "{what}: recorded {got_ns} ns, reference {r} ns (+0..1 ms)");
+    assert!(
+        got_ns >= r && got_ns <= r + MS,
+        "{what}: recorded {got_ns} ns, reference {r} ns (+0..1 ms)"
+    );
 }
 
 #[test]
@@ -71,7 +78,12 @@ fn spin_is_cpu_time() {
     let s = snapshot();
     let f = func(&s, "spin_20ms");
     assert!(within(f.cpu_total_ns, 20 * MS, 0.10), "cpu {}", f.cpu_total_ns);
-    assert!(f.total_wall_ns >= f.cpu_total_ns * 98 / 100, "wall {} < cpu {}", f.total_wall_ns, f.cpu_total_ns);
+    assert!(
+        f.total_wall_ns >= f.cpu_total_ns * 98 / 100,
+        "wall {} < cpu {}",
+        f.total_wall_ns,
+        f.cpu_total_ns
+    );
     assert_eq!(f.cpu_total_ns, f.cpu_self_ns);
 }
 
@@ -137,10 +149,22 @@ fn parent_self_time_excludes_children() {
     let c = func(&s, "child_10ms");
     assert!(c.total_wall_ns >= 10 * MS * 98 / 100, "child wall {}", c.total_wall_ns);
     assert_covers(p.self_wall_ns, slept, "parent self");
-    assert_eq!(p.self_wall_ns + c.total_wall_ns, p.total_wall_ns, "self + child == total, to the ns");
+    assert_eq!(
+        p.self_wall_ns + c.total_wall_ns,
+        p.total_wall_ns,
+        "self + child == total, to the ns"
+    );
     assert!(within(c.cpu_total_ns, 10 * MS, 0.10), "child cpu {}", c.cpu_total_ns);
-    assert!(p.cpu_self_ns < 2 * MS, "parent slept but used {} ns CPU itself", p.cpu_self_ns);
-    assert!(within(p.cpu_total_ns, 10 * MS, 0.15), "parent total cpu {}", p.cpu_total_ns);
+    assert!(
+        p.cpu_self_ns < 2 * MS,
+        "parent slept but used {} ns CPU itself",
+        p.cpu_self_ns
+    );
+    assert!(
+        within(p.cpu_total_ns, 10 * MS, 0.15),
+        "parent total cpu {}",
+        p.cpu_total_ns
+    );
     assert_eq!(p.alloc_self.alloc_bytes, 4096);
     assert_eq!(p.alloc_total.alloc_bytes, 4096);
     // The tree holds the path parent -> child.
@@ -254,7 +278,11 @@ async fn async_spin_then_sleep() {
 #[test]
 fn async_latency_is_apart_from_busy_time() {
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         tokio::spawn(async_sleep_20ms()).await.unwrap();
         tokio::spawn(async_spin_then_sleep()).await.unwrap();
@@ -267,7 +295,11 @@ fn async_latency_is_apart_from_busy_time() {
     assert!(f.cpu_total_ns < 2 * MS, "cpu {}", f.cpu_total_ns);
     let g = func(&s, "async_spin_then_sleep");
     assert!(g.total_wall_ns >= 30 * MS * 98 / 100, "latency {}", g.total_wall_ns);
-    assert!(g.busy_ns >= 10 * MS && g.busy_ns < g.total_wall_ns - 19 * MS, "busy {}", g.busy_ns);
+    assert!(
+        g.busy_ns >= 10 * MS && g.busy_ns < g.total_wall_ns - 19 * MS,
+        "busy {}",
+        g.busy_ns
+    );
     assert!(within(g.cpu_total_ns, 10 * MS, 0.10), "cpu {}", g.cpu_total_ns);
 }
 
@@ -285,7 +317,11 @@ async fn awaiting_parent() {
 #[test]
 fn async_self_time_excludes_awaited_children() {
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async { tokio::spawn(awaiting_parent()).await.unwrap() });
     let s = snapshot();
     let p = func(&s, "awaiting_parent");
@@ -293,7 +329,11 @@ fn async_self_time_excludes_awaited_children() {
     assert_wall(p.total_wall_ns, 20 * MS, "parent latency");
     assert_wall(c.total_wall_ns, 10 * MS, "child latency");
     assert_wall(p.self_wall_ns, 10 * MS, "parent self");
-    assert_eq!(p.self_wall_ns + c.total_wall_ns, p.total_wall_ns, "self + awaited child == latency");
+    assert_eq!(
+        p.self_wall_ns + c.total_wall_ns,
+        p.total_wall_ns,
+        "self + awaited child == latency"
+    );
     let path_ok = s
         .call_tree
         .iter()
@@ -326,9 +366,17 @@ fn panic_through_annotated_frames_leaves_state_consistent() {
     assert_eq!(func(&s, "panics_inside").calls, 1);
     assert_eq!(func(&s, "outer_of_panic").calls, 1);
     let after = func(&s, "spin_20ms_after_panic");
-    assert!(within(after.cpu_total_ns, 20 * MS, 0.10), "call after the panic: cpu {}", after.cpu_total_ns);
+    assert!(
+        within(after.cpu_total_ns, 20 * MS, 0.10),
+        "call after the panic: cpu {}",
+        after.cpu_total_ns
+    );
     let node = s.call_tree.iter().find(|n| n.function == Some(after.id)).unwrap();
-    assert_eq!(s.path(node.id), ["truth::spin_20ms_after_panic"], "not nested under the panicked frames");
+    assert_eq!(
+        s.path(node.id),
+        ["truth::spin_20ms_after_panic"],
+        "not nested under the panicked frames"
+    );
 }
 
 #[profiled]

@@ -22,7 +22,11 @@ fn reset_starts_a_new_window() {
     let after = snapshot();
     assert_eq!(after.window.epoch, before.window.epoch + 1);
     assert!(after.window.started_unix_ms >= before.window.started_unix_ms);
-    assert_eq!(after.function("window::windowed").unwrap().calls, 3, "earlier calls and exited threads' data are gone");
+    assert_eq!(
+        after.function("window::windowed").unwrap().calls,
+        3,
+        "earlier calls and exited threads' data are gone"
+    );
 }
 
 #[profiled]

@@ -432,10 +432,28 @@ mod tests {
 
     #[test]
     fn counters_subtract_and_add() {
-        let a = AllocCounters { alloc_bytes: 10, alloc_count: 2, freed_bytes: 4, freed_count: 1 };
-        let b = AllocCounters { alloc_bytes: 30, alloc_count: 5, freed_bytes: 4, freed_count: 1 };
+        let a = AllocCounters {
+            alloc_bytes: 10,
+            alloc_count: 2,
+            freed_bytes: 4,
+            freed_count: 1,
+        };
+        let b = AllocCounters {
+            alloc_bytes: 30,
+            alloc_count: 5,
+            freed_bytes: 4,
+            freed_count: 1,
+        };
         let d = b.since(&a);
-        assert_eq!(d, AllocCounters { alloc_bytes: 20, alloc_count: 3, freed_bytes: 0, freed_count: 0 });
+        assert_eq!(
+            d,
+            AllocCounters {
+                alloc_bytes: 20,
+                alloc_count: 3,
+                freed_bytes: 0,
+                freed_count: 0
+            }
+        );
         let mut s = a;
         s.add(&d);
         assert_eq!(s, b);

@@ -9,7 +9,8 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-/// Most distinct functions recorded; later ones are counted under [`OVERFLOW_FUNCTION`].
+/// Most distinct functions recorded; later ones are counted under one pseudo-function named
+/// `<functions beyond the registry cap>`.
 pub const MAX_FUNCTIONS: usize = 16_384;
 /// Id of the pseudo-function that receives functions beyond [`MAX_FUNCTIONS`].
 pub(crate) const OVERFLOW_FUNCTION: u32 = 0;
@@ -115,7 +116,10 @@ impl Callsite {
 /// `my_crate::Foo<u32>` -> `Foo`; `&mut my_crate::Foo` -> `Foo`; `dyn my::Tr` -> `Tr`.
 pub(crate) fn short_type_name(full: &str) -> &str {
     let base = full.split('<').next().unwrap_or(full);
-    let base = base.trim_start_matches(['&', '*']).trim_start_matches("mut ").trim_start_matches("dyn ");
+    let base = base
+        .trim_start_matches(['&', '*'])
+        .trim_start_matches("mut ")
+        .trim_start_matches("dyn ");
     base.rsplit("::").next().unwrap_or(base)
 }
 

@@ -85,7 +85,8 @@ impl Timestamp {
         if self.0 >= s.base_raw {
             s.base_unix_ns + s.clock.delta_as_nanos(s.base_raw, self.0)
         } else {
-            s.base_unix_ns.saturating_sub(s.clock.delta_as_nanos(self.0, s.base_raw))
+            s.base_unix_ns
+                .saturating_sub(s.clock.delta_as_nanos(self.0, s.base_raw))
         }
     }
 }
@@ -93,10 +94,7 @@ impl Timestamp {
 /// CPU time consumed by the calling thread, in nanoseconds.
 #[inline]
 pub(crate) fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -107,10 +105,7 @@ pub(crate) fn thread_cpu_ns() -> u64 {
 
 /// CPU time consumed by the whole process (user + system), in nanoseconds.
 pub fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: as above.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     if rc != 0 {

@@ -104,10 +104,7 @@ impl CpuSampler {
         let Some(guard) = self.guard.take() else {
             return Err(Error::Profiler("sampler already finished".to_owned()));
         };
-        let report = guard
-            .report()
-            .build()
-            .map_err(|e| Error::Profiler(e.to_string()));
+        let report = guard.report().build().map_err(|e| Error::Profiler(e.to_string()));
         // Stop the timer before the (slow) conversion below, and let the next profile start.
         drop(guard);
         RUNNING.store(false, Ordering::Release);
@@ -184,9 +181,7 @@ impl std::fmt::Debug for CpuProfile {
 /// Rust legacy mangling leaves a `::h0123456789abcdef` hash on demangled names.
 fn strip_hash(name: &str) -> &str {
     match name.rfind("::h") {
-        Some(i) if name.len() - i == 19 && name[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) => {
-            &name[..i]
-        }
+        Some(i) if name.len() - i == 19 && name[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) => &name[..i],
         _ => name,
     }
 }
@@ -216,14 +211,8 @@ fn sample_names(frames: &pprof::Frames) -> Vec<String> {
 }
 
 impl CpuProfile {
-    fn from_report(
-        report: &pprof::Report,
-        cpu_ns: u64,
-        wall: Duration,
-        frequency_hz: i32,
-    ) -> Result<Self> {
-        let mut by_stack: std::collections::BTreeMap<String, u64> =
-            std::collections::BTreeMap::new();
+    fn from_report(report: &pprof::Report, cpu_ns: u64, wall: Duration, frequency_hz: i32) -> Result<Self> {
+        let mut by_stack: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         let mut samples = 0u64;
         for (frames, &count) in &report.data {
             let count = count.max(0) as u64;

@@ -112,13 +112,8 @@ fn change(base: u64, target: u64) -> Option<f64> {
 
 /// Compares `target` with `base`.
 pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
-    let base_by: HashMap<&str, &FunctionStats> = base
-        .functions
-        .iter()
-        .map(|f| (f.name.as_str(), f))
-        .collect();
-    let target_names: std::collections::HashSet<&str> =
-        target.functions.iter().map(|f| f.name.as_str()).collect();
+    let base_by: HashMap<&str, &FunctionStats> = base.functions.iter().map(|f| (f.name.as_str(), f)).collect();
+    let target_names: std::collections::HashSet<&str> = target.functions.iter().map(|f| f.name.as_str()).collect();
     let mut out = Vec::new();
     for t in &target.functions {
         let tp = PerCall::of(t);
@@ -132,8 +127,7 @@ pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
                     None if tp.self_mean_ns > 0 => DeltaStatus::Regressed,
                     _ => DeltaStatus::Unchanged,
                 };
-                let regression_ns =
-                    (tp.self_mean_ns as i128 - bp.self_mean_ns as i128) * tp.calls as i128;
+                let regression_ns = (tp.self_mean_ns as i128 - bp.self_mean_ns as i128) * tp.calls as i128;
                 out.push(FunctionDelta {
                     rank: 0,
                     function: t.name.clone(),
@@ -179,8 +173,7 @@ pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
             regression_ns: -(b.self_wall_ns.min(i64::MAX as u64) as i64),
         });
     }
-    let one_sided =
-        |d: &FunctionDelta| matches!(d.status, DeltaStatus::Added | DeltaStatus::Removed);
+    let one_sided = |d: &FunctionDelta| matches!(d.status, DeltaStatus::Added | DeltaStatus::Removed);
     out.sort_by(|a, b| {
         one_sided(a)
             .cmp(&one_sided(b))
@@ -193,14 +186,8 @@ pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
     SnapshotDiff {
         base_taken_unix_ms: base.window.taken_unix_ms,
         target_taken_unix_ms: target.window.taken_unix_ms,
-        regressed: out
-            .iter()
-            .filter(|d| d.status == DeltaStatus::Regressed)
-            .count(),
-        improved: out
-            .iter()
-            .filter(|d| d.status == DeltaStatus::Improved)
-            .count(),
+        regressed: out.iter().filter(|d| d.status == DeltaStatus::Regressed).count(),
+        improved: out.iter().filter(|d| d.status == DeltaStatus::Improved).count(),
         functions: out,
     }
 }
@@ -277,11 +264,7 @@ mod tests {
             f("new", 1, 50),
         ]);
         let d = diff(&base, &target);
-        let names: Vec<_> = d
-            .functions
-            .iter()
-            .map(|x| (x.function.as_str(), x.status))
-            .collect();
+        let names: Vec<_> = d.functions.iter().map(|x| (x.function.as_str(), x.status)).collect();
         assert_eq!(
             names,
             vec![
@@ -302,10 +285,7 @@ mod tests {
 
     #[test]
     fn small_changes_are_unchanged() {
-        let d = diff(
-            &snap(vec![f("a", 100, 1000)]),
-            &snap(vec![f("a", 100, 1040)]),
-        );
+        let d = diff(&snap(vec![f("a", 100, 1000)]), &snap(vec![f("a", 100, 1040)]));
         assert_eq!(d.functions[0].status, DeltaStatus::Unchanged);
         let same = diff(&snap(vec![f("a", 1, 1)]), &snap(vec![f("a", 1, 1)]));
         assert_eq!(same.functions[0].regression_ns, 0);

@@ -179,13 +179,10 @@ pub fn render_snapshot(snapshot: &Snapshot, weight: Weight) -> Result<Vec<u8>> {
         format_value(fold::total(&lines), unit)
     );
     if weight == Weight::OffCpu {
-        subtitle
-            .push_str(" Wide frames waited (I/O, locks, sleep, awaiting) rather than computed.");
+        subtitle.push_str(" Wide frames waited (I/O, locks, sleep, awaiting) rather than computed.");
     }
     if matches!(weight, Weight::AllocBytes | Weight::AllocCount) && !snapshot.allocations_counted {
-        subtitle.push_str(
-            " Allocations are not counted: install ProfilingAllocator as the global allocator.",
-        );
+        subtitle.push_str(" Allocations are not counted: install ProfilingAllocator as the global allocator.");
     }
     render(
         &lines,
@@ -207,10 +204,7 @@ pub fn diff_folded(base: &[FoldedStack], target: &[FoldedStack]) -> Result<Strin
         &mut out,
     )
     .map_err(|e| Error::Render(e.to_string()))?;
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_owned).collect();
     lines.sort();
     let mut s = lines.join("\n");
     if !s.is_empty() {
@@ -242,11 +236,7 @@ pub fn render_diff(base: &Snapshot, target: &Snapshot, weight: Weight) -> Result
 }
 
 /// Differential flamegraph of two sets of folded lines.
-pub fn render_diff_folded(
-    base: &[FoldedStack],
-    target: &[FoldedStack],
-    opts: &SvgOptions,
-) -> Result<Vec<u8>> {
+pub fn render_diff_folded(base: &[FoldedStack], target: &[FoldedStack], opts: &SvgOptions) -> Result<Vec<u8>> {
     let diff = diff_folded(base, target)?;
     let total = fold::total(target);
     if total == 0 {
@@ -257,8 +247,7 @@ pub fn render_diff_folded(
     }
     let mut o = inferno_options(opts, total);
     let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut o, diff.lines(), &mut out)
-        .map_err(|e| Error::Render(e.to_string()))?;
+    inferno::flamegraph::from_lines(&mut o, diff.lines(), &mut out).map_err(|e| Error::Render(e.to_string()))?;
     Ok(out)
 }
 
@@ -296,8 +285,7 @@ mod tests {
             allow_dtd: true,
             ..Default::default()
         };
-        roxmltree::Document::parse_with_options(&s, opts)
-            .unwrap_or_else(|e| panic!("not XML: {e}"));
+        roxmltree::Document::parse_with_options(&s, opts).unwrap_or_else(|e| panic!("not XML: {e}"));
         s
     }
 
@@ -307,10 +295,7 @@ mod tests {
         assert!(s.contains("Self wall time — window 1, 1.000 s"), "title");
         assert!(s.contains("app::lex (20 ns, "), "tooltip with unit");
         let s = svg(&render_snapshot(&known_snapshot(), Weight::AllocBytes).unwrap());
-        assert!(
-            s.contains("app::parse (960 bytes, 100.00%)"),
-            "inclusive bytes tooltip"
-        );
+        assert!(s.contains("app::parse (960 bytes, 100.00%)"), "inclusive bytes tooltip");
     }
 
     #[test]
@@ -323,10 +308,7 @@ mod tests {
     #[test]
     fn off_cpu_view_shows_waiting_frames() {
         let s = svg(&render_snapshot(&known_snapshot(), Weight::OffCpu).unwrap());
-        assert!(
-            s.contains("app::save (35 ns, 87.50%)"),
-            "save waited 35 of 40 ns"
-        );
+        assert!(s.contains("app::save (35 ns, 87.50%)"), "save waited 35 of 40 ns");
         assert!(!s.contains("app::lex"), "lex never waited");
     }
 
@@ -344,15 +326,8 @@ mod tests {
         let mut target = known_snapshot();
         target.call_tree[3].self_wall_ns = 120; // lex: 20 -> 120
         target.window.epoch = 2;
-        let diff = diff_folded(
-            &fold::fold(&base, Weight::Wall),
-            &fold::fold(&target, Weight::Wall),
-        )
-        .unwrap();
-        assert!(
-            diff.contains("app::main;app::parse;app::lex 20 120\n"),
-            "{diff}"
-        );
+        let diff = diff_folded(&fold::fold(&base, Weight::Wall), &fold::fold(&target, Weight::Wall)).unwrap();
+        assert!(diff.contains("app::main;app::parse;app::lex 20 120\n"), "{diff}");
         let s = svg(&render_diff(&base, &target, Weight::Wall).unwrap());
         assert!(s.contains("window 1"), "base window named");
         assert!(s.contains("window 2"), "target window named");

@@ -17,9 +17,7 @@ use crate::error::{Error, Result};
 use crate::snapshot::{CallTreeNode, Snapshot};
 
 /// Which figure of a call-tree node a flamegraph frame is as wide as.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// Self wall time, ns (for async calls: latency minus awaited annotated callees).
@@ -250,12 +248,7 @@ pub fn parse_folded(text: &str) -> Result<Vec<FoldedStack>> {
         if line.is_empty() {
             continue;
         }
-        let bad = || {
-            Error::InvalidConfig(format!(
-                "folded line {}: expected `frames value`, got {line:?}",
-                i + 1
-            ))
-        };
+        let bad = || Error::InvalidConfig(format!("folded line {}: expected `frames value`, got {line:?}", i + 1));
         let (stack, value) = line.rsplit_once(' ').ok_or_else(bad)?;
         let value = value.parse::<u64>().map_err(|_| bad())?;
         out.push(FoldedStack {
@@ -319,15 +312,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn node(
-        id: u32,
-        parent: u32,
-        function: u32,
-        calls: u64,
-        wall: u64,
-        cpu: u64,
-        bytes: u64,
-    ) -> CallTreeNode {
+    fn node(id: u32, parent: u32, function: u32, calls: u64, wall: u64, cpu: u64, bytes: u64) -> CallTreeNode {
         CallTreeNode {
             id,
             parent: Some(parent),

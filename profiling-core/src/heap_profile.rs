@@ -67,15 +67,10 @@ mod imp {
     pub(super) fn check_available() -> Result<()> {
         // SAFETY: "opt.prof" and "prof.active" are documented as readable booleans
         // (jemalloc(3)); with a jemalloc built without profiling they fail, not crash.
-        let prof: bool = unsafe { raw::read(b"opt.prof\0") }.map_err(|e| {
-            unavailable(&format!(
-                "jemalloc was built without profiling support ({e})"
-            ))
-        })?;
+        let prof: bool = unsafe { raw::read(b"opt.prof\0") }
+            .map_err(|e| unavailable(&format!("jemalloc was built without profiling support ({e})")))?;
         if !prof {
-            return Err(unavailable(
-                "jemalloc heap profiling is off (opt.prof is false)",
-            ));
+            return Err(unavailable("jemalloc heap profiling is off (opt.prof is false)"));
         }
         // SAFETY: as above.
         let active: bool = unsafe { raw::read(b"prof.active\0") }.unwrap_or(false);
@@ -84,8 +79,7 @@ mod imp {
                 "jemalloc heap profiling is enabled but not active (prof.active is false; add prof_active:true)",
             ));
         }
-        tikv_jemalloc_ctl::epoch::advance()
-            .map_err(|e| unavailable(&format!("jemalloc statistics: {e}")))?;
+        tikv_jemalloc_ctl::epoch::advance().map_err(|e| unavailable(&format!("jemalloc statistics: {e}")))?;
         let allocated = tikv_jemalloc_ctl::stats::allocated::read()
             .map_err(|e| unavailable(&format!("jemalloc statistics: {e}")))?;
         if allocated == 0 {
@@ -103,9 +97,9 @@ mod imp {
         let ctl = jemalloc_pprof::PROF_CTL
             .as_ref()
             .ok_or_else(|| unavailable("jemalloc heap profiling is off"))?;
-        let mut ctl = ctl.try_lock().map_err(|_| {
-            Error::HeapProfilingUnavailable("a heap profile is being dumped; retry".to_owned())
-        })?;
+        let mut ctl = ctl
+            .try_lock()
+            .map_err(|_| Error::HeapProfilingUnavailable("a heap profile is being dumped; retry".to_owned()))?;
         f(&mut ctl).map_err(|e| Error::Profiler(format!("heap profile dump failed: {e}")))
     }
 

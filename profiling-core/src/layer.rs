@@ -90,10 +90,7 @@ impl ProfilingLayer {
             return id;
         }
         let id = register_function(FunctionKey::Span(key), span_meta(meta));
-        self.ids
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, id);
+        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
         id
     }
 }
@@ -159,11 +156,7 @@ where
             return;
         };
         // Read before the frame opens, so a span entered once has latency >= busy time.
-        let now = if t.node.is_none() {
-            recorder::now_ns()
-        } else {
-            0
-        };
+        let now = if t.node.is_none() { recorder::now_ns() } else { 0 };
         let Some((_, node, folded, parent)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
             return;
         };
@@ -262,9 +255,6 @@ mod tests {
         });
         assert_eq!(crate::current_depth(), depth);
         let snap = crate::snapshot();
-        assert_eq!(
-            snap.function("layer_unit::out_of_order_a").map(|f| f.calls),
-            Some(1)
-        );
+        assert_eq!(snap.function("layer_unit::out_of_order_a").map(|f| f.calls), Some(1));
     }
 }

@@ -202,11 +202,7 @@ fn rising_peak(samples: &[MemorySample], o: &LeakOptions) -> Option<LeakSuspect>
     let per = samples.len() / k;
     let peaks: Vec<u64> = (0..k)
         .map(|i| {
-            let end = if i == k - 1 {
-                samples.len()
-            } else {
-                (i + 1) * per
-            };
+            let end = if i == k - 1 { samples.len() } else { (i + 1) * per };
             samples[i * per..end]
                 .iter()
                 .map(MemorySample::tracked_bytes)
@@ -241,10 +237,7 @@ fn rising_peak(samples: &[MemorySample], o: &LeakOptions) -> Option<LeakSuspect>
 
 fn large(allocs: &[LargeAllocation], o: &LeakOptions) -> Vec<LeakSuspect> {
     let mut by_fn: HashMap<Option<&str>, (u64, u64, u64)> = HashMap::new();
-    for a in allocs
-        .iter()
-        .filter(|a| a.bytes >= o.large_allocation_bytes)
-    {
+    for a in allocs.iter().filter(|a| a.bytes >= o.large_allocation_bytes) {
         let e = by_fn.entry(a.function.as_deref()).or_default();
         e.0 += 1;
         e.1 = e.1.max(a.bytes);
@@ -260,10 +253,7 @@ fn large(allocs: &[LargeAllocation], o: &LeakOptions) -> Vec<LeakSuspect> {
                 human_bytes(o.large_allocation_bytes as f64),
                 human_bytes(max as f64),
                 human_bytes(total as f64),
-                f.map_or_else(
-                    || "outside any annotated function".to_owned(),
-                    |f| format!("in {f}")
-                )
+                f.map_or_else(|| "outside any annotated function".to_owned(), |f| format!("in {f}"))
             ),
             bytes: max,
             rate_mb_per_hour: None,
@@ -273,20 +263,12 @@ fn large(allocs: &[LargeAllocation], o: &LeakOptions) -> Vec<LeakSuspect> {
     out
 }
 
-fn retaining(
-    obs: &[FunctionObservation],
-    heap_growth: f64,
-    series: &str,
-    o: &LeakOptions,
-) -> Vec<LeakSuspect> {
+fn retaining(obs: &[FunctionObservation], heap_growth: f64, series: &str, o: &LeakOptions) -> Vec<LeakSuspect> {
     let Some(last) = obs.last() else {
         return Vec::new();
     };
     // Only the current window: figures restart at each reset.
-    let obs: Vec<&FunctionObservation> = obs
-        .iter()
-        .filter(|x| x.window_epoch == last.window_epoch)
-        .collect();
+    let obs: Vec<&FunctionObservation> = obs.iter().filter(|x| x.window_epoch == last.window_epoch).collect();
     if obs.len() < 3 || heap_growth < o.min_growth_bytes as f64 {
         return Vec::new();
     }
@@ -374,9 +356,7 @@ mod tests {
     fn steady_workload_has_no_suspects() {
         // Heap saw-tooths between 100 and 108 MiB; functions allocate and free alike
         // (net moves up and down); one returns buffers that its caller frees.
-        let samples: Vec<_> = (0..60)
-            .map(|i| sample(i, 100 * MB + (i % 5) * 2 * MB))
-            .collect();
+        let samples: Vec<_> = (0..60).map(|i| sample(i, 100 * MB + (i % 5) * 2 * MB)).collect();
         let functions: Vec<_> = (0..60)
             .map(|i| {
                 let i64i = i as i64;
@@ -425,10 +405,7 @@ mod tests {
             .expect("retaining function");
         assert_eq!(f.function.as_deref(), Some("cache_insert"));
         assert!(f.evidence.contains("64.0 KiB per call"), "{}", f.evidence);
-        assert!(!r
-            .suspects
-            .iter()
-            .any(|s| s.function.as_deref() == Some("parse")));
+        assert!(!r.suspects.iter().any(|s| s.function.as_deref() == Some("parse")));
         // 3.125 MiB per 5 s = 2250 MiB/h.
         let rate = r.growth_rate_mb_per_hour.unwrap();
         assert!((rate - 2250.0).abs() < 5.0, "{rate}");
@@ -481,17 +458,13 @@ mod tests {
     #[test]
     fn function_observations_of_an_old_window_are_ignored() {
         let samples: Vec<_> = (0..10).map(|i| sample(i, 100 * MB + i * 4 * MB)).collect();
-        let mut functions: Vec<_> = (0..10)
-            .map(|i| obs(i, &[("f", i * 10, (i * 4 * MB) as i64)]))
-            .collect();
+        let mut functions: Vec<_> = (0..10).map(|i| obs(i, &[("f", i * 10, (i * 4 * MB) as i64)])).collect();
         for o in functions.iter_mut().skip(8) {
             o.window_epoch = 2;
         }
         let r = analyze(&samples, &functions, &[], &LeakOptions::default());
         assert!(
-            !r.suspects
-                .iter()
-                .any(|s| s.kind == SuspectKind::RetainingFunction),
+            !r.suspects.iter().any(|s| s.kind == SuspectKind::RetainingFunction),
             "{:#?}",
             r.suspects
         );

@@ -76,8 +76,8 @@ mod table;
 mod tree;
 
 pub use alloc::{
-    allocation_totals, counting_allocator_installed, set_large_allocation_threshold, AllocCounters,
-    AllocationTotals, LargeAllocation, ProfilingAllocator, SizeBucket, SIZE_BUCKETS,
+    allocation_totals, counting_allocator_installed, set_large_allocation_threshold, AllocCounters, AllocationTotals,
+    LargeAllocation, ProfilingAllocator, SizeBucket, SIZE_BUCKETS,
 };
 pub use callsite::{CallsiteKind, FunctionMeta, MAX_FUNCTIONS};
 pub use clock::{process_cpu_ns, uses_tsc};
@@ -89,18 +89,18 @@ pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
 pub use diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
 pub use error::{Error, Result};
 pub use fold::{fold, fold_text, FoldedStack, Weight};
+pub use layer::ProfilingLayer;
 pub use leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
 pub use memory::{
     allocator_stats, growth, read_sample, regression, AllocatorStats, FunctionObservation, FunctionRetention, Growth,
     MemorySample, MemorySampler, MemoryThresholds, Regression, SamplerConfig, MIB,
 };
 pub use process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
-pub use layer::ProfilingLayer;
-pub use ranking::{
-    classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError, Profile, RankOptions, Ranking,
-    RankingWindow, Shares, SortKey, WindowStart,
-};
 pub use profiling_macros::profiled;
+pub use ranking::{
+    classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError,
+    Profile, RankOptions, Ranking, RankingWindow, Shares, SortKey, WindowStart,
+};
 pub use recorder::{current_depth, reset};
 pub use snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
 pub use table::{fmt_bytes, fmt_count, fmt_ns, render_table};

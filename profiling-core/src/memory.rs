@@ -205,9 +205,7 @@ impl AllocatorStats {
     /// `(resident - allocated) / resident`, in percent: the share of the allocator's resident
     /// memory that holds no live allocation (free space in pages, dirty pages, metadata).
     pub fn fragmentation_percent(&self) -> Option<f64> {
-        (self.resident > 0).then(|| {
-            self.resident.saturating_sub(self.allocated) as f64 / self.resident as f64 * 100.0
-        })
+        (self.resident > 0).then(|| self.resident.saturating_sub(self.allocated) as f64 / self.resident as f64 * 100.0)
     }
 }
 
@@ -252,11 +250,7 @@ fn jemalloc_is_global() -> bool {
     *IS_GLOBAL.get_or_init(|| {
         use tikv_jemalloc_ctl::{epoch, stats};
         const PROBE: usize = 4 << 20;
-        let read = || {
-            epoch::advance()
-                .ok()
-                .and_then(|_| stats::allocated::read().ok())
-        };
+        let read = || epoch::advance().ok().and_then(|_| stats::allocated::read().ok());
         let Some(before) = read() else { return false };
         let probe = std::hint::black_box(vec![1u8; PROBE]);
         let after = read();
@@ -389,10 +383,7 @@ impl Shared {
     fn leak_check(&self) {
         let (samples, functions) = {
             let st = self.lock();
-            (
-                Vec::from(st.samples.clone()),
-                Vec::from(st.functions.clone()),
-            )
+            (Vec::from(st.samples.clone()), Vec::from(st.functions.clone()))
         };
         let large = crate::alloc::allocation_totals().large_allocations;
         let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
@@ -494,10 +485,7 @@ impl MemorySampler {
 fn run(shared: &Shared) {
     let interval = shared.config.interval;
     let mut next_sample = Instant::now() + interval;
-    let mut next_leak = shared
-        .config
-        .leak_check_interval
-        .map(|d| Instant::now() + d);
+    let mut next_leak = shared.config.leak_check_interval.map(|d| Instant::now() + d);
     loop {
         let now = Instant::now();
         let deadline = next_leak.map_or(next_sample, |l| l.min(next_sample));
@@ -623,10 +611,6 @@ mod tests {
         assert!(s.samples()[0].rss_bytes > 0);
         let t = Instant::now();
         drop(s);
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "drop took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_millis(500), "drop took {:?}", t.elapsed());
     }
 }

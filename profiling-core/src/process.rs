@@ -82,10 +82,7 @@ pub fn available_cpus() -> usize {
 fn malformed(path: &str, what: &str) -> Error {
     Error::Io {
         path: path.to_owned(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("malformed: {what}"),
-        ),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed: {what}")),
     }
 }
 
@@ -128,9 +125,7 @@ fn parse(stat: &str, statm: &str, page_size: u64, ticks_per_s: u64) -> Result<Pr
 fn parse_loadavg(s: &str) -> Result<LoadAverage> {
     let mut it = s.split_ascii_whitespace().map(|f| f.parse::<f64>().ok());
     match (it.next(), it.next(), it.next()) {
-        (Some(Some(one)), Some(Some(five)), Some(Some(fifteen))) => {
-            Ok(LoadAverage { one, five, fifteen })
-        }
+        (Some(Some(one)), Some(Some(five)), Some(Some(fifteen))) => Ok(LoadAverage { one, five, fifteen }),
         _ => Err(malformed("/proc/loadavg", "expected three numbers")),
     }
 }
@@ -182,10 +177,7 @@ mod tests {
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_millis(30) {}
         let after = process_stats().unwrap();
-        assert!(
-            after.user_cpu_ns + after.system_cpu_ns > before,
-            "{after:?}"
-        );
+        assert!(after.user_cpu_ns + after.system_cpu_ns > before, "{after:?}");
         assert!(load_average().unwrap().one >= 0.0);
     }
 }

@@ -137,9 +137,7 @@ impl FromStr for SortKey {
         SortKey::ALL
             .into_iter()
             .find(|k| k.as_str() == norm)
-            .ok_or_else(|| ParseSortKeyError {
-                input: s.to_owned(),
-            })
+            .ok_or_else(|| ParseSortKeyError { input: s.to_owned() })
     }
 }
 
@@ -458,11 +456,7 @@ fn recommend(b: &Bottleneck, cpu_measured: bool) -> Vec<String> {
             ),
             Classification::WaitBound => {
                 let busy = if matches!(b.kind, CallsiteKind::Async | CallsiteKind::Span) {
-                    format!(
-                        "; it ran {} of {} latency",
-                        fmt_ns(b.busy_ns),
-                        fmt_ns(b.total_wall_ns)
-                    )
+                    format!("; it ran {} of {} latency", fmt_ns(b.busy_ns), fmt_ns(b.total_wall_ns))
                 } else {
                     String::new()
                 };
@@ -594,11 +588,7 @@ fn entry(f: &FunctionStats) -> Bottleneck {
 pub fn rank(snap: &Snapshot, opts: &RankOptions) -> Ranking {
     let wall_total = snap.profiled_wall_ns();
     let cpu_total: u64 = snap.functions.iter().map(|f| f.cpu_self_ns).sum();
-    let alloc_total: u64 = snap
-        .functions
-        .iter()
-        .map(|f| f.alloc_self.alloc_bytes)
-        .sum();
+    let alloc_total: u64 = snap.functions.iter().map(|f| f.alloc_self.alloc_bytes).sum();
     let cpu_measured = cpu_total > 0 || snap.unattributed_cpu_ns > 0;
     let allocs = snap.allocations_counted;
 
@@ -653,10 +643,7 @@ pub fn rank(snap: &Snapshot, opts: &RankOptions) -> Ranking {
         );
     }
     if !cpu_measured {
-        notes.push(
-            "no CPU time was measured: functions are not classified cpu_bound or wait_bound"
-                .to_owned(),
-        );
+        notes.push("no CPU time was measured: functions are not classified cpu_bound or wait_bound".to_owned());
     }
     if snap.folded_calls > 0 {
         notes.push(format!(
@@ -697,14 +684,7 @@ pub(crate) mod tests {
     const MS: u64 = 1_000_000;
 
     /// A function with the given self figures, on its own root path.
-    pub(crate) fn func(
-        id: u32,
-        name: &str,
-        calls: u64,
-        total: u64,
-        self_wall: u64,
-        cpu: u64,
-    ) -> FunctionStats {
+    pub(crate) fn func(id: u32, name: &str, calls: u64, total: u64, self_wall: u64, cpu: u64) -> FunctionStats {
         FunctionStats {
             id,
             name: name.to_owned(),
@@ -771,10 +751,7 @@ pub(crate) mod tests {
         for k in SortKey::ALL {
             assert_eq!(k.to_string().parse::<SortKey>(), Ok(k));
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
-            assert_eq!(
-                serde_json::from_str::<SortKey>(&format!("\"{k}\"")).unwrap(),
-                k
-            );
+            assert_eq!(serde_json::from_str::<SortKey>(&format!("\"{k}\"")).unwrap(), k);
         }
         assert_eq!("Self-Wall".parse::<SortKey>(), Ok(SortKey::SelfWall));
         let err = "wall".parse::<SortKey>().unwrap_err();
@@ -847,15 +824,9 @@ pub(crate) mod tests {
             vec![WaitBound]
         );
         // Too little time to judge.
-        assert_eq!(
-            classify(&p(1, MS - 1, MS - 1, 0, 0, 0), true, true),
-            vec![Negligible]
-        );
+        assert_eq!(classify(&p(1, MS - 1, MS - 1, 0, 0, 0), true, true), vec![Negligible]);
         // CPU not measured.
-        assert_eq!(
-            classify(&p(1, 9 * MS, 9 * MS, 0, 0, 0), true, false),
-            vec![Negligible]
-        );
+        assert_eq!(classify(&p(1, 9 * MS, 9 * MS, 0, 0, 0), true, false), vec![Negligible]);
         // Many cheap calls.
         assert_eq!(
             classify(&p(20_000, 40 * MS, 40 * MS, 39 * MS, 0, 0), true, true),
@@ -903,11 +874,7 @@ pub(crate) mod tests {
         assert_eq!(r.window.since, WindowStart::ProcessStart);
         assert!(r.notes.is_empty(), "{:?}", r.notes);
 
-        let first = |k: SortKey| {
-            rank(&s, &RankOptions::new().sort(k)).bottlenecks[0]
-                .function
-                .clone()
-        };
+        let first = |k: SortKey| rank(&s, &RankOptions::new().sort(k)).bottlenecks[0].function.clone();
         assert_eq!(first(SortKey::TotalWall), "m::parent");
         assert_eq!(first(SortKey::P99), "m::parent");
         assert_eq!(first(SortKey::Cpu), "m::a");
@@ -952,7 +919,9 @@ pub(crate) mod tests {
         let sleep = &r.bottlenecks[1];
         assert_eq!(sleep.classification, Classification::WaitBound);
         assert!(
-            sleep.recommendations[0].starts_with("waits: only 0% of its 20.0 ms self time is on CPU (0 ns CPU); it ran 100 µs of 20.0 ms latency"),
+            sleep.recommendations[0].starts_with(
+                "waits: only 0% of its 20.0 ms self time is on CPU (0 ns CPU); it ran 100 µs of 20.0 ms latency"
+            ),
             "{}",
             sleep.recommendations[0]
         );
@@ -976,8 +945,10 @@ pub(crate) mod tests {
         f.p99_ns = 50 * MS;
         let r = rank(&snap(vec![f], true), &RankOptions::new());
         assert!(
-            r.bottlenecks[0].recommendations.iter().any(|t| t
-                .starts_with("tail latency: p99 50.0 ms is 50x the median 1.00 ms over 1k calls")),
+            r.bottlenecks[0]
+                .recommendations
+                .iter()
+                .any(|t| t.starts_with("tail latency: p99 50.0 ms is 50x the median 1.00 ms over 1k calls")),
             "{:?}",
             r.bottlenecks[0].recommendations
         );
@@ -985,10 +956,7 @@ pub(crate) mod tests {
 
     #[test]
     fn json_shape() {
-        let r = rank(
-            &snap(vec![func(1, "m::a", 1, MS, MS, MS)], true),
-            &RankOptions::new(),
-        );
+        let r = rank(&snap(vec![func(1, "m::a", 1, MS, MS, MS)], true), &RankOptions::new());
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["sort"], "self_wall");
         assert_eq!(v["window"]["since"], "process_start");

@@ -47,8 +47,7 @@ pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Snapshot> {
 
 /// Parses snapshot JSON (see [`load_snapshot`]); the error is a reason for a message.
 pub fn parse_snapshot(text: &str) -> std::result::Result<Snapshot, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     // A stored snapshot of the HTTP API keeps the profile under `profile`.
     let inner = ["snapshot", "profile"]
         .iter()
@@ -91,8 +90,7 @@ impl ReportBuilder {
     /// folded text and JSON snapshot beside it (`.folded`, `.json`) unless set otherwise.
     pub fn flamegraph(mut self, path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        self.folded
-            .get_or_insert_with(|| path.with_extension("folded"));
+        self.folded.get_or_insert_with(|| path.with_extension("folded"));
         self.json.get_or_insert_with(|| path.with_extension("json"));
         self.svg = Some(path);
         self
@@ -151,9 +149,7 @@ impl ReportBuilder {
 
 /// [`ReportBuilder::from_env`], built: the one line a batch job needs in `main`.
 pub fn from_env() -> Result<Option<ReportGuard>> {
-    ReportBuilder::from_env()?
-        .map(ReportBuilder::build)
-        .transpose()
+    ReportBuilder::from_env()?.map(ReportBuilder::build).transpose()
 }
 
 /// Files written by a [`ReportGuard`].
@@ -270,11 +266,7 @@ pub fn render_diff_table(diff: &SnapshotDiff) -> String {
             reg
         );
     }
-    let _ = writeln!(
-        out,
-        "{} regressed, {} improved",
-        diff.regressed, diff.improved
-    );
+    let _ = writeln!(out, "{} regressed, {} improved", diff.regressed, diff.improved);
     out
 }
 
@@ -284,8 +276,7 @@ mod tests {
     use crate::fold::tests::known_snapshot;
 
     fn tmp(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("profiling-report-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("profiling-report-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -311,14 +302,10 @@ mod tests {
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         assert!(e.to_string().contains("nope.json"), "{e}");
         std::fs::write(dir.join("garbage.json"), "{not json").unwrap();
-        let e = load_snapshot(dir.join("garbage.json"))
-            .unwrap_err()
-            .to_string();
+        let e = load_snapshot(dir.join("garbage.json")).unwrap_err().to_string();
         assert!(e.contains("garbage.json") && e.contains("not JSON"), "{e}");
         std::fs::write(dir.join("other.json"), r#"{"hello": 1}"#).unwrap();
-        let e = load_snapshot(dir.join("other.json"))
-            .unwrap_err()
-            .to_string();
+        let e = load_snapshot(dir.join("other.json")).unwrap_err().to_string();
         assert!(e.contains("not a snapshot"), "{e}");
     }
 
@@ -348,10 +335,7 @@ mod tests {
     #[cfg(not(feature = "profiling-full"))]
     #[test]
     fn svg_without_the_feature_is_refused_up_front() {
-        let e = ReportBuilder::new()
-            .flamegraph("x.svg")
-            .build()
-            .unwrap_err();
+        let e = ReportBuilder::new().flamegraph("x.svg").build().unwrap_err();
         assert!(e.to_string().contains("profiling-full"), "{e}");
     }
 
@@ -377,10 +361,7 @@ mod tests {
         base.functions[2].total_wall_ns = 1_000;
         let t = render_diff_table(&crate::diff::diff(&base, &target));
         let first = t.lines().nth(1).unwrap();
-        assert!(
-            first.contains("regressed") && first.contains("app::lex"),
-            "{t}"
-        );
+        assert!(first.contains("regressed") && first.contains("app::lex"), "{t}");
         assert!(t.ends_with("1 regressed, 0 improved\n"), "{t}");
     }
 }

@@ -174,7 +174,17 @@ fn snapshot_untracked() -> Snapshot {
     let now_ns = recorder::now_ns();
     let metas = callsite::all_functions();
     let shape = tree::shape();
-    build(&totals.nodes, &totals.fns, &shape, &metas, epoch, started_ns, now_ns, live, exited)
+    build(
+        &totals.nodes,
+        &totals.fns,
+        &shape,
+        &metas,
+        epoch,
+        started_ns,
+        now_ns,
+        live,
+        exited,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -234,7 +234,12 @@ impl Totals {
                 freed_count: c.freed_count.load(r),
             },
         };
-        if s.calls == 0 && s.wall_self == 0 && s.cpu_self == 0 && s.busy_self == 0 && s.alloc == AllocCounters::default() {
+        if s.calls == 0
+            && s.wall_self == 0
+            && s.cpu_self == 0
+            && s.busy_self == 0
+            && s.alloc == AllocCounters::default()
+        {
             return;
         }
         if self.nodes.len() <= i {

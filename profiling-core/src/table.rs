@@ -21,12 +21,7 @@ pub fn fmt_ns(ns: u64) -> String {
 
 /// A byte count in binary units with one decimal: `512 B`, `1.5 KiB`, `3.1 MiB`, `2.0 GiB`.
 pub fn fmt_bytes(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (1 << 40, "TiB"),
-        (1 << 30, "GiB"),
-        (1 << 20, "MiB"),
-        (1 << 10, "KiB"),
-    ];
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (scale, unit) in UNITS {
         if bytes >= scale {
             return format!("{:.1} {unit}", bytes as f64 / scale as f64);
@@ -101,8 +96,7 @@ pub fn render_table(ranking: &Ranking) -> String {
     );
 
     const HEAD: [&str; 12] = [
-        "#", "function", "calls", "self", "total", "share", "cpu", "alloc", "p50", "p99", "impact",
-        "class",
+        "#", "function", "calls", "self", "total", "share", "cpu", "alloc", "p50", "p99", "impact", "class",
     ];
     let rows: Vec<[String; 12]> = ranking
         .bottlenecks

@@ -58,7 +58,10 @@ fn intern_untracked(parent: u32, func: u32) -> Child {
         }
         if t.parent.len() as u64 >= crate::config::max_call_tree_nodes() as u64 {
             FOLDED.fetch_add(1, Relaxed);
-            return Child { node: parent, folded: true };
+            return Child {
+                node: parent,
+                folded: true,
+            };
         }
         let n = t.parent.len() as u32;
         t.parent.push(parent);
@@ -97,7 +100,10 @@ impl NodeCache {
         let slot = (parent.wrapping_mul(0x9E37_79B9) ^ func.wrapping_mul(0x85EB_CA6B)) as usize % CACHE;
         let e = &mut self.entries[slot];
         if e.0 == parent && e.1 == func {
-            return Child { node: e.2, folded: false };
+            return Child {
+                node: e.2,
+                folded: false,
+            };
         }
         let c = intern(parent, func);
         if !c.folded {

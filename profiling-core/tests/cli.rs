@@ -76,19 +76,14 @@ fn render_diff_and_top_on_good_input() {
     let o = bin(&["render", s(&b), "--weight", "calls", "-o", s(&svg)]);
     assert!(o.status.success(), "{}", text(&o));
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(
-        svg.starts_with("<?xml") && svg.contains("cli::cli_child"),
-        "svg"
-    );
+    assert!(svg.starts_with("<?xml") && svg.contains("cli::cli_child"), "svg");
     assert!(svg.contains("Calls — window"), "title names the weight");
 
     let o = bin(&["render", s(&b), "--folded", "-o", "-"]);
     assert!(o.status.success(), "{}", text(&o));
     let folded = String::from_utf8(o.stdout).unwrap();
     assert!(
-        folded
-            .lines()
-            .any(|l| l.starts_with("cli::cli_parent;cli::cli_child ")),
+        folded.lines().any(|l| l.starts_with("cli::cli_parent;cli::cli_child ")),
         "{folded}"
     );
 
@@ -100,10 +95,7 @@ fn render_diff_and_top_on_good_input() {
     let o = bin(&["diff", s(&a), s(&b)]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(
-        t.contains("cli::cli_child") && t.contains("regressed"),
-        "{t}"
-    );
+    assert!(t.contains("cli::cli_child") && t.contains("regressed"), "{t}");
     assert!(d.join("target.diff.svg").exists());
 
     let o = bin(&["top", s(&b), "--sort", "calls", "-n", "5"]);

@@ -123,10 +123,7 @@ fn duplicate(span: Span, arg: &str) -> syn::Error {
 /// the keyword rather than at the whole attribute.
 fn parse_eq(input: ParseStream<'_>, keyword: Span, example: &str) -> syn::Result<Token![=]> {
     if input.is_empty() {
-        return Err(syn::Error::new(
-            keyword,
-            format!("expected a value, as in `{example}`"),
-        ));
+        return Err(syn::Error::new(keyword, format!("expected a value, as in `{example}`")));
     }
     input.parse()
 }
@@ -157,9 +154,7 @@ fn parse_name(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<LitStr> {
 
 fn parse_crate_path(input: ParseStream<'_>, eq: Token![=]) -> syn::Result<Path> {
     if input.peek(LitStr) {
-        return Err(
-            input.error("expected a path, not a string literal, as in `crate = ::profiling_core`")
-        );
+        return Err(input.error("expected a path, not a string literal, as in `crate = ::profiling_core`"));
     }
     let expected = "expected a path, as in `crate = ::profiling_core`";
     if input.is_empty() {
@@ -225,10 +220,7 @@ mod tests {
 
     #[test]
     fn bare_span_is_info() {
-        assert_eq!(
-            parse(quote!(span)).unwrap().span.unwrap().level,
-            Level::Info
-        );
+        assert_eq!(parse(quote!(span)).unwrap().span.unwrap().level, Level::Info);
     }
 
     #[test]
@@ -247,10 +239,7 @@ mod tests {
 
     #[test]
     fn crate_can_be_a_relative_path() {
-        let path = parse(quote!(crate = crate::vendored))
-            .unwrap()
-            .crate_path
-            .unwrap();
+        let path = parse(quote!(crate = crate::vendored)).unwrap().crate_path.unwrap();
         assert_eq!(quote!(#path).to_string(), "crate :: vendored");
     }
 
@@ -264,18 +253,9 @@ mod tests {
 
     #[test]
     fn duplicates() {
-        assert_eq!(
-            error(quote!(name = "a", name = "b")),
-            "duplicate `name` argument"
-        );
-        assert_eq!(
-            error(quote!(span, span = "warn")),
-            "duplicate `span` argument"
-        );
-        assert_eq!(
-            error(quote!(crate = a, crate = b)),
-            "duplicate `crate` argument"
-        );
+        assert_eq!(error(quote!(name = "a", name = "b")), "duplicate `name` argument");
+        assert_eq!(error(quote!(span, span = "warn")), "duplicate `span` argument");
+        assert_eq!(error(quote!(crate = a, crate = b)), "duplicate `crate` argument");
     }
 
     #[test]
@@ -291,10 +271,7 @@ mod tests {
 
     #[test]
     fn missing_values() {
-        assert_eq!(
-            error(quote!(name)),
-            "expected a value, as in `name = \"my_function\"`"
-        );
+        assert_eq!(error(quote!(name)), "expected a value, as in `name = \"my_function\"`");
         assert_eq!(
             error(quote!(crate)),
             "expected a value, as in `crate = ::profiling_core`"

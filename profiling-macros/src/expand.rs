@@ -15,8 +15,7 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{
-    AttrStyle, Attribute, Expr, ExprCall, Item, ItemFn, LitStr, Path, ReturnType, Signature, Stmt,
-    Token, Visibility,
+    AttrStyle, Attribute, Expr, ExprCall, Item, ItemFn, LitStr, Path, ReturnType, Signature, Stmt, Token, Visibility,
 };
 
 use crate::attr::{Args, SpanLevel};
@@ -210,12 +209,7 @@ fn span_local() -> syn::Ident {
 }
 
 fn expand(args: &Args, func: ItemFn) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = func;
+    let ItemFn { attrs, vis, sig, block } = func;
     let crate_path = args
         .crate_path
         .clone()
@@ -307,10 +301,7 @@ fn fake_return_edge(output: &ReturnType) -> Option<TokenStream> {
     };
     // Mixed-site hygiene, but located at the return type: "return type inferred to be
     // `T` here" then points at the signature.
-    let value = syn::Ident::new(
-        "__profiled_fake_return",
-        Span::mixed_site().located_at(span),
-    );
+    let value = syn::Ident::new("__profiled_fake_return", Span::mixed_site().located_at(span));
     Some(quote_spanned! {span=>
         #[allow(
             unknown_lints,
@@ -377,11 +368,7 @@ fn ungroup(mut expr: &Expr) -> &Expr {
 }
 
 fn expand_async_trait(cx: &Context<'_>, shape: AsyncTraitShape<'_>) -> TokenStream {
-    let AsyncTraitShape {
-        init,
-        box_pin,
-        future,
-    } = shape;
+    let AsyncTraitShape { init, box_pin, future } = shape;
     let instrumented = cx.instrument_future(future.to_token_stream());
     let span = cx.span_stmt();
     quote! {
@@ -453,10 +440,7 @@ mod tests {
             ),
         );
         assert!(out.starts_with("pub fn f (x : u32) -> u32 {"), "{out}");
-        assert!(
-            out.contains(":: profiling_core :: __private :: enter ("),
-            "{out}"
-        );
+        assert!(out.contains(":: profiling_core :: __private :: enter ("), "{out}");
         assert!(out.contains("CallsiteKind :: Sync"), "{out}");
         assert!(out.contains(":: core :: option :: Option :: None"), "{out}");
         assert!(out.ends_with("let y = x ; y + 1 }"), "{out}");
@@ -550,9 +534,7 @@ mod tests {
             },
         );
         assert!(
-            out.contains(
-                "Box :: pin (:: profiling_core :: __private :: Instrumented :: new_in_impl ("
-            ),
+            out.contains("Box :: pin (:: profiling_core :: __private :: Instrumented :: new_in_impl ("),
             "{out}"
         );
         assert!(!out.contains("enter"), "{out}");

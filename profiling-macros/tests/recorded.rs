@@ -104,10 +104,7 @@ fn generated_callsites_are_recorded_under_their_names() {
     let snap = snapshot();
 
     let f = function(&snap, &format!("{m}::free"));
-    assert_eq!(
-        (f.calls, f.kind, f.line),
-        (3, CallsiteKind::Sync, FREE_LINE)
-    );
+    assert_eq!((f.calls, f.kind, f.line), (3, CallsiteKind::Sync, FREE_LINE));
     assert_eq!(f.module, m);
     assert!(f.file.ends_with("recorded.rs"), "{}", f.file);
 
@@ -127,11 +124,7 @@ fn generated_callsites_are_recorded_under_their_names() {
     // sleep, busy time does not.
     let f = function(&snap, &format!("{m}::sleepy"));
     assert_eq!((f.calls, f.kind), (1, CallsiteKind::Async));
-    assert!(
-        f.total_wall_ns >= 20_000_000,
-        "latency {} ns",
-        f.total_wall_ns
-    );
+    assert!(f.total_wall_ns >= 20_000_000, "latency {} ns", f.total_wall_ns);
     assert!(
         f.busy_ns < f.total_wall_ns / 2,
         "busy {} ns of {}",

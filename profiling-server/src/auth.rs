@@ -18,11 +18,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(crate) async fn require_token(
-    State(server): State<ProfilingServer>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_token(State(server): State<ProfilingServer>, req: Request, next: Next) -> Response {
     let Some(expected) = server.shared.config.auth_token.as_deref() else {
         return next.run(req).await;
     };
@@ -33,10 +29,7 @@ pub(crate) async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,

@@ -27,8 +27,7 @@ use profiling_core::{LeakOptions, MemoryThresholds};
 use crate::error::{Error, Result};
 
 /// Default address of the standalone listener: loopback only.
-pub const DEFAULT_BIND: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 /// Most snapshots that can be kept in memory.
 pub const MAX_SNAPSHOTS_LIMIT: usize = 10_000;
 
@@ -192,13 +191,8 @@ impl ConfigBuilder {
         let c = &mut self.config;
         if let Some(v) = lookup("ENABLE_PROFILING") {
             c.enabled = Some(
-                profiling_core::parse_bool("ENABLE_PROFILING", &v).map_err(|_| {
-                    invalid(
-                        "ENABLE_PROFILING",
-                        &v,
-                        "expected true/false, 1/0, yes/no or on/off",
-                    )
-                })?,
+                profiling_core::parse_bool("ENABLE_PROFILING", &v)
+                    .map_err(|_| invalid("ENABLE_PROFILING", &v, "expected true/false, 1/0, yes/no or on/off"))?,
             );
         }
         if let Some(v) = lookup("PROFILING_BIND") {
@@ -229,12 +223,10 @@ impl ConfigBuilder {
             c.leak_check_interval = (n > 0).then(|| Duration::from_secs(n));
         }
         if let Some(v) = lookup("PROFILING_MEMORY_WARNING_MB") {
-            c.thresholds.warning_bytes =
-                positive("PROFILING_MEMORY_WARNING_MB", &v)?.saturating_mul(1 << 20);
+            c.thresholds.warning_bytes = positive("PROFILING_MEMORY_WARNING_MB", &v)?.saturating_mul(1 << 20);
         }
         if let Some(v) = lookup("PROFILING_MEMORY_ALERT_MB") {
-            c.thresholds.alert_bytes =
-                positive("PROFILING_MEMORY_ALERT_MB", &v)?.saturating_mul(1 << 20);
+            c.thresholds.alert_bytes = positive("PROFILING_MEMORY_ALERT_MB", &v)?.saturating_mul(1 << 20);
         }
         if let Some(v) = lookup("PROFILING_LEAK_GROWTH_MB_PER_HOUR") {
             let x: f64 = v
@@ -242,13 +234,7 @@ impl ConfigBuilder {
                 .parse()
                 .ok()
                 .filter(|x: &f64| x.is_finite() && *x > 0.0)
-                .ok_or_else(|| {
-                    invalid(
-                        "PROFILING_LEAK_GROWTH_MB_PER_HOUR",
-                        &v,
-                        "expected a positive number",
-                    )
-                })?;
+                .ok_or_else(|| invalid("PROFILING_LEAK_GROWTH_MB_PER_HOUR", &v, "expected a positive number"))?;
             c.leak.growth_threshold_mb_per_hour = x;
         }
         if let Some(v) = lookup("PROFILING_LARGE_ALLOC_BYTES") {
@@ -268,11 +254,7 @@ impl ConfigBuilder {
         if let Some(v) = lookup("PROFILING_MAX_SNAPSHOTS") {
             let n = positive("PROFILING_MAX_SNAPSHOTS", &v)?;
             if n as usize > MAX_SNAPSHOTS_LIMIT {
-                return Err(invalid(
-                    "PROFILING_MAX_SNAPSHOTS",
-                    &v,
-                    "expected at most 10000",
-                ));
+                return Err(invalid("PROFILING_MAX_SNAPSHOTS", &v, "expected at most 10000"));
             }
             c.max_snapshots = n as usize;
         }
@@ -293,9 +275,7 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config> {
         let c = self.config;
         if c.memory_interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "the memory interval must be above 0".to_owned(),
-            ));
+            return Err(Error::InvalidConfig("the memory interval must be above 0".to_owned()));
         }
         if c.thresholds.warning_bytes > c.thresholds.alert_bytes {
             return Err(Error::InvalidConfig(format!(
@@ -317,14 +297,10 @@ impl ConfigBuilder {
             )));
         }
         if c.auth_token.as_deref().is_some_and(|t| t.is_empty()) {
-            return Err(Error::InvalidConfig(
-                "the auth token must not be empty".to_owned(),
-            ));
+            return Err(Error::InvalidConfig("the auth token must not be empty".to_owned()));
         }
         if c.sample_capacity < 2 {
-            return Err(Error::InvalidConfig(
-                "keep at least 2 memory samples".to_owned(),
-            ));
+            return Err(Error::InvalidConfig("keep at least 2 memory samples".to_owned()));
         }
         Ok(c)
     }
@@ -363,10 +339,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| m.get(k).cloned()
     }
 
@@ -432,10 +405,7 @@ mod tests {
 
     #[test]
     fn inconsistent_thresholds_are_rejected() {
-        let err = Config::builder()
-            .memory_warning_mb(800)
-            .build()
-            .unwrap_err();
+        let err = Config::builder().memory_warning_mb(800).build().unwrap_err();
         assert!(err.to_string().contains("warning threshold"), "{err}");
     }
 }

@@ -81,14 +81,10 @@ impl ApiError {
     /// The message sent to the client.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => {
-                m.clone()
-            }
+            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => m.clone(),
             ApiError::Unauthorized => "missing or invalid bearer token".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this route".to_owned(),
-            ApiError::Busy => {
-                "another expensive profiling request is running; retry shortly".to_owned()
-            }
+            ApiError::Busy => "another expensive profiling request is running; retry shortly".to_owned(),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -114,8 +110,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "profiling API internal error");
         }
         let status = self.status();
-        let mut resp =
-            (status, Json(serde_json::json!({ "error": self.message() }))).into_response();
+        let mut resp = (status, Json(serde_json::json!({ "error": self.message() }))).into_response();
         match self {
             ApiError::Unauthorized => {
                 resp.headers_mut()

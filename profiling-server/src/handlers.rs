@@ -7,9 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use profiling_core::{
-    rank, FunctionStats, LeakReport, RankOptions, Ranking, SnapshotDiff, SortKey, Window,
-};
+use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, SnapshotDiff, SortKey, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -26,13 +24,11 @@ pub const DEFAULT_LIMIT: usize = 20;
 type Server = State<ProfilingServer>;
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(t)| t)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    p.map(|Path(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 /// `?sort=&limit=`.
@@ -57,15 +53,12 @@ fn parse_limit(v: Option<&str>, default: usize) -> Result<usize, ApiError> {
 
 fn parse_sort(v: Option<&str>) -> Result<SortKey, ApiError> {
     v.map_or(Ok(SortKey::default()), |s| {
-        s.parse::<SortKey>()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        s.parse::<SortKey>().map_err(|e| ApiError::BadRequest(e.to_string()))
     })
 }
 
 /// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
@@ -151,11 +144,7 @@ pub(crate) async fn function(
     let suffix = format!("::{name}");
     let found: Vec<&FunctionStats> = match snap.function(&name) {
         Some(f) => vec![f],
-        None => snap
-            .functions
-            .iter()
-            .filter(|f| f.name.ends_with(&suffix))
-            .collect(),
+        None => snap.functions.iter().filter(|f| f.name.ends_with(&suffix)).collect(),
     };
     let f = match found.as_slice() {
         [f] => (*f).clone(),
@@ -167,10 +156,7 @@ pub(crate) async fn function(
         many => {
             return Err(ApiError::BadRequest(format!(
                 "{name:?} is ambiguous: {}; use the full name",
-                many.iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
             )))
         }
     };
@@ -242,9 +228,7 @@ pub(crate) async fn take_snapshot(
 ) -> Result<Response, ApiError> {
     let label = query(q)?.label;
     if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
-        return Err(ApiError::BadRequest(
-            "label must be at most 200 characters".to_owned(),
-        ));
+        return Err(ApiError::BadRequest("label must be at most 200 characters".to_owned()));
     }
     let shared = Arc::clone(&s.shared);
     let _permit = shared.try_expensive()?;
@@ -266,12 +250,7 @@ pub(crate) async fn take_snapshot(
     .await?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let location = format!("/api/profiling/snapshots/{}", summary.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(summary),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(summary)).into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -285,12 +264,7 @@ pub(crate) async fn snapshots(State(s): Server) -> Json<SnapshotList> {
     Json(SnapshotList {
         snapshots: s.shared.store.list(),
         max_in_memory: s.shared.config.max_snapshots,
-        directory: s
-            .shared
-            .config
-            .snapshot_dir
-            .as_ref()
-            .map(|d| d.display().to_string()),
+        directory: s.shared.config.snapshot_dir.as_ref().map(|d| d.display().to_string()),
     })
 }
 
@@ -306,10 +280,7 @@ fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no snapshot with id {id:?}")))
 }
 
-pub(crate) async fn snapshot(
-    State(s): Server,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn snapshot(State(s): Server, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let id = path(id)?;
     let snap = lookup(&s.shared, &id)?;
     Ok(Json(&*snap).into_response())
@@ -334,19 +305,16 @@ pub(crate) async fn diff(
     q: Result<Query<DiffQuery>, QueryRejection>,
 ) -> Result<Json<DiffResponse>, ApiError> {
     let q = query(q)?;
-    let base_id = q.base.ok_or_else(|| {
-        ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned())
-    })?;
+    let base_id = q
+        .base
+        .ok_or_else(|| ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned()))?;
     let shared = Arc::clone(&s.shared);
     let _permit = shared.try_expensive()?;
     let base = lookup(&shared, &base_id)?;
     let target = q.target.map(|t| lookup(&shared, &t)).transpose()?;
     let worker = Arc::clone(&shared);
     let (target_id, diff) = blocking(move || match target {
-        Some(t) => (
-            t.id.clone(),
-            profiling_core::diff_snapshots(&base.profile, &t.profile),
-        ),
+        Some(t) => (t.id.clone(), profiling_core::diff_snapshots(&base.profile, &t.profile)),
         None => (
             "live".to_owned(),
             profiling_core::diff_snapshots(&base.profile, &worker.snapshot()),
@@ -375,8 +343,7 @@ pub(crate) async fn reset(State(s): Server) -> Json<ResetResponse> {
 }
 
 pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
-    let body = metrics::render(&s.shared)
-        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    let body = metrics::render(&s.shared).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response())
 }
 
@@ -398,9 +365,6 @@ mod tests {
     fn sort_keys() {
         assert_eq!(parse_sort(None).unwrap(), SortKey::SelfWall);
         assert_eq!(parse_sort(Some("cpu")).unwrap(), SortKey::Cpu);
-        assert!(parse_sort(Some("bogus"))
-            .unwrap_err()
-            .message()
-            .contains("valid keys"));
+        assert!(parse_sort(Some("bogus")).unwrap_err().message().contains("valid keys"));
     }
 }

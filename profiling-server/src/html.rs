@@ -50,12 +50,7 @@ const COLUMNS: [(&str, &str); 10] = [
 ];
 
 /// Renders the page.
-pub(crate) fn page(
-    ranking: &Ranking,
-    memory: &MemoryReport,
-    cpu: &CpuReport,
-    base: &str,
-) -> String {
+pub(crate) fn page(ranking: &Ranking, memory: &MemoryReport, cpu: &CpuReport, base: &str) -> String {
     let mut rows = String::new();
     for b in &ranking.bottlenecks {
         let _ = write!(
@@ -82,20 +77,11 @@ pub(crate) fn page(
         .enumerate()
         .map(|(i, (key, label))| format!("<th data-col={i} data-key={key}>{label}</th>"))
         .collect();
-    let links: String = [
-        "bottlenecks",
-        "functions",
-        "memory",
-        "cpu",
-        "allocations",
-        "snapshots",
-    ]
-    .iter()
-    .map(|p| format!("<a href=\"{base}/{p}\">{p}</a> "))
-    .chain(std::iter::once(
-        "<a href=\"/metrics\">/metrics</a>".to_owned(),
-    ))
-    .collect();
+    let links: String = ["bottlenecks", "functions", "memory", "cpu", "allocations", "snapshots"]
+        .iter()
+        .map(|p| format!("<a href=\"{base}/{p}\">{p}</a> "))
+        .chain(std::iter::once("<a href=\"/metrics\">/metrics</a>".to_owned()))
+        .collect();
     format!(
         r#"<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Profiling</title>
@@ -183,9 +169,6 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(
-            esc("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
+        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
     }
 }

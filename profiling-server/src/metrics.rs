@@ -64,44 +64,33 @@ fn rebucket(sparse: &[(u64, u64)]) -> (Vec<(f64, u64)>, u64) {
         counts[i] += n;
         total += n;
     }
-    let bounds = LATENCY_BUCKETS
-        .iter()
-        .copied()
-        .chain(std::iter::once(f64::MAX));
+    let bounds = LATENCY_BUCKETS.iter().copied().chain(std::iter::once(f64::MAX));
     (bounds.zip(counts).collect(), total)
 }
 
 /// Escapes a label value for the text format (the encoder writes values as they are).
 fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Collector for Collected {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         type Get = fn(&FunctionMetrics) -> f64;
         let counters: [(&str, &str, Get); 5] = [
-            (
-                "function_calls",
-                "Calls recorded in the current window.",
-                |f| f.calls as f64,
-            ),
-            (
-                "function_wall_seconds",
-                "Inclusive wall time of the calls.",
-                |f| f.wall_s,
-            ),
+            ("function_calls", "Calls recorded in the current window.", |f| {
+                f.calls as f64
+            }),
+            ("function_wall_seconds", "Inclusive wall time of the calls.", |f| {
+                f.wall_s
+            }),
             (
                 "function_self_seconds",
                 "Exclusive wall time: total minus annotated callees.",
                 |f| f.self_s,
             ),
-            (
-                "function_cpu_seconds",
-                "Inclusive thread CPU time of the calls.",
-                |f| f.cpu_s,
-            ),
+            ("function_cpu_seconds", "Inclusive thread CPU time of the calls.", |f| {
+                f.cpu_s
+            }),
             (
                 "function_allocated_bytes",
                 "Bytes allocated during the calls, inclusive.",
@@ -115,14 +104,9 @@ impl Collector for Collected {
                 let mut fam = m.encode_family(&labels)?;
                 let v = get(f);
                 if name == "function_calls" || name == "function_allocated_bytes" {
-                    fam.encode_counter::<prometheus_client::encoding::NoLabelSet, u64, f64>(
-                        &(v as u64),
-                        None,
-                    )?;
+                    fam.encode_counter::<prometheus_client::encoding::NoLabelSet, u64, f64>(&(v as u64), None)?;
                 } else {
-                    fam.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(
-                        &v, None,
-                    )?;
+                    fam.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(&v, None)?;
                 }
             }
         }
@@ -181,11 +165,7 @@ pub(crate) fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         .map_or(0.0, |c| c.0);
     let threads = profiling_core::process_stats().map_or(0, |p| p.threads);
     let mut gauges = vec![
-        (
-            "memory_rss_bytes",
-            "Resident set size, bytes.",
-            mem.rss_bytes as f64,
-        ),
+        ("memory_rss_bytes", "Resident set size, bytes.", mem.rss_bytes as f64),
         (
             "memory_virtual_bytes",
             "Virtual memory size, bytes.",

@@ -147,8 +147,9 @@ mod tests {
         assert!(snap.functions.iter().any(|f| f.module == PROBE_MODULE));
         let stripped = strip_internal(snap);
         assert!(!stripped.functions.iter().any(|f| f.module == PROBE_MODULE));
-        assert!(stripped.call_tree.iter().all(|n| n
-            .function
-            .is_none_or(|f| stripped.function_by_id(f).is_some())));
+        assert!(stripped
+            .call_tree
+            .iter()
+            .all(|n| n.function.is_none_or(|f| stripped.function_by_id(f).is_some())));
     }
 }

@@ -45,9 +45,7 @@ fn core_error(e: profiling_core::Error) -> ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
@@ -59,10 +57,7 @@ fn body(content_type: &'static str, bytes: Vec<u8>) -> Response {
 
 fn attachment(name: &'static str, bytes: Vec<u8>) -> Response {
     (
-        [
-            (header::CONTENT_TYPE, PPROF),
-            (header::CONTENT_DISPOSITION, name),
-        ],
+        [(header::CONTENT_TYPE, PPROF), (header::CONTENT_DISPOSITION, name)],
         bytes,
     )
         .into_response()
@@ -70,8 +65,7 @@ fn attachment(name: &'static str, bytes: Vec<u8>) -> Response {
 
 fn weight(w: Option<&str>) -> Result<Weight, ApiError> {
     w.map_or(Ok(Weight::default()), |w| {
-        w.parse::<Weight>()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        w.parse::<Weight>().map_err(|e| ApiError::BadRequest(e.to_string()))
     })
 }
 
@@ -86,8 +80,7 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 /// Samples the process for `d` without holding a blocking thread while waiting: the sampler
@@ -96,9 +89,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
     let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ).map_err(core_error)?;
     tokio::time::sleep(d).await;
-    blocking(move || sampler.finish())
-        .await?
-        .map_err(core_error)
+    blocking(move || sampler.finish()).await?.map_err(core_error)
 }
 
 /// `?source=&weight=&seconds=`.
@@ -124,8 +115,7 @@ pub(crate) async fn flamegraph(
         "cpu" => {
             if q.weight.as_deref().is_some_and(|w| w != "cpu") {
                 return Err(ApiError::BadRequest(
-                    "source=cpu is sampled CPU time; `weight` applies to source=instrumented"
-                        .to_owned(),
+                    "source=cpu is sampled CPU time; `weight` applies to source=instrumented".to_owned(),
                 ));
             }
             let d = seconds(q.seconds)?;
@@ -164,21 +154,15 @@ pub(crate) struct PprofQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn pprof_cpu(
-    q: Result<Query<PprofQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn pprof_cpu(q: Result<Query<PprofQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let d = seconds(query(q)?.seconds)?;
     let profile = sample_cpu(d).await?;
-    let gz = blocking(move || profile.pprof_gzip())
-        .await?
-        .map_err(core_error)?;
+    let gz = blocking(move || profile.pprof_gzip()).await?.map_err(core_error)?;
     Ok(attachment("attachment; filename=\"cpu.pb.gz\"", gz))
 }
 
 pub(crate) async fn pprof_heap() -> Result<Response, ApiError> {
-    let gz = blocking(heap_profile::heap_pprof)
-        .await?
-        .map_err(core_error)?;
+    let gz = blocking(heap_profile::heap_pprof).await?.map_err(core_error)?;
     Ok(attachment("attachment; filename=\"heap.pb.gz\"", gz))
 }
 
@@ -208,9 +192,9 @@ pub(crate) async fn flamegraph_diff(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let w = weight(q.weight.as_deref())?;
-    let base_id = q.base.ok_or_else(|| {
-        ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned())
-    })?;
+    let base_id = q
+        .base
+        .ok_or_else(|| ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned()))?;
     let shared = Arc::clone(&s.shared);
     let base = lookup(&shared, &base_id)?;
     let target = q.target.map(|t| lookup(&shared, &t)).transpose()?;

@@ -3,8 +3,8 @@
 //! measure; what is unavailable is said so (`null` plus a reason), never invented.
 
 use profiling_core::{
-    allocator_stats, rank, AllocationTotals, AllocatorStats, LargeAllocation, LoadAverage,
-    MemorySample, MemoryThresholds, RankOptions, SizeBucket, Snapshot, SortKey, MIB,
+    allocator_stats, rank, AllocationTotals, AllocatorStats, LargeAllocation, LoadAverage, MemorySample,
+    MemoryThresholds, RankOptions, SizeBucket, Snapshot, SortKey, MIB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,15 +157,9 @@ pub(crate) fn memory(shared: &Shared) -> MemoryReport {
 
 /// CPU percent of one core between two samples, and the interval in seconds.
 pub(crate) fn cpu_between(a: &MemorySample, b: &MemorySample) -> Option<(f64, f64)> {
-    let wall_ms = b
-        .at_unix_ms
-        .checked_sub(a.at_unix_ms)
-        .filter(|&ms| ms > 0)?;
+    let wall_ms = b.at_unix_ms.checked_sub(a.at_unix_ms).filter(|&ms| ms > 0)?;
     let cpu_ns = b.process_cpu_ns.saturating_sub(a.process_cpu_ns);
-    Some((
-        cpu_ns as f64 / (wall_ms as f64 * 1e6) * 100.0,
-        wall_ms as f64 / 1000.0,
-    ))
+    Some((cpu_ns as f64 / (wall_ms as f64 * 1e6) * 100.0, wall_ms as f64 / 1000.0))
 }
 
 /// Overhead over the last sampling interval, when the calibration and two samples of the
@@ -206,15 +200,8 @@ pub(crate) fn cpu(shared: &Shared) -> CpuReport {
 }
 
 /// Builds the allocation report; `limit` caps `top_functions`.
-pub(crate) fn allocations(
-    snap: &Snapshot,
-    totals: AllocationTotals,
-    limit: usize,
-) -> AllocationReport {
-    let ranking = rank(
-        snap,
-        &RankOptions::new().sort(SortKey::AllocBytes).limit(limit),
-    );
+pub(crate) fn allocations(snap: &Snapshot, totals: AllocationTotals, limit: usize) -> AllocationReport {
+    let ranking = rank(snap, &RankOptions::new().sort(SortKey::AllocBytes).limit(limit));
     let top_functions = ranking
         .bottlenecks
         .iter()

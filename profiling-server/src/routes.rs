@@ -49,11 +49,8 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/monitoring/profiling/allocations", get(h::allocations))
         .merge(full_routes())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    api.layer(middleware::from_fn_with_state(
-        server.clone(),
-        auth::require_token,
-    ))
-    .with_state(server)
+    api.layer(middleware::from_fn_with_state(server.clone(), auth::require_token))
+        .with_state(server)
 }
 
 /// The routes plus a JSON answer for unknown paths (404): what the standalone listener
@@ -107,17 +104,11 @@ mod tests {
 
     #[tokio::test]
     async fn expensive_requests_do_not_stack_up() {
-        let server =
-            ProfilingServer::new(Config::builder().leak_check_interval(None).build().unwrap())
-                .unwrap();
+        let server = ProfilingServer::new(Config::builder().leak_check_interval(None).build().unwrap()).unwrap();
         let app = server.router();
         let send = |method: &str, uri: &str| {
             let app = app.clone();
-            let req = Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(Body::empty())
-                .unwrap();
+            let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
             async move { app.oneshot(req).await.unwrap() }
         };
         // An expensive request is running: it holds the one permit.
@@ -133,10 +124,7 @@ mod tests {
             assert_eq!(resp.headers()["retry-after"], "1");
         }
         // Cheap ones are not held back.
-        assert_eq!(
-            send("GET", "/api/profiling/memory").await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(send("GET", "/api/profiling/memory").await.status(), StatusCode::OK);
         drop(permit);
         assert_eq!(
             send("POST", "/api/profiling/leak-detection").await.status(),

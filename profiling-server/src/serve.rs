@@ -74,9 +74,7 @@ impl ProfilingServer {
     pub async fn serve(self) -> Result<()> {
         let listener = bind(self.config().bind()).await?;
         tracing::info!(addr = %listener.local_addr()?, "profiling server listening");
-        axum::serve(listener, standalone_router(self))
-            .await
-            .map_err(Error::Io)
+        axum::serve(listener, standalone_router(self)).await.map_err(Error::Io)
     }
 
     /// Binds the configured address and serves on a task of the current tokio runtime.
@@ -108,10 +106,7 @@ impl ProfilingServer {
         let thread = std::thread::Builder::new()
             .name("profiling-server".to_owned())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(Error::Io(e)));
@@ -153,9 +148,7 @@ impl ProfilingServer {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(Error::Io(std::io::Error::other(
-                    "server thread ended before binding",
-                )));
+                return Err(Error::Io(std::io::Error::other("server thread ended before binding")));
             }
         };
         tracing::info!(%addr, "profiling server listening");

@@ -73,11 +73,7 @@ impl SnapshotSummary {
 
 /// Whether `id` can name a snapshot: 1 to 64 of `[A-Za-z0-9_-]`.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Debug)]
@@ -116,10 +112,7 @@ impl SnapshotStore {
 
     /// A fresh identifier for a snapshot taken at `taken_unix_ms`.
     pub(crate) fn next_id(&self, taken_unix_ms: u64) -> String {
-        format!(
-            "{taken_unix_ms}-{}",
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{taken_unix_ms}-{}", self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
     fn file_of(&self, id: &str) -> Option<PathBuf> {
@@ -202,10 +195,7 @@ fn load_dir(dir: &Path) -> Vec<StoredSnapshot> {
 /// Writes `path` atomically: `write` fills a hidden temporary file in the same directory,
 /// which is synced and renamed over `path` only if `write` succeeded. On error the
 /// temporary file is removed and `path` is untouched.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
-) -> io::Result<()> {
+pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -280,11 +270,7 @@ mod tests {
     fn leftover_temporary_files_are_ignored_when_loading() {
         let dir = tempfile::tempdir().unwrap();
         // What a crash between write and rename leaves behind.
-        fs::write(
-            dir.path().join(".1-1.json.tmp"),
-            b"{\"id\": \"1-1\", \"trunc",
-        )
-        .unwrap();
+        fs::write(dir.path().join(".1-1.json.tmp"), b"{\"id\": \"1-1\", \"trunc").unwrap();
         // A truncated file under a visible name (e.g. copied in by hand) is skipped too.
         fs::write(dir.path().join("2-1.json"), b"{\"id\": \"2-1\"").unwrap();
         let store = SnapshotStore::open(Some(dir.path().to_owned()), 8).unwrap();

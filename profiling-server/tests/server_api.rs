@@ -76,10 +76,7 @@ impl Resp {
         String::from_utf8(self.body.clone()).unwrap()
     }
     fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .expect("an error message")
-            .to_owned()
+        self.json()["error"].as_str().expect("an error message").to_owned()
     }
 }
 
@@ -88,25 +85,11 @@ async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>) -> R
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Resp { status, headers, body }
 }
 
 async fn get(app: &Router, uri: &str) -> Resp {
@@ -133,15 +116,9 @@ async fn health_page_and_redirect() {
         .unwrap()
         .starts_with("text/html"));
     let html = r.text();
-    assert!(
-        html.contains("<table") && html.contains("spin_heavy"),
-        "{html}"
-    );
+    assert!(html.contains("<table") && html.contains("spin_heavy"), "{html}");
     // Self-contained: no external script, style or image.
-    assert!(
-        !html.contains("src=\"http") && !html.contains("href=\"http"),
-        "{html}"
-    );
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "{html}");
     assert!(html.contains("setInterval(refresh"));
 
     let r = get(&app, "/api/profiling").await;
@@ -208,10 +185,7 @@ async fn bottlenecks_rank_known_workloads_and_reject_bad_input() {
     for (uri, needle) in [
         ("/api/profiling/bottlenecks?sort=bogus", "unknown sort key"),
         ("/api/profiling/bottlenecks?limit=0", "between 1 and 1000"),
-        (
-            "/api/profiling/bottlenecks?limit=1000000",
-            "between 1 and 1000",
-        ),
+        ("/api/profiling/bottlenecks?limit=1000000", "between 1 and 1000"),
         ("/api/profiling/bottlenecks?limit=ten", "whole number"),
         ("/api/profiling/bottlenecks?limit=-3", "whole number"),
         ("/api/profiling/allocations?limit=0", "between 1 and 1000"),
@@ -237,13 +211,7 @@ async fn functions_and_one_function() {
         .find(|f| f["name"].as_str().unwrap().ends_with("::spin_light"))
         .unwrap()
         .clone();
-    for key in [
-        "calls",
-        "cpu_total_ns",
-        "alloc_total",
-        "histogram",
-        "p99_ns",
-    ] {
+    for key in ["calls", "cpu_total_ns", "alloc_total", "histogram", "p99_ns"] {
         assert!(f.get(key).is_some(), "{key}");
     }
     let full = f["name"].as_str().unwrap();
@@ -295,10 +263,7 @@ async fn memory_cpu_and_allocations() {
     let c = get(&app, "/api/profiling/cpu").await.json();
     assert!(c["cpu_percent"].as_f64().unwrap() >= 0.0, "{c}");
     assert!(c["interval_secs"].as_f64().unwrap() > 0.0);
-    assert!(
-        c["threads"].as_u64().unwrap() >= 2,
-        "test thread + sampler: {c}"
-    );
+    assert!(c["threads"].as_u64().unwrap() >= 2, "test thread + sampler: {c}");
     assert!(c["load_average"]["one"].as_f64().unwrap() >= 0.0);
     assert!(c["process_cpu_seconds"].as_f64().unwrap() > 0.0);
     assert!(c["profiling_overhead_percent"].as_f64().unwrap() >= 0.0);
@@ -319,10 +284,7 @@ async fn memory_cpu_and_allocations() {
         .iter()
         .any(|b| b["min_bytes"] == 65536));
     assert!(a["efficiency"].is_null() && a["fragmentation_percent"].is_null());
-    assert!(a["unavailable_reason"]
-        .as_str()
-        .unwrap()
-        .contains("jemalloc"));
+    assert!(a["unavailable_reason"].as_str().unwrap().contains("jemalloc"));
     assert_eq!(
         get(&app, "/monitoring/profiling/allocations").await.status,
         StatusCode::OK
@@ -348,10 +310,7 @@ async fn leak_detection_endpoint_and_alias() {
         assert!(j.get(key).is_some(), "{key} in {j}");
     }
     assert_eq!(j["options"]["growth_threshold_mb_per_hour"], 10.0);
-    assert_eq!(
-        get(&app, "/monitoring/profiling/leaks").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&app, "/monitoring/profiling/leaks").await.status, StatusCode::OK);
     // Wrong method: 405 with a JSON body.
     let r = get(&app, "/api/profiling/leak-detection").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -383,8 +342,7 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, vec![format!("{base_id}.json")]);
-    let on_disk: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(&names[0])).unwrap()).unwrap();
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(dir.path().join(&names[0])).unwrap()).unwrap();
     assert_eq!(on_disk["id"], base_id);
 
     let r = get(&app, &format!("/api/profiling/snapshots/{base_id}")).await;
@@ -402,11 +360,7 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = get(
-        &app,
-        &format!("/api/profiling/diff?base={base_id}&target={target_id}"),
-    )
-    .await;
+    let r = get(&app, &format!("/api/profiling/diff?base={base_id}&target={target_id}")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let d = r.json();
     assert_eq!(d["base"], base_id);
@@ -416,9 +370,7 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
         .iter()
         .any(|f| f["function"].as_str().unwrap().ends_with("::spin_light")));
     assert_eq!(fns[0]["rank"], 1);
-    let live = get(&app, &format!("/api/profiling/diff?base={base_id}"))
-        .await
-        .json();
+    let live = get(&app, &format!("/api/profiling/diff?base={base_id}")).await.json();
     assert_eq!(live["target"], "live");
 
     // Bounded: a third snapshot evicts the first from memory; its file still answers.
@@ -435,9 +387,7 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
         .collect();
     assert_eq!(ids, vec![target_id.as_str(), third.as_str()]);
     assert_eq!(
-        get(&app, &format!("/api/profiling/snapshots/{base_id}"))
-            .await
-            .status,
+        get(&app, &format!("/api/profiling/snapshots/{base_id}")).await.status,
         StatusCode::OK
     );
 
@@ -447,22 +397,14 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
     assert_eq!(list["snapshots"].as_array().unwrap().len(), 3);
 
     for (uri, status, needle) in [
-        (
-            "/api/profiling/snapshots/1-999",
-            StatusCode::NOT_FOUND,
-            "no snapshot",
-        ),
+        ("/api/profiling/snapshots/1-999", StatusCode::NOT_FOUND, "no snapshot"),
         (
             "/api/profiling/snapshots/bad.id",
             StatusCode::BAD_REQUEST,
             "malformed snapshot id",
         ),
         ("/api/profiling/diff", StatusCode::BAD_REQUEST, "base"),
-        (
-            "/api/profiling/diff?base=1-999",
-            StatusCode::NOT_FOUND,
-            "no snapshot",
-        ),
+        ("/api/profiling/diff?base=1-999", StatusCode::NOT_FOUND, "no snapshot"),
         (
             "/api/profiling/diff?base=..%2Fetc",
             StatusCode::BAD_REQUEST,
@@ -473,11 +415,7 @@ async fn snapshots_are_kept_listed_diffed_and_persisted() {
         assert_eq!(r.status, status, "{uri}: {}", r.text());
         assert!(r.error().contains(needle), "{uri}: {}", r.error());
     }
-    let r = post(
-        &app,
-        &format!("/api/profiling/snapshot?label={}", "x".repeat(201)),
-    )
-    .await;
+    let r = post(&app, &format!("/api/profiling/snapshot?label={}", "x".repeat(201))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -493,10 +431,7 @@ async fn reset_starts_a_new_window() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["window"]["epoch"].as_u64().unwrap(), epoch + 1);
     let after = get(&app, "/api/profiling/bottlenecks").await.json();
-    assert!(
-        after["bottlenecks"].as_array().unwrap().is_empty(),
-        "{after}"
-    );
+    assert!(after["bottlenecks"].as_array().unwrap().is_empty(), "{after}");
     assert_eq!(
         get(&app, "/api/profiling/reset").await.status,
         StatusCode::METHOD_NOT_ALLOWED
@@ -529,11 +464,7 @@ async fn metrics_parse_as_prometheus_text() {
     }
     let metric = |name: &'static str| samples(&scrape, name);
     let calls = metric("myapp_function_calls_total")
-        .find(|s| {
-            s.labels
-                .get("function")
-                .is_some_and(|f| f.ends_with("::spin_heavy"))
-        })
+        .find(|s| s.labels.get("function").is_some_and(|f| f.ends_with("::spin_heavy")))
         .expect("calls of spin_heavy");
     match calls.value {
         prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => {
@@ -589,9 +520,7 @@ fn check_exposition(text: &str) {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
             let kind = parts.next().unwrap();
-            let name = parts
-                .next()
-                .unwrap_or_else(|| panic!("bad comment {line:?}"));
+            let name = parts.next().unwrap_or_else(|| panic!("bad comment {line:?}"));
             assert!(name_ok(name), "{line}");
             match kind {
                 "TYPE" => {
@@ -607,12 +536,8 @@ fn check_exposition(text: &str) {
             }
             continue;
         }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line:?}"));
-        let v: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let (name, labels) = match series.split_once('{') {
             Some((n, l)) => (
                 n,
@@ -659,10 +584,7 @@ fn check_exposition(text: &str) {
                 .any(|s| name == format!("{family}{s}")),
             _ => name == family,
         };
-        assert!(
-            ok,
-            "sample {name} does not belong to family {family} ({kind})"
-        );
+        assert!(ok, "sample {name} does not belong to family {family} ({kind})");
         if name.ends_with("_bucket") {
             // The series without its `le` label identifies the histogram.
             let start = series.find("le=\"").expect("a bucket has le");
@@ -700,10 +622,7 @@ async fn bearer_token_guards_everything_but_health() {
     }
     let r = call(&app, Method::POST, "/api/profiling/reset", None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        get(&app, "/api/profiling/health").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&app, "/api/profiling/health").await.status, StatusCode::OK);
 }
 
 #[cfg(not(feature = "profiling-full"))]

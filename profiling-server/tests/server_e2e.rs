@@ -8,11 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One request with `Connection: close`; returns the status code and body.
-async fn request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-) -> std::io::Result<(u16, String)> {
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).await?;
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
@@ -21,15 +17,8 @@ async fn request(
         .await
         .map_err(|_| std::io::Error::other("timed out"))??;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -54,9 +43,7 @@ async fn serves_on_an_ephemeral_port_and_shuts_down() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"bottlenecks\""), "{body}");
 
-    let (status, body) = request(addr, "POST", "/api/profiling/snapshot")
-        .await
-        .unwrap();
+    let (status, body) = request(addr, "POST", "/api/profiling/snapshot").await.unwrap();
     assert_eq!(status, 201, "{body}");
 
     let (status, body) = request(addr, "GET", "/metrics").await.unwrap();
@@ -66,10 +53,7 @@ async fn serves_on_an_ephemeral_port_and_shuts_down() {
     // The standalone listener answers unknown paths with a JSON 404.
     let (status, body) = request(addr, "GET", "/nope").await.unwrap();
     assert_eq!(status, 404);
-    assert!(
-        body.contains("\"error\":\"no route for GET /nope\""),
-        "{body}"
-    );
+    assert!(body.contains("\"error\":\"no route for GET /nope\""), "{body}");
 
     handle.shutdown().await.unwrap();
     assert!(
@@ -80,24 +64,17 @@ async fn serves_on_an_ephemeral_port_and_shuts_down() {
 
 #[test]
 fn start_serves_from_its_own_thread_without_a_runtime() {
-    let config = Config::builder()
-        .bind("127.0.0.1:0".parse().unwrap())
-        .build()
-        .unwrap();
+    let config = Config::builder().bind("127.0.0.1:0".parse().unwrap()).build().unwrap();
     let handle = ProfilingServer::new(config).unwrap().start().unwrap();
     let addr = handle.local_addr();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (status, _) = rt
-        .block_on(request(addr, "GET", "/api/profiling/memory"))
-        .unwrap();
+    let (status, _) = rt.block_on(request(addr, "GET", "/api/profiling/memory")).unwrap();
     assert_eq!(status, 200);
     drop(handle); // stops and joins the server thread
-    assert!(rt
-        .block_on(request(addr, "GET", "/api/profiling/health"))
-        .is_err());
+    assert!(rt.block_on(request(addr, "GET", "/api/profiling/health")).is_err());
 
     // Binding an address in use is an error naming it, not a panic.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -41,11 +41,7 @@ fn app() -> Router {
 }
 
 async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, String, Vec<u8>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+    let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let ct = resp
@@ -53,13 +49,7 @@ async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, String, V
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
     (status, ct, body)
 }
 
@@ -86,11 +76,7 @@ async fn instrumented_flamegraph_and_folded() {
         "svg"
     );
 
-    let (st, _, body) = get(
-        &app,
-        "/api/profiling/flamegraph?source=instrumented&weight=calls",
-    )
-    .await;
+    let (st, _, body) = get(&app, "/api/profiling/flamegraph?source=instrumented&weight=calls").await;
     assert_eq!(st, StatusCode::OK);
     assert!(text(&body).contains("Calls — window"));
 
@@ -188,16 +174,9 @@ fn fg_spin() -> u64 {
 async fn heap_routes_say_how_to_switch_heap_profiling_on() {
     let _g = LOCK.lock().await;
     let app = app();
-    for uri in [
-        "/api/profiling/pprof/heap",
-        "/api/profiling/flamegraph?source=heap",
-    ] {
+    for uri in ["/api/profiling/pprof/heap", "/api/profiling/flamegraph?source=heap"] {
         let (st, _, body) = get(&app, uri).await;
         assert_eq!(st, StatusCode::NOT_IMPLEMENTED, "{uri}: {}", text(&body));
-        assert!(
-            text(&body).contains("_RJEM_MALLOC_CONF=prof:true"),
-            "{}",
-            text(&body)
-        );
+        assert!(text(&body).contains("_RJEM_MALLOC_CONF=prof:true"), "{}", text(&body));
     }
 }

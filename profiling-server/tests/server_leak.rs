@@ -67,31 +67,16 @@ async fn a_function_that_keeps_memory_is_found() {
     assert_eq!(report["leak_suspected"], true, "{report:#}");
     assert_eq!(report["series"], "heap");
     let suspects = report["suspects"].as_array().unwrap();
-    let kinds: Vec<&str> = suspects
-        .iter()
-        .map(|s| s["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = suspects.iter().map(|s| s["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"steady_growth"), "{kinds:?}");
     let f = suspects
         .iter()
         .find(|s| s["kind"] == "retaining_function")
         .unwrap_or_else(|| panic!("no retaining function in {report:#}"));
-    assert!(
-        f["function"]
-            .as_str()
-            .unwrap()
-            .ends_with("::leaky_cache_insert"),
-        "{f}"
-    );
+    assert!(f["function"].as_str().unwrap().ends_with("::leaky_cache_insert"), "{f}");
     println!("evidence: {}", f["evidence"]);
     // 64 KiB per call exactly (requested sizes are counted).
-    assert!(
-        f["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("64.0 KiB per call"),
-        "{f}"
-    );
+    assert!(f["evidence"].as_str().unwrap().contains("64.0 KiB per call"), "{f}");
     KEPT.lock().unwrap().clear();
 }
 
@@ -105,11 +90,7 @@ async fn a_steady_workload_has_no_suspect() {
         1.5,
     )
     .await;
-    assert_eq!(
-        report["suspects"].as_array().unwrap().len(),
-        0,
-        "{report:#}"
-    );
+    assert_eq!(report["suspects"].as_array().unwrap().len(), 0, "{report:#}");
     assert_eq!(report["leak_suspected"], false);
     // Enough samples for every analysis to have run (1.5 s at 50 ms; at least 6 even when slow).
     assert!(report["samples"].as_u64().unwrap() >= 6, "{report:#}");

@@ -107,7 +107,11 @@ fn on_threads(threads: usize, iters: u64, f: fn(u64) -> u64) -> Duration {
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap_or_default()).max().unwrap_or_default()
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .max()
+        .unwrap_or_default()
 }
 
 fn per_call(c: &mut Criterion) {
@@ -127,8 +131,12 @@ fn per_call(c: &mut Criterion) {
     g.bench_function("baseline_depth3", |b| b.iter(|| base3_a(black_box(7))));
     g.bench_function("profiled_depth3", |b| b.iter(|| depth3_a(black_box(7))));
 
-    g.bench_function("baseline_4_threads", |b| b.iter_custom(|iters| on_threads(4, iters, baseline)));
-    g.bench_function("profiled_4_threads", |b| b.iter_custom(|iters| on_threads(4, iters, profiled_fn)));
+    g.bench_function("baseline_4_threads", |b| {
+        b.iter_custom(|iters| on_threads(4, iters, baseline))
+    });
+    g.bench_function("profiled_4_threads", |b| {
+        b.iter_custom(|iters| on_threads(4, iters, profiled_fn))
+    });
 
     {
         let subscriber = tracing_subscriber::registry();
@@ -138,7 +146,9 @@ fn per_call(c: &mut Criterion) {
     {
         let subscriber = tracing_subscriber::registry().with(profiling_core::ProfilingLayer::default());
         let _d = tracing::subscriber::set_default(subscriber);
-        g.bench_function("tracing_instrument_registry_profiling_layer", |b| b.iter(|| tracing_fn(black_box(7))));
+        g.bench_function("tracing_instrument_registry_profiling_layer", |b| {
+            b.iter(|| tracing_fn(black_box(7)))
+        });
     }
 
     fastrace::set_reporter(DiscardReporter, Config::default());

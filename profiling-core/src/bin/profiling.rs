@@ -142,11 +142,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Top {
-            snapshot,
-            sort,
-            limit,
-        } => {
+        Command::Top { snapshot, sort, limit } => {
             let snap = load_snapshot(&snapshot)?;
             let mut opts = RankOptions::new().sort(sort);
             if limit > 0 {
