@@ -17,10 +17,11 @@ pub(crate) const OVERFLOW_FUNCTION: u32 = 0;
 const UNRESOLVED: u32 = u32::MAX;
 
 /// How a function's calls are delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum CallsiteKind {
     /// A plain function: one call is one entry and exit on one thread.
+    #[default]
     Sync,
     /// An `async fn`: one call is one future, from first poll to completion; busy time is the
     /// sum of its polls.

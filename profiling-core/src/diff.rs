@@ -195,36 +195,16 @@ pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::AllocCounters;
-    use crate::callsite::CallsiteKind;
     use crate::snapshot::{ThreadCounts, Window};
 
     fn f(name: &str, calls: u64, self_ns_per_call: u64) -> FunctionStats {
         FunctionStats {
-            id: 0,
             name: name.to_owned(),
-            module: String::new(),
-            file: String::new(),
-            line: 0,
-            kind: CallsiteKind::Sync,
             calls,
-            cancelled: 0,
             total_wall_ns: calls * self_ns_per_call * 2,
             self_wall_ns: calls * self_ns_per_call,
-            min_ns: 0,
-            max_ns: 0,
-            mean_ns: 0,
-            busy_ns: 0,
-            p50_ns: 0,
-            p90_ns: 0,
-            p95_ns: 0,
             p99_ns: self_ns_per_call * 3,
-            p999_ns: 0,
-            cpu_total_ns: 0,
-            cpu_self_ns: 0,
-            alloc_total: AllocCounters::default(),
-            alloc_self: AllocCounters::default(),
-            histogram: Vec::new(),
+            ..FunctionStats::default()
         }
     }
 

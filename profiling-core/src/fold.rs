@@ -280,7 +280,6 @@ pub fn inclusive(lines: &[FoldedStack]) -> BTreeMap<String, u64> {
 pub(crate) mod tests {
     use super::*;
     use crate::alloc::AllocCounters;
-    use crate::callsite::CallsiteKind;
     use crate::snapshot::{FunctionStats, ThreadCounts, Window};
 
     fn func(id: u32, name: &str) -> FunctionStats {
@@ -290,25 +289,8 @@ pub(crate) mod tests {
             module: "app".to_owned(),
             file: "src/main.rs".to_owned(),
             line: id + 1,
-            kind: CallsiteKind::Sync,
             calls: 1,
-            cancelled: 0,
-            total_wall_ns: 0,
-            self_wall_ns: 0,
-            min_ns: 0,
-            max_ns: 0,
-            mean_ns: 0,
-            busy_ns: 0,
-            p50_ns: 0,
-            p90_ns: 0,
-            p95_ns: 0,
-            p99_ns: 0,
-            p999_ns: 0,
-            cpu_total_ns: 0,
-            cpu_self_ns: 0,
-            alloc_total: AllocCounters::default(),
-            alloc_self: AllocCounters::default(),
-            histogram: Vec::new(),
+            ..FunctionStats::default()
         }
     }
 

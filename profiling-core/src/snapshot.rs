@@ -24,7 +24,7 @@ pub struct Window {
 }
 
 /// Everything recorded about one function in the window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionStats {
     /// Function id (stable within the process).
     pub id: u32,

@@ -268,7 +268,8 @@ pub(crate) async fn snapshots(State(s): Server) -> Json<SnapshotList> {
     })
 }
 
-fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
+/// A stored snapshot by id: 400 for a malformed id, 404 for an unknown one.
+pub(crate) fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
     if !valid_id(id) {
         return Err(ApiError::BadRequest(format!(
             "malformed snapshot id {id:?}: expected 1 to 64 of A-Z a-z 0-9 _ -"

@@ -49,6 +49,35 @@ const COLUMNS: [(&str, &str); 10] = [
     ("classification", "class"),
 ];
 
+/// Links to the flamegraph and pprof routes, and the instrumented flamegraph embedded
+/// (an `<object>`, so inferno's search and zoom keep working).
+#[cfg(feature = "profiling-full")]
+fn flamegraph_section(base: &str) -> String {
+    let links: String = [
+        ("flamegraph?source=instrumented&weight=wall", "self wall"),
+        ("flamegraph?source=instrumented&weight=cpu", "CPU"),
+        ("flamegraph?source=instrumented&weight=off_cpu", "off-CPU"),
+        ("flamegraph?source=instrumented&weight=alloc_bytes", "allocated bytes"),
+        ("folded?weight=wall", "folded text"),
+        ("flamegraph?source=cpu&seconds=5", "sampled CPU, 5 s"),
+        ("pprof?seconds=10", "pprof CPU profile, 10 s"),
+        ("pprof/heap", "pprof heap profile"),
+    ]
+    .iter()
+    .map(|(p, label)| format!("<a href=\"{base}/{}\">{label}</a> ", esc(p)))
+    .collect();
+    format!(
+        "<h2>Flamegraphs</h2><p>{links}</p>\
+         <object data=\"{base}/flamegraph?source=instrumented&amp;weight=wall\" type=\"image/svg+xml\" \
+         style=\"width:100%;min-height:400px\">instrumented flamegraph</object>"
+    )
+}
+
+#[cfg(not(feature = "profiling-full"))]
+fn flamegraph_section(_base: &str) -> String {
+    "<p>Flamegraphs and pprof profiles: build with the <code>profiling-full</code> feature.</p>".to_owned()
+}
+
 /// Renders the page.
 pub(crate) fn page(ranking: &Ranking, memory: &MemoryReport, cpu: &CpuReport, base: &str) -> String {
     let mut rows = String::new();
@@ -82,6 +111,7 @@ pub(crate) fn page(ranking: &Ranking, memory: &MemoryReport, cpu: &CpuReport, ba
         .map(|p| format!("<a href=\"{base}/{p}\">{p}</a> "))
         .chain(std::iter::once("<a href=\"/metrics\">/metrics</a>".to_owned()))
         .collect();
+    let flamegraphs = flamegraph_section(base);
     format!(
         r#"<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Profiling</title>
@@ -105,6 +135,7 @@ th.asc::after{{content:" ▲"}} th.desc::after{{content:" ▼"}} #status{{color:
 <p>JSON: {links} <span id=status></span></p>
 <table id=t><thead><tr>{headers}</tr></thead><tbody>{rows}</tbody></table>
 <p>Hover a function for its recommendations. Click a column to sort. Refreshes every 5 s.</p>
+{flamegraphs}
 <script>
 (function(){{
 const base={base_js};
@@ -170,5 +201,22 @@ mod tests {
     #[test]
     fn escapes_markup() {
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[cfg(feature = "profiling-full")]
+    #[test]
+    fn links_and_embeds_flamegraphs_with_the_feature() {
+        let s = flamegraph_section("/api/profiling");
+        assert!(s.contains("<object data=\"/api/profiling/flamegraph?source=instrumented&amp;weight=wall\""));
+        for route in ["weight=off_cpu", "pprof?seconds=10", "pprof/heap", "folded?weight=wall"] {
+            assert!(s.contains(route), "missing {route} in {s}");
+        }
+    }
+
+    #[cfg(not(feature = "profiling-full"))]
+    #[test]
+    fn names_the_feature_without_it() {
+        let s = flamegraph_section("/api/profiling");
+        assert!(s.contains("profiling-full") && !s.contains("<object"));
     }
 }

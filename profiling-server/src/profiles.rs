@@ -24,8 +24,8 @@ use profiling_core::{flamegraph, fold, heap_profile, Weight};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::snapshots::{valid_id, StoredSnapshot};
-use crate::state::{ProfilingServer, Shared};
+use crate::handlers::lookup;
+use crate::state::ProfilingServer;
 
 /// Default length of a sampled CPU profile, seconds.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -172,18 +172,6 @@ pub(crate) struct DiffQuery {
     base: Option<String>,
     target: Option<String>,
     weight: Option<String>,
-}
-
-fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
-    if !valid_id(id) {
-        return Err(ApiError::BadRequest(format!(
-            "malformed snapshot id {id:?}: expected 1 to 64 of A-Z a-z 0-9 _ -"
-        )));
-    }
-    shared
-        .store
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("no snapshot with id {id:?}")))
 }
 
 pub(crate) async fn flamegraph_diff(
