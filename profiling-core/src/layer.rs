@@ -84,15 +84,39 @@ impl ProfilingLayer {
     }
 
     /// The function id of the spans of `meta`, registering the function on first sight.
+    ///
+    /// A small per-thread direct-mapped cache answers repeat lookups without the lock. Ids
+    /// are process-wide (`register_function` is idempotent per callsite), so the cache can
+    /// be shared by every layer instance on the thread.
     fn function_id(&self, meta: &'static Metadata<'static>) -> u32 {
         let key = meta as *const Metadata<'static> as usize;
-        if let Some(&id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let slot = (key >> 4) % ID_CACHE;
+        if let Ok(Some(id)) = ID_CACHE_TLS.try_with(|c| {
+            let (k, id) = c[slot].get();
+            (k == key).then_some(id)
+        }) {
             return id;
         }
-        let id = register_function(FunctionKey::Span(key), span_meta(meta));
-        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
+        let cached = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id = register_function(FunctionKey::Span(key), span_meta(meta));
+                self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
+                id
+            }
+        };
+        let _ = ID_CACHE_TLS.try_with(|c| c[slot].set((key, id)));
         id
     }
+}
+
+const ID_CACHE: usize = 64;
+
+thread_local! {
+    /// `(metadata address, function id)` of recently seen span callsites.
+    static ID_CACHE_TLS: [std::cell::Cell<(usize, u32)>; ID_CACHE] =
+        const { [const { std::cell::Cell::new((0, 0)) }; ID_CACHE] };
 }
 
 /// Function identity of a span callsite.
