@@ -203,7 +203,7 @@ where
         if let Some(out) = recorder::pop_poll(Locator::Owner(id.into_u64())) {
             t.busy_ns += out.busy;
             t.child_latency_ns += out.child_wall;
-            t.last_exit_ns = t.last_exit_ns.max(out.end);
+            t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
         }
     }
 

@@ -273,10 +273,11 @@ impl Inner {
         }
     }
 
-    /// Pops the frame at `idx` and books its self figures into its node. Returns the frame,
-    /// its elapsed wall time and its allocations (children included).
+    /// Pops the frame at `idx`, credits its elapsed time and allocations to the frame below,
+    /// and closes its CPU segment. Its own node is left to the caller, which books every
+    /// figure of that node at once.
     #[inline(always)]
-    fn pop(&mut self, idx: usize, end: Timestamp, alloc_end: AllocCounters) -> Option<(Frame, u64, AllocCounters)> {
+    fn pop(&mut self, idx: usize, end: Timestamp, alloc_end: AllocCounters) -> Option<Popped> {
         self.check_epoch();
         if self.stack.len() <= idx {
             return None;
@@ -284,70 +285,100 @@ impl Inner {
         if self.stack.len() > idx + 1 {
             self.drop_orphans(idx);
         }
-        let f = self.stack.pop()?;
-        let elapsed = end.nanos_since(f.start);
-        let alloc = alloc_end.since(&f.alloc_start);
-        {
-            let d = self.depth_mut(f.func);
+        let frame = self.stack.pop()?;
+        let elapsed = end.nanos_since(frame.start);
+        let alloc = alloc_end.since(&frame.alloc_start);
+        let outermost = {
+            let d = self.depth_mut(frame.func);
             *d = d.saturating_sub(1);
-        }
-        alloc::swap_current_function(f.prev_fn);
-        if let Some(n) = self.node(f.node) {
-            bump(&n.busy_self, elapsed.saturating_sub(f.child_busy));
-            n.add_alloc(&alloc.saturating_sub(&f.child_alloc));
-        }
+            *d == 0
+        };
+        alloc::swap_current_function(frame.prev_fn);
         if let Some(p) = self.stack.last_mut() {
             p.child_busy += elapsed;
             p.child_alloc.add(&alloc);
         }
         // The segment that just ended was this frame's own.
-        let top_node = f.node;
-        if self.cpu.boundary(top_node, end) {
+        if self.cpu.boundary(frame.node, end) {
             self.cpu.flush(&self.data.nodes);
         }
-        Some((f, elapsed, alloc))
+        Some(Popped {
+            frame,
+            elapsed,
+            alloc,
+            outermost,
+        })
     }
 
-    /// Books one finished call of `func` at `node`. Its wall time counts as a child's in the
-    /// innermost open frame if that frame's node is `parent` (the node the call was made
-    /// under), so a span or future finished elsewhere is not subtracted from a stranger.
+    /// Books one finished call. Its wall time counts as a child's in the innermost open
+    /// frame when that frame is the one the call was made under.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn book_call(
-        &mut self,
-        func: u32,
-        node: u32,
-        folded: bool,
-        parent: u32,
-        wall: u64,
-        busy: u64,
-        child_wall: u64,
-        cancelled: bool,
-    ) {
-        let outermost = self.depth.get(func as usize).copied().unwrap_or(0) == 0;
-        if let Some(c) = self.func(func) {
-            bump(&c.calls, 1);
-            if cancelled {
-                bump(&c.cancelled, 1);
+    fn book_call(&mut self, c: &Call) {
+        if let Some(f) = self.func(c.func) {
+            bump(&f.calls, 1);
+            if c.cancelled {
+                bump(&f.cancelled, 1);
             }
-            if outermost {
-                bump(&c.wall_total, wall);
-                bump(&c.busy_total, busy);
+            if c.outermost {
+                bump(&f.wall_total, c.wall);
+                bump(&f.busy_total, c.busy);
             }
-            c.record_latency(wall);
+            f.record_latency(c.wall);
         }
-        if let Some(n) = self.node(node) {
-            if !folded {
+        if let Some(n) = self.node(c.node) {
+            if !c.folded {
                 bump(&n.calls, 1);
             }
-            bump(&n.wall_self, wall.saturating_sub(child_wall));
+            bump(&n.wall_self, c.wall.saturating_sub(c.child_wall));
+            if let Some((busy_self, alloc_self)) = &c.frame_self {
+                bump(&n.busy_self, *busy_self);
+                n.add_alloc(alloc_self);
+            }
         }
         if let Some(p) = self.stack.last_mut() {
-            if p.node == parent {
-                p.child_wall += wall;
+            if c.parent.is_none_or(|parent| p.node == parent) {
+                p.child_wall += c.wall;
             }
         }
     }
+}
+
+/// A frame just popped, with what it measured.
+struct Popped {
+    frame: Frame,
+    elapsed: u64,
+    /// Allocations during the frame, its children's included.
+    alloc: AllocCounters,
+    /// No other frame of the same function is open on this thread (recursion is counted once).
+    outermost: bool,
+}
+
+impl Popped {
+    /// Busy time and allocations of the frame itself, children's excluded.
+    #[inline(always)]
+    fn frame_self(&self) -> (u64, AllocCounters) {
+        (
+            self.elapsed.saturating_sub(self.frame.child_busy),
+            self.alloc.saturating_sub(&self.frame.child_alloc),
+        )
+    }
+}
+
+/// One finished call, as [`Inner::book_call`] records it.
+struct Call {
+    func: u32,
+    node: u32,
+    folded: bool,
+    /// The node the call was made under; `None`: the innermost open frame, by construction.
+    parent: Option<u32>,
+    wall: u64,
+    busy: u64,
+    child_wall: u64,
+    cancelled: bool,
+    outermost: bool,
+    /// The self busy time and allocations of the call's last frame, when it closes with it
+    /// (sync calls); poll frames book theirs as they close.
+    frame_self: Option<(u64, AllocCounters)>,
 }
 
 /// Opens a frame for a synchronous call of `func`. Returns its stack index.
@@ -364,9 +395,19 @@ pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
     let alloc_end = alloc::thread_counters();
     with_inner(|i| {
-        if let Some((f, elapsed, _)) = i.pop(idx, end, alloc_end) {
-            let parent = i.stack.last().map_or(ROOT, |p| p.node);
-            i.book_call(f.func, f.node, f.folded, parent, elapsed, elapsed, f.child_wall, false);
+        if let Some(p) = i.pop(idx, end, alloc_end) {
+            i.book_call(&Call {
+                func: p.frame.func,
+                node: p.frame.node,
+                folded: p.frame.folded,
+                parent: None,
+                wall: p.elapsed,
+                busy: p.elapsed,
+                child_wall: p.frame.child_wall,
+                cancelled: false,
+                outermost: p.outermost,
+                frame_self: Some(p.frame_self()),
+            });
         }
     });
 }
@@ -383,7 +424,7 @@ pub(crate) enum Locator {
 pub(crate) struct PollOutcome {
     pub(crate) busy: u64,
     pub(crate) child_wall: u64,
-    pub(crate) end: u64,
+    pub(crate) end: Timestamp,
 }
 
 /// Opens a poll frame for `func` (an async call or a span entry). `node` is the call's node
@@ -410,11 +451,16 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
         if i.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return None;
         }
-        let (f, elapsed, _) = i.pop(idx, end, alloc_end)?;
+        let p = i.pop(idx, end, alloc_end)?;
+        if let Some(n) = i.node(p.frame.node) {
+            let (busy_self, alloc_self) = p.frame_self();
+            bump(&n.busy_self, busy_self);
+            n.add_alloc(&alloc_self);
+        }
         Some(PollOutcome {
-            busy: elapsed,
-            child_wall: f.child_wall,
-            end: end.unix_ns(),
+            busy: p.elapsed,
+            child_wall: p.frame.child_wall,
+            end,
         })
     })
     .flatten()
@@ -436,7 +482,20 @@ pub(crate) fn complete(
 ) {
     with_inner(|i| {
         i.check_epoch();
-        i.book_call(func, node, folded, parent, latency, busy, child_latency, cancelled)
+        // Its own poll frames are closed: any open frame of `func` is an enclosing call.
+        let outermost = i.depth.get(func as usize).copied().unwrap_or(0) == 0;
+        i.book_call(&Call {
+            func,
+            node,
+            folded,
+            parent: Some(parent),
+            wall: latency,
+            busy,
+            child_wall: child_latency,
+            cancelled,
+            outermost,
+            frame_self: None,
+        })
     });
 }
 
