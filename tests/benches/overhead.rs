@@ -83,6 +83,24 @@ fn hotpath_fn(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
+thread_local! {
+    static FLOOR_SUM: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The floor of any wall-clock instrumentation: two TSC reads around the call and one
+/// thread-local add. What `#[profiled]` pays beyond this is its bookkeeping.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn floor_two_tsc_reads(x: u64) -> u64 {
+    // SAFETY: `rdtsc` has no preconditions on x86_64.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    let r = baseline(x);
+    // SAFETY: as above.
+    let end = unsafe { core::arch::x86_64::_rdtsc() };
+    FLOOR_SUM.with(|s| s.set(s.get().wrapping_add(end.wrapping_sub(start))));
+    r
+}
+
 struct DiscardReporter;
 
 impl Reporter for DiscardReporter {
@@ -120,6 +138,9 @@ fn per_call(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2));
 
     g.bench_function("baseline", |b| b.iter(|| baseline(black_box(7))));
+
+    #[cfg(target_arch = "x86_64")]
+    g.bench_function("floor_two_tsc_reads", |b| b.iter(|| floor_two_tsc_reads(black_box(7))));
 
     profiling_core::set_enabled(true);
     g.bench_function("profiled_enabled", |b| b.iter(|| profiled_fn(black_box(7))));
