@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use profiling_core::{profiled, rank, reset, snapshot, Bottleneck, Classification, RankOptions, Ranking, SortKey};
-use profiling_integration::{serial, spin_cpu, spin_for, thread_cpu};
+use profiling_integration::{assert_covers, serial, spin_cpu, spin_for, thread_cpu, timed_spin};
 
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
@@ -35,23 +35,6 @@ fn order(r: &Ranking) -> Vec<&str> {
         .collect()
 }
 
-/// The recorded wall time covers the reference interval (measured with `Instant` inside the
-/// function) plus at most 2 ms of overhead and preemption.
-fn assert_covers(got: u64, reference: Duration, what: &str) {
-    let r = reference.as_nanos() as u64;
-    assert!(
-        got >= r && got <= r + 2 * MS,
-        "{what}: recorded {got} ns, reference {r} ns (+0..2 ms)"
-    );
-}
-
-/// Spins `ms` of wall time; returns how long that took by `Instant`.
-fn timed_spin(ms: u64) -> Duration {
-    let t = Instant::now();
-    spin_for(Duration::from_millis(ms));
-    t.elapsed()
-}
-
 #[profiled]
 fn spin_30ms() -> Duration {
     timed_spin(30)
@@ -73,8 +56,8 @@ fn longer_spin_outranks_shorter_by_self_time() {
     assert_eq!(order(&r), ["spin_30ms", "spin_10ms"]);
     let (a, b) = (entry(&r, "spin_30ms"), entry(&r, "spin_10ms"));
     assert_eq!((a.rank, b.rank), (1, 2));
-    assert_covers(a.self_wall_ns, ref_a, "spin_30ms self");
-    assert_covers(b.self_wall_ns, ref_b, "spin_10ms self");
+    assert_covers(a.self_wall_ns, ref_a, 2 * MS, "spin_30ms self");
+    assert_covers(b.self_wall_ns, ref_b, 2 * MS, "spin_10ms self");
     // Shares of the window's profiled time: in the ratio of the reference times (~3/4, 1/4).
     assert!((a.share + b.share - 1.0).abs() < 1e-3, "{} + {}", a.share, b.share);
     let want = ref_a.as_secs_f64() / (ref_a + ref_b).as_secs_f64();
@@ -117,7 +100,7 @@ fn wrapper_has_high_total_and_low_self_time() {
 
     let parent = entry(&by_self, "thin_parent");
     let child = entry(&by_self, "heavy_child");
-    assert_covers(parent.total_wall_ns, reference, "parent total");
+    assert_covers(parent.total_wall_ns, reference, 2 * MS, "parent total");
     assert!(child.total_wall_ns <= child_reference.as_nanos() as u64);
     assert!(reference >= Duration::from_millis(20));
     // Self time is what the parent spent outside the child: the reference difference plus

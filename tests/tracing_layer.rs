@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use profiling_core::{profiled, rank, snapshot, CallsiteKind, ProfilingLayer, RankOptions, Snapshot};
-use profiling_integration::{serial, spin_for};
+use profiling_integration::{assert_covers, serial, spin_for, timed_spin};
 use tracing::instrument::WithSubscriber;
 use tracing::{Dispatch, Level};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -68,23 +68,6 @@ fn subtree_self_wall(s: &Snapshot, node: u32) -> u64 {
         }
     }
     sum
-}
-
-/// The recorded wall time covers the reference interval (measured with `Instant` inside the
-/// function) plus at most 2 ms of overhead and preemption.
-fn assert_covers(got: u64, reference: Duration, what: &str) {
-    let r = reference.as_nanos() as u64;
-    assert!(
-        got >= r && got <= r + 2 * MS,
-        "{what}: recorded {got} ns, reference {r} ns (+0..2 ms)"
-    );
-}
-
-/// Spins `ms` of wall time; returns how long that took by `Instant`.
-fn timed_spin(ms: u64) -> Duration {
-    let t = std::time::Instant::now();
-    spin_for(Duration::from_millis(ms));
-    t.elapsed()
 }
 
 fn assert_wall(got: u64, want: u64, what: &str) {
@@ -171,11 +154,13 @@ fn profiled_and_instrument_rank_the_same() {
         assert_covers(
             p.self_wall_ns,
             reference[format!("same_p_{size}").as_str()],
+            2 * MS,
             &format!("profiled {size}"),
         );
         assert_covers(
             i.self_wall_ns,
             reference[format!("same_i_{size}").as_str()],
+            2 * MS,
             &format!("span {size}"),
         );
         // A span entered once is busy for all of its latency (but the few µs of opening its

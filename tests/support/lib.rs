@@ -49,3 +49,22 @@ pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Spins `ms` of wall time; returns how long that took by `Instant`: the reference a
+/// recorded figure is checked against.
+pub fn timed_spin(ms: u64) -> Duration {
+    let t = Instant::now();
+    spin_for(Duration::from_millis(ms));
+    t.elapsed()
+}
+
+/// Asserts that a recorded wall time covers the `reference` interval (measured with
+/// `Instant` inside the function) plus at most `slack_ns` of overhead.
+#[track_caller]
+pub fn assert_covers(got_ns: u64, reference: Duration, slack_ns: u64, what: &str) {
+    let r = reference.as_nanos() as u64;
+    assert!(
+        got_ns >= r && got_ns <= r + slack_ns,
+        "{what}: recorded {got_ns} ns, reference {r} ns (+0..{slack_ns} ns)"
+    );
+}
