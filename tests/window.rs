@@ -57,3 +57,36 @@ fn malformed_env_is_an_error_naming_the_variable() {
     unsafe { std::env::remove_var("ENABLE_PROFILING") };
     set_enabled(true);
 }
+
+#[profiled]
+fn on_excluded_thread() {}
+
+#[test]
+fn an_excluded_thread_never_shows_alive_or_exited() {
+    let _s = serial();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let excluded = std::thread::spawn(move || {
+        for _ in 0..5 {
+            on_excluded_thread();
+        }
+        profiling_core::exclude_current_thread();
+        on_excluded_thread();
+        ready_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    on_excluded_thread(); // on this thread: counted
+    assert_eq!(
+        snapshot().function("window::on_excluded_thread").unwrap().calls,
+        1,
+        "while alive"
+    );
+    done_tx.send(()).unwrap();
+    excluded.join().unwrap();
+    assert_eq!(
+        snapshot().function("window::on_excluded_thread").unwrap().calls,
+        1,
+        "after exit"
+    );
+}

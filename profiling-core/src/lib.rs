@@ -101,7 +101,7 @@ pub use ranking::{
     classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError,
     Profile, RankOptions, Ranking, RankingWindow, Shares, SortKey, WindowStart,
 };
-pub use recorder::{current_depth, reset};
+pub use recorder::{current_depth, exclude_current_thread, reset};
 pub use snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
 pub use table::{fmt_bytes, fmt_count, fmt_ns, render_table};
 

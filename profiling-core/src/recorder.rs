@@ -8,7 +8,7 @@
 //! bounded by distinct functions and paths.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::alloc::{self, AllocCounters};
@@ -28,6 +28,8 @@ static WINDOW_START_NS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct ThreadData {
     pub(crate) epoch: AtomicU64,
+    /// Set by [`exclude_current_thread`]: never read into a snapshot, never retired.
+    excluded: AtomicBool,
     pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
     pub(crate) fns: Chunked<FnCell, FN_CHUNK>,
 }
@@ -36,6 +38,7 @@ impl ThreadData {
     fn new(epoch: u64) -> Self {
         Self {
             epoch: AtomicU64::new(epoch),
+            excluded: AtomicBool::new(false),
             nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
             fns: Chunked::new(MAX_FUNCTIONS),
         }
@@ -156,7 +159,7 @@ impl Drop for Local {
         }
         alloc::publish_current_thread();
         let mut t = lock_threads();
-        if inner.data.epoch.load(Relaxed) == EPOCH.load(Relaxed) {
+        if inner.data.epoch.load(Relaxed) == EPOCH.load(Relaxed) && !inner.data.excluded.load(Relaxed) {
             let mut retired = std::mem::take(&mut t.retired);
             inner.data.add_to(&mut retired);
             t.retired = retired;
@@ -505,6 +508,15 @@ pub(crate) fn now_ns() -> u64 {
     Timestamp::now().unix_ns()
 }
 
+/// Keeps everything the calling thread records, from before the call and after it, out of
+/// every snapshot, even once the thread has exited.
+///
+/// For threads that run annotated code only to measure the profiler itself (such as the
+/// HTTP server's overhead calibration): their calls are real, but not the application's.
+pub fn exclude_current_thread() {
+    with_inner(|i| i.data.excluded.store(true, Relaxed));
+}
+
 /// Depth of this thread's frame stack (for tests and diagnostics).
 pub fn current_depth() -> usize {
     with_inner(|i| i.stack.len()).unwrap_or(0)
@@ -529,7 +541,7 @@ fn collect_untracked() -> (Totals, u64, usize, u64) {
     let mut totals = t.retired.clone();
     let mut live = 0;
     for d in &t.live {
-        if d.epoch.load(Relaxed) == epoch {
+        if d.epoch.load(Relaxed) == epoch && !d.excluded.load(Relaxed) {
             d.add_to(&mut totals);
         }
         live += 1;

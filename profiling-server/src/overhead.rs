@@ -14,18 +14,15 @@
 //!
 //! It leaves out the counting allocator's cost (a few thread-local additions per
 //! allocation) and the server's own work; it is an estimate of the recording cost only.
-//! The probe's calls are removed from everything the server shows (see [`strip_internal`]
-//! and [`crate::ProfilingServer::snapshot`]); a direct `profiling_core::snapshot()` still
-//! lists `profiling_server::overhead::calibration_probe` with its 60,000 calls.
+//! The calibration thread is excluded from recording reports
+//! ([`profiling_core::exclude_current_thread`]), so the probe's calls appear in no snapshot.
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use profiling_core::{profiled, Snapshot};
+use profiling_core::profiled;
 use serde::Serialize;
 
-/// Module of the probe; functions from it are hidden from the API.
-pub(crate) const PROBE_MODULE: &str = module_path!();
 const ITERATIONS: u64 = 20_000;
 const ROUNDS: usize = 3;
 
@@ -61,6 +58,7 @@ fn time_loop(f: fn(u64) -> u64) -> f64 {
 }
 
 fn measure() -> Calibration {
+    profiling_core::exclude_current_thread();
     let mut recording = f64::MAX;
     let mut clock = f64::MAX;
     for _ in 0..ROUNDS {
@@ -109,23 +107,6 @@ pub fn overhead_percent(calls: u64, cpu_ns: u64, per_call_ns: f64) -> f64 {
     (calls as f64 * per_call_ns / cpu_ns as f64 * 100.0).clamp(0.0, 100.0)
 }
 
-/// Removes the probe's function and call-tree nodes from a snapshot.
-pub(crate) fn strip_internal(mut snap: Snapshot) -> Snapshot {
-    let hidden: Vec<u32> = snap
-        .functions
-        .iter()
-        .filter(|f| f.module == PROBE_MODULE)
-        .map(|f| f.id)
-        .collect();
-    if hidden.is_empty() {
-        return snap;
-    }
-    snap.functions.retain(|f| !hidden.contains(&f.id));
-    snap.call_tree
-        .retain(|n| n.function.is_none_or(|f| !hidden.contains(&f)));
-    snap
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,13 +124,12 @@ mod tests {
         let c = calibration().expect("recording is on by default");
         // Recording a call costs something, and far less than 100 µs even unoptimized.
         assert!(c.per_call_ns > 0.0 && c.per_call_ns < 100_000.0, "{c:?}");
+        // The probe ran 60,000 times on an excluded (and now exited) thread: no trace of it.
         let snap = profiling_core::snapshot();
-        assert!(snap.functions.iter().any(|f| f.module == PROBE_MODULE));
-        let stripped = strip_internal(snap);
-        assert!(!stripped.functions.iter().any(|f| f.module == PROBE_MODULE));
-        assert!(stripped
-            .call_tree
-            .iter()
-            .all(|n| n.function.is_none_or(|f| stripped.function_by_id(f).is_some())));
+        assert!(
+            !snap.functions.iter().any(|f| f.name.ends_with("calibration_probe")),
+            "{:?}",
+            snap.functions.iter().map(|f| &f.name).collect::<Vec<_>>()
+        );
     }
 }

@@ -30,9 +30,9 @@ impl Shared {
         self.expensive.try_acquire().map_err(|_| ApiError::Busy)
     }
 
-    /// The current window, without the server's own calibration probe.
+    /// The current window: where every route reads the recorded figures.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        overhead::strip_internal(profiling_core::snapshot())
+        profiling_core::snapshot()
     }
 }
 
@@ -101,8 +101,7 @@ impl ProfilingServer {
         crate::routes::router(self.clone())
     }
 
-    /// The current window as the API shows it: `profiling_core::snapshot()` without the
-    /// server's overhead-calibration probe.
+    /// The current window as the API shows it.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
     }
