@@ -195,7 +195,6 @@ pub fn diff(base: &Snapshot, target: &Snapshot) -> SnapshotDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{ThreadCounts, Window};
 
     fn f(name: &str, calls: u64, self_ns_per_call: u64) -> FunctionStats {
         FunctionStats {
@@ -210,21 +209,8 @@ mod tests {
 
     fn snap(functions: Vec<FunctionStats>) -> Snapshot {
         Snapshot {
-            window: Window {
-                epoch: 1,
-                started_unix_ms: 0,
-                taken_unix_ms: 0,
-                duration_ns: 0,
-            },
             functions,
-            call_tree: Vec::new(),
-            unattributed_cpu_ns: 0,
-            threads: ThreadCounts { live: 0, exited: 0 },
-            folded_calls: 0,
-            call_tree_nodes: 0,
-            call_tree_node_cap: 0,
-            allocations_counted: false,
-            clock: "monotonic".to_owned(),
+            ..Snapshot::default()
         }
     }
 

@@ -11,7 +11,7 @@ use crate::storage::{FnSums, NodeSums};
 use crate::tree::{self, NO_FUNCTION, ROOT};
 
 /// The time window a snapshot covers: since process start or since the last [`crate::reset`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     /// Window counter: 1 for the first window, +1 per reset.
     pub epoch: u64,
@@ -77,7 +77,7 @@ pub struct FunctionStats {
 }
 
 /// One node of the call tree: a path of annotated functions from a root.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallTreeNode {
     /// Node id.
     pub id: u32,
@@ -98,7 +98,7 @@ pub struct CallTreeNode {
 }
 
 /// Counts of threads that recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadCounts {
     /// Threads alive that have recorded.
     pub live: usize,
@@ -107,7 +107,7 @@ pub struct ThreadCounts {
 }
 
 /// Everything recorded in the current window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The window covered.
     pub window: Window,
@@ -147,7 +147,13 @@ impl Snapshot {
         let by_id: std::collections::HashMap<u32, &CallTreeNode> = self.call_tree.iter().map(|n| (n.id, n)).collect();
         let mut out = Vec::new();
         let mut cur = by_id.get(&node).copied();
+        // A snapshot read from a file may be malformed: a cycle must not hang the caller.
+        let mut steps = 0;
         while let Some(n) = cur {
+            steps += 1;
+            if steps > self.call_tree.len() {
+                break;
+            }
             if let Some(f) = n.function {
                 out.push(self.function_by_id(f).map_or("?", |f| f.name.as_str()));
             }
@@ -317,5 +323,47 @@ fn build(
         call_tree_node_cap: crate::config::max_call_tree_nodes(),
         allocations_counted: crate::alloc::counting_allocator_installed(),
         clock: if crate::clock::uses_tsc() { "tsc" } else { "monotonic" }.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u32, parent: Option<u32>, function: Option<u32>) -> CallTreeNode {
+        CallTreeNode {
+            id,
+            parent,
+            function,
+            ..CallTreeNode::default()
+        }
+    }
+
+    fn named(id: u32, name: &str) -> FunctionStats {
+        FunctionStats {
+            id,
+            name: name.to_owned(),
+            ..FunctionStats::default()
+        }
+    }
+
+    #[test]
+    fn path_walks_to_the_root_and_survives_a_cycle() {
+        let snap = Snapshot {
+            functions: vec![named(1, "a"), named(2, "b")],
+            call_tree: vec![
+                node(0, None, None),
+                node(1, Some(0), Some(1)),
+                node(2, Some(1), Some(2)),
+            ],
+            ..Snapshot::default()
+        };
+        assert_eq!(snap.path(2), ["a", "b"]);
+        assert_eq!(snap.path(9), Vec::<&str>::new());
+        let cyclic = Snapshot {
+            call_tree: vec![node(1, Some(2), None), node(2, Some(1), None)],
+            ..snap
+        };
+        assert!(cyclic.path(1).is_empty());
     }
 }
