@@ -46,64 +46,44 @@
 //! [`guide`] for the whole story: getting started, concepts, how each figure is measured
 //! and its limits, configuration.
 
-mod alloc;
-mod callsite;
-mod clock;
-mod config;
-mod cpu;
-#[cfg(feature = "profiling-full")]
-pub mod cpu_profile;
-mod diff;
+pub mod analyze;
 mod error;
-#[cfg(feature = "profiling-full")]
-pub mod flamegraph;
-pub mod fold;
-mod future;
-mod guard;
-#[cfg(feature = "profiling-full")]
-pub mod heap_profile;
-mod histogram;
-mod layer;
-mod leak;
-mod memory;
-mod process;
-mod ranking;
-mod recorder;
-pub mod report;
-mod snapshot;
-mod storage;
-mod table;
-mod tree;
+pub mod record;
+pub mod render;
 
-pub use alloc::{
-    allocation_totals, counting_allocator_installed, set_large_allocation_threshold, AllocCounters, AllocationTotals,
-    LargeAllocation, ProfilingAllocator, SizeBucket, SIZE_BUCKETS,
-};
-pub use callsite::{CallsiteKind, FunctionMeta, MAX_FUNCTIONS};
-pub use clock::{process_cpu_ns, uses_tsc};
-pub use config::{
-    init_from_env, is_enabled, max_call_tree_nodes, parse_bool, set_enabled, set_max_call_tree_nodes,
-    DEFAULT_MAX_CALL_TREE_NODES, MAX_CALL_TREE_NODES_LIMIT,
-};
-pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
-pub use diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
-pub use error::{Error, Result};
-pub use fold::{fold, fold_text, FoldedStack, Weight};
-pub use layer::ProfilingLayer;
-pub use leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
-pub use memory::{
+#[cfg(feature = "profiling-full")]
+pub use render::{cpu_profile, flamegraph, heap_profile};
+pub use render::{fold, report};
+
+pub use analyze::diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
+pub use analyze::leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
+pub use analyze::memory::{
     allocator_stats, growth, read_sample, regression, AllocatorStats, FunctionObservation, FunctionRetention, Growth,
     MemorySample, MemorySampler, MemoryThresholds, Regression, SamplerConfig, MIB,
 };
-pub use process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
-pub use profiling_macros::profiled;
-pub use ranking::{
+pub use analyze::ranking::{
     classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError,
     Profile, RankOptions, Ranking, RankingWindow, Shares, SortKey, WindowStart,
 };
-pub use recorder::{current_depth, exclude_current_thread, reset};
-pub use snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
-pub use table::{fmt_bytes, fmt_count, fmt_ns, render_table};
+pub use error::{Error, Result};
+pub use profiling_macros::profiled;
+pub use record::alloc::{
+    allocation_totals, counting_allocator_installed, set_large_allocation_threshold, AllocCounters, AllocationTotals,
+    LargeAllocation, ProfilingAllocator, SizeBucket, SIZE_BUCKETS,
+};
+pub use record::callsite::{CallsiteKind, FunctionMeta, MAX_FUNCTIONS};
+pub use record::clock::{process_cpu_ns, uses_tsc};
+pub use record::config::{
+    init_from_env, is_enabled, max_call_tree_nodes, parse_bool, set_enabled, set_max_call_tree_nodes,
+    DEFAULT_MAX_CALL_TREE_NODES, MAX_CALL_TREE_NODES_LIMIT,
+};
+pub use record::cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
+pub use record::layer::ProfilingLayer;
+pub use record::process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
+pub use record::recorder::{current_depth, exclude_current_thread, reset};
+pub use record::snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
+pub use render::fold::{fold, fold_text, FoldedStack, Weight};
+pub use render::table::{fmt_bytes, fmt_count, fmt_ns, render_table};
 
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;
@@ -121,8 +101,8 @@ pub mod flamegraphs_guide {}
 /// Items used by the code `#[profiled]` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::callsite::{Callsite, CallsiteKind};
-    pub use crate::future::Instrumented;
-    pub use crate::guard::{enter, enter_in_impl, SyncGuard};
+    pub use crate::record::callsite::{Callsite, CallsiteKind};
+    pub use crate::record::future::Instrumented;
+    pub use crate::record::guard::{enter, enter_in_impl, SyncGuard};
     pub use tracing;
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::leak::{self, LeakOptions, LeakReport};
 use crate::error::{Error, Result};
-use crate::leak::{self, LeakOptions, LeakReport};
 
 /// Bytes in a MiB: every "MB" figure of this crate and of the HTTP API is a MiB.
 pub const MIB: f64 = 1_048_576.0;
@@ -266,8 +266,8 @@ pub fn read_sample() -> MemorySample {
 
 fn read_sample_and_functions() -> (MemorySample, FunctionObservation) {
     let snap = crate::snapshot();
-    let proc_stats = crate::process::process_stats().unwrap_or_default();
-    let alloc = crate::alloc::allocation_totals();
+    let proc_stats = crate::record::process::process_stats().unwrap_or_default();
+    let alloc = crate::record::alloc::allocation_totals();
     let at_unix_ms = snap.window.taken_unix_ms;
     let sample = MemorySample {
         at_unix_ms,
@@ -275,7 +275,7 @@ fn read_sample_and_functions() -> (MemorySample, FunctionObservation) {
         virtual_bytes: proc_stats.virtual_bytes,
         heap_bytes: alloc.installed.then_some(alloc.live_bytes),
         threads: proc_stats.threads,
-        process_cpu_ns: crate::clock::process_cpu_ns(),
+        process_cpu_ns: crate::record::clock::process_cpu_ns(),
         user_cpu_ns: proc_stats.user_cpu_ns,
         system_cpu_ns: proc_stats.system_cpu_ns,
         profiled_calls: snap.functions.iter().map(|f| f.calls).sum(),
@@ -385,7 +385,7 @@ impl Shared {
             let st = self.lock();
             (Vec::from(st.samples.clone()), Vec::from(st.functions.clone()))
         };
-        let large = crate::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc::allocation_totals().large_allocations;
         let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
         for s in &report.suspects {
             tracing::warn!(kind = ?s.kind, function = s.function.as_deref().unwrap_or(""), "leak suspect: {}", s.evidence);
@@ -477,7 +477,7 @@ impl MemorySampler {
     pub fn analyze_leaks(&self, options: &LeakOptions) -> LeakReport {
         let samples = self.samples();
         let functions = self.function_history();
-        let large = crate::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc::allocation_totals().large_allocations;
         leak::analyze(&samples, &functions, &large, options)
     }
 }

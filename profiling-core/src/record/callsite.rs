@@ -91,7 +91,7 @@ impl Callsite {
     #[cold]
     #[inline(never)]
     fn register(&'static self, self_type: Option<fn() -> &'static str>) -> u32 {
-        crate::alloc::untracked(|| self.register_untracked(self_type))
+        crate::record::alloc::untracked(|| self.register_untracked(self_type))
     }
 
     fn register_untracked(&'static self, self_type: Option<fn() -> &'static str>) -> u32 {

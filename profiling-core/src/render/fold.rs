@@ -14,7 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{CallTreeNode, Snapshot};
+use crate::record::snapshot::{CallTreeNode, Snapshot};
 
 /// Which figure of a call-tree node a flamegraph frame is as wide as.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -279,8 +279,8 @@ pub fn inclusive(lines: &[FoldedStack]) -> BTreeMap<String, u64> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::alloc::AllocCounters;
-    use crate::snapshot::{FunctionStats, ThreadCounts, Window};
+    use crate::record::alloc::AllocCounters;
+    use crate::record::snapshot::{FunctionStats, ThreadCounts, Window};
 
     fn func(id: u32, name: &str) -> FunctionStats {
         FunctionStats {

@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::callsite::CallsiteKind;
-use crate::snapshot::{FunctionStats, Snapshot};
-use crate::table::{fmt_bytes, fmt_count, fmt_ns};
+use crate::record::callsite::CallsiteKind;
+use crate::record::snapshot::{FunctionStats, Snapshot};
+use crate::render::table::{fmt_bytes, fmt_count, fmt_ns};
 
 /// Weights of the impact score and thresholds of the classification.
 pub mod thresholds {
@@ -306,7 +306,7 @@ pub struct Bottleneck {
 
 /// A ranking, as served by the HTTP API and rendered by [`crate::render_table`].
 ///
-#[doc = include_str!("../../docs/rankings.md")]
+#[doc = include_str!("../../../docs/rankings.md")]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ranking {
     /// The window covered.
@@ -678,8 +678,8 @@ pub fn rank(snap: &Snapshot, opts: &RankOptions) -> Ranking {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::alloc::AllocCounters;
-    use crate::snapshot::{CallTreeNode, ThreadCounts, Window};
+    use crate::record::alloc::AllocCounters;
+    use crate::record::snapshot::{CallTreeNode, ThreadCounts, Window};
 
     const MS: u64 = 1_000_000;
 

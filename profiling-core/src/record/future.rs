@@ -10,9 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::callsite::Callsite;
-use crate::config;
-use crate::recorder::{self, Locator};
+use crate::record::callsite::Callsite;
+use crate::record::config;
+use crate::record::recorder::{self, Locator};
 
 #[derive(Debug, Clone, Copy)]
 enum State {

@@ -11,13 +11,13 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::alloc::{self, AllocCounters};
-use crate::callsite::MAX_FUNCTIONS;
-use crate::clock::Timestamp;
-use crate::config::{self, MAX_CALL_TREE_NODES_LIMIT};
-use crate::cpu::CpuAttribution;
-use crate::storage::{bump, Chunked, FnCell, NodeCell, Totals};
-use crate::tree::{NodeCache, ROOT};
+use crate::record::alloc::{self, AllocCounters};
+use crate::record::callsite::MAX_FUNCTIONS;
+use crate::record::clock::Timestamp;
+use crate::record::config::{self, MAX_CALL_TREE_NODES_LIMIT};
+use crate::record::cpu::CpuAttribution;
+use crate::record::storage::{bump, Chunked, FnCell, NodeCell, Totals};
+use crate::record::tree::{NodeCache, ROOT};
 
 pub(crate) const NODE_CHUNK: usize = 256;
 const FN_CHUNK: usize = 8;
@@ -93,7 +93,7 @@ pub fn reset() {
     EPOCH.fetch_add(1, Relaxed);
     WINDOW_START_NS.store(Timestamp::now().unix_ns(), Relaxed);
     t.retired = Totals::default();
-    crate::tree::FOLDED.store(0, Relaxed);
+    crate::record::tree::FOLDED.store(0, Relaxed);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -92,7 +92,7 @@ pub fn init_from_env() -> Result<()> {
         })?;
     }
     if let Ok(v) = std::env::var("PROFILING_LARGE_ALLOC_BYTES") {
-        crate::alloc::set_large_allocation_threshold(parse_u64("PROFILING_LARGE_ALLOC_BYTES", &v)?);
+        crate::record::alloc::set_large_allocation_threshold(parse_u64("PROFILING_LARGE_ALLOC_BYTES", &v)?);
     }
     Ok(())
 }

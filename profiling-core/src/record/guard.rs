@@ -2,9 +2,9 @@
 
 use std::marker::PhantomData;
 
-use crate::callsite::Callsite;
-use crate::config;
-use crate::recorder;
+use crate::record::callsite::Callsite;
+use crate::record::config;
+use crate::record::recorder;
 
 /// Records one synchronous call when dropped (also during a panic's unwinding).
 ///

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::LargeAllocation;
-use crate::memory::{growth, FunctionObservation, MemorySample, MIB};
+use crate::analyze::memory::{growth, FunctionObservation, MemorySample, MIB};
+use crate::record::alloc::LargeAllocation;
 
 /// Thresholds of [`analyze`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -324,7 +324,7 @@ fn retaining(obs: &[FunctionObservation], heap_growth: f64, series: &str, o: &Le
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::FunctionRetention;
+    use crate::analyze::memory::FunctionRetention;
 
     const MB: u64 = 1024 * 1024;
 

@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write as _};
 
-use crate::ranking::Ranking;
+use crate::analyze::ranking::Ranking;
 
 /// Widest function name shown; longer names keep their tail (the most specific part).
 pub const MAX_FUNCTION_WIDTH: usize = 48;
@@ -81,8 +81,8 @@ pub fn render_table(ranking: &Ranking) -> String {
     let w = &ranking.window;
     let mut out = String::new();
     let since = match w.since {
-        crate::ranking::WindowStart::ProcessStart => "since process start",
-        crate::ranking::WindowStart::LastReset => "since last reset",
+        crate::analyze::ranking::WindowStart::ProcessStart => "since process start",
+        crate::analyze::ranking::WindowStart::LastReset => "since last reset",
     };
     let _ = writeln!(
         out,
@@ -185,9 +185,9 @@ impl fmt::Display for Ranking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::AllocCounters;
-    use crate::ranking::tests::{func, snap};
-    use crate::ranking::{rank, RankOptions};
+    use crate::analyze::ranking::tests::{func, snap};
+    use crate::analyze::ranking::{rank, RankOptions};
+    use crate::record::alloc::AllocCounters;
 
     const MS: u64 = 1_000_000;
 

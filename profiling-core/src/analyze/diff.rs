@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{FunctionStats, Snapshot};
+use crate::record::snapshot::{FunctionStats, Snapshot};
 
 /// Relative change of self time per call within which a function is `unchanged`, percent.
 pub const UNCHANGED_PERCENT: f64 = 5.0;

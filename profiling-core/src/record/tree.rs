@@ -48,7 +48,7 @@ pub(crate) struct Child {
 /// The node for `func` called under `parent`, creating it if the cap allows.
 #[cold]
 pub(crate) fn intern(parent: u32, func: u32) -> Child {
-    crate::alloc::untracked(|| intern_untracked(parent, func))
+    crate::record::alloc::untracked(|| intern_untracked(parent, func))
 }
 
 fn intern_untracked(parent: u32, func: u32) -> Child {
@@ -56,7 +56,7 @@ fn intern_untracked(parent: u32, func: u32) -> Child {
         if let Some(&n) = t.map.get(&(parent, func)) {
             return Child { node: n, folded: false };
         }
-        if t.parent.len() as u64 >= crate::config::max_call_tree_nodes() as u64 {
+        if t.parent.len() as u64 >= crate::record::config::max_call_tree_nodes() as u64 {
             FOLDED.fetch_add(1, Relaxed);
             return Child {
                 node: parent,

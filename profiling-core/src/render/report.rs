@@ -17,10 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diff::{DeltaStatus, SnapshotDiff};
+use crate::analyze::diff::{DeltaStatus, SnapshotDiff};
 use crate::error::{Error, Result};
-use crate::fold::{self, Weight};
-use crate::snapshot::Snapshot;
+use crate::record::snapshot::Snapshot;
+use crate::render::fold::{self, Weight};
 
 /// Path of the flamegraph SVG to write at exit; the folded text and JSON go beside it.
 pub const ENV_FLAMEGRAPH: &str = "PROFILING_FLAMEGRAPH";
@@ -208,7 +208,7 @@ fn write_report(snapshot: &Snapshot, b: &ReportBuilder) -> Result<WrittenReport>
     }
     #[cfg(feature = "profiling-full")]
     if let Some(p) = &b.svg {
-        write_file(p, &crate::flamegraph::render_snapshot(snapshot, b.weight)?)?;
+        write_file(p, &crate::render::flamegraph::render_snapshot(snapshot, b.weight)?)?;
         out.svg = Some(p.clone());
     }
     Ok(out)
@@ -217,7 +217,7 @@ fn write_report(snapshot: &Snapshot, b: &ReportBuilder) -> Result<WrittenReport>
 /// The diff of two snapshots as a text table, worst regression first: per-call self time,
 /// mean and p99 on both sides, and the regression key.
 pub fn render_diff_table(diff: &SnapshotDiff) -> String {
-    use crate::table::fmt_ns;
+    use crate::render::table::fmt_ns;
     use std::fmt::Write as _;
     let pct = |p: Option<f64>| p.map_or("-".to_owned(), |p| format!("{p:+.1}%"));
     let ns = |v: Option<u64>| v.map_or("-".to_owned(), fmt_ns);
@@ -273,7 +273,7 @@ pub fn render_diff_table(diff: &SnapshotDiff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fold::tests::known_snapshot;
+    use crate::render::fold::tests::known_snapshot;
 
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("profiling-report-{}-{name}", std::process::id()));
@@ -359,7 +359,7 @@ mod tests {
         target.functions[2].total_wall_ns = 1_000_000;
         base.functions[2].self_wall_ns = 1_000;
         base.functions[2].total_wall_ns = 1_000;
-        let t = render_diff_table(&crate::diff::diff(&base, &target));
+        let t = render_diff_table(&crate::analyze::diff::diff(&base, &target));
         let first = t.lines().nth(1).unwrap();
         assert!(first.contains("regressed") && first.contains("app::lex"), "{t}");
         assert!(t.ends_with("1 regressed, 0 improved\n"), "{t}");

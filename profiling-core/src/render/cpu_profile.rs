@@ -25,8 +25,8 @@ use pprof::protos::Message;
 pub use pprof::protos;
 
 use crate::error::{Error, Result};
-use crate::flamegraph::{self, SvgOptions, Unit};
-use crate::fold::{self, FoldedStack};
+use crate::render::flamegraph::{self, SvgOptions, Unit};
+use crate::render::fold::{self, FoldedStack};
 
 /// Default sampling frequency, Hz: not a multiple of common timer periods, so sampling does
 /// not lock step with periodic work.
@@ -93,13 +93,13 @@ impl CpuSampler {
             guard: Some(guard),
             frequency_hz,
             started: Instant::now(),
-            cpu_at_start: crate::clock::process_cpu_ns(),
+            cpu_at_start: crate::record::clock::process_cpu_ns(),
         })
     }
 
     /// Stops sampling and symbolizes the samples.
     pub fn finish(mut self) -> Result<CpuProfile> {
-        let cpu_ns = crate::clock::process_cpu_ns().saturating_sub(self.cpu_at_start);
+        let cpu_ns = crate::record::clock::process_cpu_ns().saturating_sub(self.cpu_at_start);
         let wall = self.started.elapsed();
         let Some(guard) = self.guard.take() else {
             return Err(Error::Profiler("sampler already finished".to_owned()));

@@ -3,13 +3,13 @@
 //! sampled CPU and heap profiles use [`render`] too).
 //!
 //! Only with the `profiling-full` feature: inferno is CDDL-1.0 and kept out of the default
-//! build. Folding itself ([`mod@crate::fold`]) is in the default build.
+//! build. Folding itself ([`mod@crate::render::fold`]) is in the default build.
 
 use std::io::BufReader;
 
 use crate::error::{Error, Result};
-use crate::fold::{self, FoldedStack, Weight};
-use crate::snapshot::Snapshot;
+use crate::record::snapshot::Snapshot;
+use crate::render::fold::{self, FoldedStack, Weight};
 
 /// How the values of folded lines are shown in titles and tooltips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +277,7 @@ fn empty_svg(title: &str, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fold::tests::known_snapshot;
+    use crate::render::fold::tests::known_snapshot;
 
     fn svg(bytes: &[u8]) -> String {
         let s = String::from_utf8(bytes.to_vec()).unwrap();

@@ -115,7 +115,7 @@ mod imp {
             opts.title = "Heap in use (jemalloc sampled profile)".to_owned();
             opts.subtitle = Some(format!(
                 "Width: bytes allocated and not yet freed, by allocation stack; one sample per ~{} allocated.",
-                crate::flamegraph::format_value(1u64 << lg.min(63), crate::flamegraph::Unit::Bytes)
+                crate::render::flamegraph::format_value(1u64 << lg.min(63), crate::render::flamegraph::Unit::Bytes)
             ));
             opts.count_name = "bytes".to_owned();
             opts.hash = true;

@@ -3,8 +3,8 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::alloc::AllocCounters;
-use crate::histogram::{AtomicHistogram, BUCKETS};
+use crate::record::alloc::AllocCounters;
+use crate::record::histogram::{AtomicHistogram, BUCKETS};
 
 /// Per-thread figures of one call-tree node (a path of annotated functions).
 #[derive(Default)]
@@ -136,7 +136,7 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
     #[cold]
     fn alloc_chunk(&self, i: usize) -> Option<&T> {
         let slot = self.ptrs.get(i / CHUNK)?;
-        let chunk: Box<[T]> = crate::alloc::untracked(|| (0..CHUNK).map(|_| T::default()).collect());
+        let chunk: Box<[T]> = crate::record::alloc::untracked(|| (0..CHUNK).map(|_| T::default()).collect());
         let p = Box::into_raw(chunk) as *mut T;
         if slot
             .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)

@@ -3,12 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::AllocCounters;
-use crate::callsite::{self, CallsiteKind};
-use crate::histogram;
-use crate::recorder;
-use crate::storage::{FnSums, NodeSums};
-use crate::tree::{self, NO_FUNCTION, ROOT};
+use crate::record::alloc::AllocCounters;
+use crate::record::callsite::{self, CallsiteKind};
+use crate::record::histogram;
+use crate::record::recorder;
+use crate::record::storage::{FnSums, NodeSums};
+use crate::record::tree::{self, NO_FUNCTION, ROOT};
 
 /// The time window a snapshot covers: since process start or since the last [`crate::reset`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +171,7 @@ impl Snapshot {
 
 /// Takes a snapshot of the current window.
 pub fn snapshot() -> Snapshot {
-    crate::alloc::untracked(snapshot_untracked)
+    crate::record::alloc::untracked(snapshot_untracked)
 }
 
 fn snapshot_untracked() -> Snapshot {
@@ -320,9 +320,14 @@ fn build(
         threads: ThreadCounts { live, exited },
         folded_calls: tree::FOLDED.load(std::sync::atomic::Ordering::Relaxed),
         call_tree_nodes: tree::len(),
-        call_tree_node_cap: crate::config::max_call_tree_nodes(),
-        allocations_counted: crate::alloc::counting_allocator_installed(),
-        clock: if crate::clock::uses_tsc() { "tsc" } else { "monotonic" }.to_owned(),
+        call_tree_node_cap: crate::record::config::max_call_tree_nodes(),
+        allocations_counted: crate::record::alloc::counting_allocator_installed(),
+        clock: if crate::record::clock::uses_tsc() {
+            "tsc"
+        } else {
+            "monotonic"
+        }
+        .to_owned(),
     }
 }
 

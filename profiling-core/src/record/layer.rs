@@ -15,9 +15,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
-use crate::config;
-use crate::recorder::{self, Locator};
+use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
+use crate::record::config;
+use crate::record::recorder::{self, Locator};
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.

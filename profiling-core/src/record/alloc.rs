@@ -218,7 +218,7 @@ fn record_large(size: u64, func: u32) {
     let slot = LARGE_NEXT.fetch_add(1, Relaxed) % LARGE_SLOTS;
     LARGE_SIZE[slot].store(size, Relaxed);
     LARGE_FN[slot].store(func, Relaxed);
-    LARGE_AT[slot].store(crate::clock::unix_now_ns() / 1_000_000, Relaxed);
+    LARGE_AT[slot].store(crate::record::clock::unix_now_ns() / 1_000_000, Relaxed);
 }
 
 #[inline(never)]
@@ -340,7 +340,7 @@ pub fn allocation_totals() -> AllocationTotals {
         freed_bytes: G_FREED_BYTES.load(Relaxed),
         freed_count: G_FREED_COUNT.load(Relaxed),
     };
-    let names = crate::callsite::all_functions();
+    let names = crate::record::callsite::all_functions();
     let n = LARGE_NEXT.load(Relaxed);
     let mut large = Vec::new();
     for k in n.saturating_sub(LARGE_SLOTS)..n {
