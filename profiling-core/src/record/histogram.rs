@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::record::storage::{bump, Chunked};
+
 const SUB_BITS: u32 = 4;
 const SUB: usize = 1 << SUB_BITS;
 const MAX_EXP: u32 = 47;
@@ -49,37 +51,38 @@ pub(crate) fn bucket_bounds(i: usize) -> (u64, u64) {
     (lo, lo + width)
 }
 
-/// Per-thread atomic buckets. Written by one thread, read by any.
+/// Per-thread atomic buckets, written by one thread, read by any. Sparse: the buckets of one
+/// power of two (16 counters, 128 bytes) are allocated on its first value, so a function
+/// whose calls span a few powers of two keeps a few hundred bytes per thread instead of the
+/// 5.6 KiB of the full table (see `docs/performance.md`, memory).
 pub(crate) struct AtomicHistogram {
-    buckets: Box<[AtomicU64]>,
+    buckets: Chunked<AtomicU64, SUB>,
 }
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
         Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            buckets: Chunked::new(BUCKETS),
         }
     }
 }
 
 impl AtomicHistogram {
-    /// Records one value. Single writer: a load and a store, no locked instruction.
+    /// Records one value. Single writer: a load and a store, no locked instruction (plus one
+    /// allocation the first time a power of two is seen).
     #[inline(always)]
     pub(crate) fn record(&self, v: u64) {
-        let b = &self.buckets[bucket_of(v)];
-        b.store(b.load(Relaxed) + 1, Relaxed);
+        if let Some(b) = self.buckets.get_or_alloc(bucket_of(v)) {
+            bump(b, 1);
+        }
     }
 
     pub(crate) fn add_into(&self, out: &mut [u64]) {
-        for (o, b) in out.iter_mut().zip(self.buckets.iter()) {
-            *o += b.load(Relaxed);
-        }
+        self.buckets.for_each(|i, b| out[i] += b.load(Relaxed));
     }
 
     pub(crate) fn clear(&self) {
-        for b in self.buckets.iter() {
-            b.store(0, Relaxed);
-        }
+        self.buckets.for_each(|_, b| b.store(0, Relaxed));
     }
 }
 
@@ -139,6 +142,21 @@ mod tests {
             let (lo, hi) = bucket_bounds(i);
             assert!((hi - lo) * 16 <= lo, "bucket {i}: {lo}..{hi}");
         }
+    }
+
+    #[test]
+    fn only_the_powers_of_two_seen_are_allocated() {
+        let h = AtomicHistogram::default();
+        h.record(3);
+        h.record(1000);
+        h.record(1001);
+        let mut allocated = 0;
+        h.buckets.for_each(|_, _| allocated += 1);
+        assert_eq!(allocated, 2 * SUB, "one group for 3, one for 1000 and 1001");
+        let mut counts = vec![0; BUCKETS];
+        h.add_into(&mut counts);
+        assert_eq!(counts.iter().sum::<u64>(), 3);
+        assert_eq!(counts[bucket_of(1000)], 2);
     }
 
     #[test]
