@@ -6,7 +6,7 @@
 //! integer multiply and shift), so a call pays two counter reads and one conversion.
 //!
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
-//! 200 ns here), so the recorder reads it at most once per attribution window (see `cpu`).
+//! 500 ns in the VMs this project is tested on), so the recorder reads it only where it must (see `cpu`).
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +44,11 @@ pub(crate) fn ticks_for_nanos(ns: u64) -> u64 {
     const PROBE: u64 = 1 << 32;
     let probe_ns = source().clock.delta_as_nanos(0, PROBE).max(1);
     ((ns as u128 * PROBE as u128).div_ceil(probe_ns as u128)) as u64
+}
+
+/// How many nanoseconds `ticks` raw counter ticks make.
+pub(crate) fn nanos_for_ticks(ticks: u64) -> u64 {
+    source().clock.delta_as_nanos(0, ticks)
 }
 
 /// Wall-clock nanoseconds since the Unix epoch from the system clock (slow path).

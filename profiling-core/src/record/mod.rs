@@ -2,7 +2,7 @@
 //!
 //! What lives here: the `#[profiled]` guards and futures ([`guard`], [`future`]), the
 //! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`], [`storage`], [`tree`],
-//! [`histogram`]), the clocks ([`clock`], [`cpu`]: where CPU time is measured), the counting
+//! [`histogram`]), the clocks ([`clock`], [`cpu`]: where CPU time is measured, with [`switches`]), the counting
 //! allocator ([`alloc`]), function registration ([`callsite`]), the run-time switches
 //! ([`config`]), process readings ([`process`]) and the [`snapshot`] types every other part
 //! reads.
@@ -23,4 +23,5 @@ pub mod process;
 pub(crate) mod recorder;
 pub mod snapshot;
 pub(crate) mod storage;
+pub mod switches;
 pub(crate) mod tree;
