@@ -4,9 +4,9 @@
 //! tested on), too dear for every boundary of every call. The recorder already reads the TSC
 //! at every boundary (entry or exit of an annotated frame), so it knows exactly how long each
 //! node was the innermost frame (its *self segments*). It keeps those segments, merged per
-//! node, and reads the CPU clock when at least [`WINDOW_NS`] of wall time has passed since
-//! the last read (or 32 distinct nodes are pending), or when the segment that just ended
-//! contained a context switch.
+//! node, and reads the CPU clock when the segment that just ended contained a context switch,
+//! or when at least [`DETECTED_WINDOW_NS`] ([`WINDOW_NS`] without switch detection) of wall
+//! time has passed since the last read, or 32 distinct nodes are pending.
 //!
 //! The method. A thread that was not switched off its CPU during a segment was running the
 //! whole segment: its CPU time *is* the segment's wall time. Whether it was switched out is
@@ -23,8 +23,8 @@
 //!   task clock; measured within 1% in `tests/cpu_truth.rs`);
 //! - a segment with a switch: exact up to the CPU of the boundary bookkeeping between the
 //!   switch and the read (tens of ns), since the read comes at its end;
-//! - cost: at most one read per [`WINDOW_NS`] of wall plus one per context switch inside a
-//!   recorded segment. A switch costs the kernel more than the read does, so the reads add at
+//! - cost: at most one read per [`DETECTED_WINDOW_NS`] of wall (0.05%) plus one per context
+//!   switch inside a recorded segment. A switch costs the kernel more than the read does, so the reads add at
 //!   most about 1% to run time for any mix of call lengths, and nothing to the per-call hot
 //!   path but one load of the metadata page.
 //!
@@ -42,8 +42,11 @@ use crate::record::recorder::NODE_CHUNK;
 use crate::record::storage::{bump, Chunked, NodeCell};
 use crate::record::switches::SwitchDetector;
 
-/// Wall time between two reads of the thread CPU clock, at least.
+/// Wall time between two reads of the thread CPU clock, at least, without switch detection.
 pub const WINDOW_NS: u64 = 50_000;
+/// The same with switch detection, where a window's running segments need no read to be
+/// exact: reads then only keep the figures current.
+pub const DETECTED_WINDOW_NS: u64 = 1_000_000;
 const PENDING: usize = 32;
 
 pub(crate) struct CpuAttribution {
@@ -74,7 +77,11 @@ impl CpuAttribution {
         let last_sequence = switches.as_ref().map_or(0, SwitchDetector::sequence);
         let now = Timestamp::now();
         Self {
-            window_ticks: ticks_for_nanos(WINDOW_NS),
+            window_ticks: ticks_for_nanos(if switches.is_some() {
+                DETECTED_WINDOW_NS
+            } else {
+                WINDOW_NS
+            }),
             last_boundary: now,
             last_read_at: now,
             last_cpu: thread_cpu_ns(),
