@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use profiling_core::render::snapshot_file::DiskLimits;
 use profiling_core::{LeakOptions, MemoryThresholds};
 
 use crate::error::{Error, Result};
@@ -43,6 +44,7 @@ pub struct Config {
     pub(crate) leak: LeakOptions,
     pub(crate) snapshot_dir: Option<PathBuf>,
     pub(crate) max_snapshots: usize,
+    pub(crate) snapshot_disk: DiskLimits,
     pub(crate) metrics_prefix: String,
     pub(crate) sample_capacity: usize,
 }
@@ -59,6 +61,7 @@ impl Default for Config {
             leak: LeakOptions::default(),
             snapshot_dir: None,
             max_snapshots: 32,
+            snapshot_disk: DiskLimits::default(),
             metrics_prefix: "profiling".to_owned(),
             sample_capacity: 720,
         }
@@ -168,6 +171,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Most snapshot files kept in the snapshot directory (default 256); the oldest are
+    /// deleted first.
+    pub fn max_snapshot_files(mut self, n: usize) -> Self {
+        self.config.snapshot_disk.max_files = n;
+        self
+    }
+
+    /// Most bytes the snapshot files may take together, MiB (default 1024); the oldest are
+    /// deleted first.
+    pub fn max_snapshot_disk_mb(mut self, mb: u64) -> Self {
+        self.config.snapshot_disk.max_bytes = mb.saturating_mul(1 << 20);
+        self
+    }
+
     /// Prefix of every Prometheus metric (default `profiling`).
     pub fn metrics_prefix(mut self, p: impl Into<String>) -> Self {
         self.config.metrics_prefix = p.into();
@@ -189,11 +206,13 @@ impl ConfigBuilder {
     /// Applies variables read through `lookup` (for tests and embedding).
     pub fn env_from(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let c = &mut self.config;
-        if let Some(v) = lookup("ENABLE_PROFILING") {
-            c.enabled = Some(
-                profiling_core::parse_bool("ENABLE_PROFILING", &v)
-                    .map_err(|_| invalid("ENABLE_PROFILING", &v, "expected true/false, 1/0, yes/no or on/off"))?,
-            );
+        // The recording switches are parsed by profiling-core, once.
+        let core = profiling_core::record::config::EnvSettings::from_lookup(&lookup)?;
+        if let Some(on) = core.enabled {
+            c.enabled = Some(on);
+        }
+        if let Some(bytes) = core.large_allocation_bytes {
+            c.leak.large_allocation_bytes = bytes;
         }
         if let Some(v) = lookup("PROFILING_BIND") {
             c.bind = v.trim().parse().map_err(|_| {
@@ -236,10 +255,6 @@ impl ConfigBuilder {
                 .filter(|x: &f64| x.is_finite() && *x > 0.0)
                 .ok_or_else(|| invalid("PROFILING_LEAK_GROWTH_MB_PER_HOUR", &v, "expected a positive number"))?;
             c.leak.growth_threshold_mb_per_hour = x;
-        }
-        if let Some(v) = lookup("PROFILING_LARGE_ALLOC_BYTES") {
-            // Also read by profiling-core; the server applies it to the leak analysis too.
-            c.leak.large_allocation_bytes = positive("PROFILING_LARGE_ALLOC_BYTES", &v)?;
         }
         if let Some(v) = lookup("PROFILING_SNAPSHOT_DIR") {
             if v.trim().is_empty() {
