@@ -14,6 +14,10 @@ use crate::analyze::trend::{growth, Growth, MIB};
 use crate::error::{Error, Result};
 use crate::record::memory_sample::{read_sample_and_functions, FunctionObservation, MemorySample};
 
+/// Longest sampling or leak-check interval [`MemorySampler::start`] accepts: a week. (Far
+/// longer ones cannot be added to a clock reading.)
+pub const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Settings of a [`MemorySampler`].
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
@@ -125,11 +129,21 @@ pub struct MemorySampler {
 
 impl MemorySampler {
     /// Takes a first sample now and starts the thread that takes one every interval.
+    ///
+    /// [`Error::InvalidConfig`] when an interval is 0 or above [`MAX_INTERVAL`].
     pub fn start(config: SamplerConfig) -> Result<Self> {
-        if config.interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "the memory sampling interval must be above 0".to_owned(),
-            ));
+        let in_range = |d: Duration| !d.is_zero() && d <= MAX_INTERVAL;
+        if !in_range(config.interval) {
+            return Err(Error::InvalidConfig(format!(
+                "the memory sampling interval must be above 0 and at most {MAX_INTERVAL:?}, got {:?}",
+                config.interval
+            )));
+        }
+        if config.leak_check_interval.is_some_and(|d| !in_range(d)) {
+            return Err(Error::InvalidConfig(format!(
+                "the leak-check interval must be above 0 and at most {MAX_INTERVAL:?} (or None), got {:?}",
+                config.leak_check_interval
+            )));
         }
         let shared = Arc::new(SamplerShared {
             config,
@@ -257,6 +271,25 @@ mod tests {
             push_bounded(&mut q, i, 3);
         }
         assert_eq!(Vec::from(q), vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn intervals_out_of_range_are_refused_before_the_thread_starts() {
+        // u64::MAX seconds once started a thread that panicked on its first deadline.
+        for (interval, leak) in [
+            (Duration::from_secs(u64::MAX), None),
+            (Duration::MAX, None),
+            (Duration::from_secs(1), Some(Duration::from_secs(u64::MAX))),
+            (Duration::from_secs(1), Some(Duration::ZERO)),
+        ] {
+            let r = MemorySampler::start(SamplerConfig {
+                interval,
+                leak_check_interval: leak,
+                ..Default::default()
+            });
+            let e = r.map(|_| ()).expect_err("out of range");
+            assert!(e.to_string().contains("interval"), "{e}");
+        }
     }
 
     #[test]
