@@ -1,30 +1,40 @@
-//! Configuration: a builder, and the environment variables that override it.
+//! Configuration: a builder, and the environment variables that override it
+//! ([`ConfigBuilder::env`], parsed in `config/env.rs`).
 //!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `ENABLE_PROFILING` | record calls (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`) | `true` |
-//! | `PROFILING_BIND` | address of the standalone listener | `127.0.0.1:8080` |
-//! | `PROFILING_AUTH_TOKEN` | bearer token required on every route but the health check | none |
-//! | `PROFILING_MEMORY_INTERVAL_SECS` | seconds between memory samples | 5 |
-//! | `PROFILING_LEAK_CHECK_INTERVAL_SECS` | seconds between background leak analyses (0: none) | 300 |
-//! | `PROFILING_MEMORY_WARNING_MB` | RSS (MiB) that raises `warning` | 650 |
-//! | `PROFILING_MEMORY_ALERT_MB` | RSS (MiB) that raises `alert` | 700 |
-//! | `PROFILING_LEAK_GROWTH_MB_PER_HOUR` | growth rate that makes a leak suspect | 10 |
-//! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded and a leak suspect | 50 MiB |
-//! | `PROFILING_SNAPSHOT_DIR` | directory where snapshots are also written | none |
-//! | `PROFILING_MAX_SNAPSHOTS` | snapshots kept in memory | 32 |
-//! | `PROFILING_METRICS_PREFIX` | prefix of every Prometheus metric | `profiling` |
+//! | variable | meaning | accepted | default |
+//! |---|---|---|---|
+//! | `ENABLE_PROFILING` | record calls | `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` | `true` |
+//! | `PROFILING_BIND` | address of the standalone listener | IP:port; not loopback needs a token (below) | `127.0.0.1:8080` |
+//! | `PROFILING_AUTH_TOKEN` | bearer token required on every route but the health check | non-empty | none |
+//! | `PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN` | allow a non-loopback `PROFILING_BIND` without a token | boolean | `false` |
+//! | `PROFILING_MEMORY_INTERVAL_SECS` | seconds between memory samples | 1 to 86400 | 5 |
+//! | `PROFILING_LEAK_CHECK_INTERVAL_SECS` | seconds between background leak analyses (0: none) | 0 to 604800 | 300 |
+//! | `PROFILING_MEMORY_WARNING_MB` | RSS (MiB) that raises `warning` | 1 to 16777216 | 650 |
+//! | `PROFILING_MEMORY_ALERT_MB` | RSS (MiB) that raises `alert` | 1 to 16777216 | 700 |
+//! | `PROFILING_LEAK_GROWTH_MB_PER_HOUR` | growth rate that makes a leak suspect | above 0, at most 1048576 | 10 |
+//! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded and a leak suspect | 1 to 2^40 | 50 MiB |
+//! | `PROFILING_SNAPSHOT_DIR` | directory where snapshots are also written | a path | none |
+//! | `PROFILING_MAX_SNAPSHOTS` | snapshots kept in memory | 1 to 10000 | 32 |
+//! | `PROFILING_MAX_SNAPSHOT_FILES` | snapshot files kept in the directory (oldest deleted) | 1 to 100000 | 256 |
+//! | `PROFILING_MAX_SNAPSHOT_DISK_MB` | MiB the snapshot files may take together (oldest deleted) | 1 to 1048576 | 1024 |
+//! | `PROFILING_METRICS_PREFIX` | prefix of every Prometheus metric | `[a-zA-Z_][a-zA-Z0-9_]*` | `profiling` |
 //!
-//! A malformed value is an [`Error::InvalidEnv`] naming the variable: the server does not
-//! start on a silent default.
+//! A malformed or out-of-range value is an [`Error::InvalidEnv`] naming the variable, and a
+//! builder value out of the same range an [`Error::InvalidConfig`]: the server does not start
+//! on a silent default, nor on a value that would fail later.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use profiling_core::render::snapshot_file::DiskLimits;
 use profiling_core::{LeakOptions, MemoryThresholds};
 
 use crate::error::{Error, Result};
+
+mod env;
+
+pub use env::ranges;
 
 /// Default address of the standalone listener: loopback only.
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
@@ -32,17 +42,21 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::n
 pub const MAX_SNAPSHOTS_LIMIT: usize = 10_000;
 
 /// The server's configuration. Build it with [`Config::builder`] or [`Config::from_env`].
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows every setting but the token, which it redacts.
+#[derive(Clone)]
 pub struct Config {
     pub(crate) enabled: Option<bool>,
     pub(crate) bind: SocketAddr,
     pub(crate) auth_token: Option<String>,
+    pub(crate) allow_remote_without_token: bool,
     pub(crate) memory_interval: Duration,
     pub(crate) leak_check_interval: Option<Duration>,
     pub(crate) thresholds: MemoryThresholds,
     pub(crate) leak: LeakOptions,
     pub(crate) snapshot_dir: Option<PathBuf>,
     pub(crate) max_snapshots: usize,
+    pub(crate) snapshot_disk: DiskLimits,
     pub(crate) metrics_prefix: String,
     pub(crate) sample_capacity: usize,
 }
@@ -53,15 +67,37 @@ impl Default for Config {
             enabled: None,
             bind: DEFAULT_BIND,
             auth_token: None,
+            allow_remote_without_token: false,
             memory_interval: Duration::from_secs(5),
             leak_check_interval: Some(Duration::from_secs(300)),
             thresholds: MemoryThresholds::default(),
             leak: LeakOptions::default(),
             snapshot_dir: None,
             max_snapshots: 32,
+            snapshot_disk: DiskLimits::default(),
             metrics_prefix: "profiling".to_owned(),
             sample_capacity: 720,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("enabled", &self.enabled)
+            .field("bind", &self.bind)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<redacted>"))
+            .field("allow_remote_without_token", &self.allow_remote_without_token)
+            .field("memory_interval", &self.memory_interval)
+            .field("leak_check_interval", &self.leak_check_interval)
+            .field("thresholds", &self.thresholds)
+            .field("leak", &self.leak)
+            .field("snapshot_dir", &self.snapshot_dir)
+            .field("max_snapshots", &self.max_snapshots)
+            .field("snapshot_disk", &self.snapshot_disk)
+            .field("metrics_prefix", &self.metrics_prefix)
+            .field("sample_capacity", &self.sample_capacity)
+            .finish()
     }
 }
 
@@ -126,6 +162,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Allows a non-loopback [`bind`](Self::bind) address without an auth token (default
+    /// `false`: such a configuration is refused, as anyone who can reach the port could read
+    /// every profile and reset the figures).
+    pub fn allow_remote_without_token(mut self, allow: bool) -> Self {
+        self.config.allow_remote_without_token = allow;
+        self
+    }
+
     /// Time between memory samples (default 5 s).
     pub fn memory_interval(mut self, d: Duration) -> Self {
         self.config.memory_interval = d;
@@ -168,6 +212,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Most snapshot files kept in the snapshot directory (default 256); the oldest are
+    /// deleted first.
+    pub fn max_snapshot_files(mut self, n: usize) -> Self {
+        self.config.snapshot_disk.max_files = n;
+        self
+    }
+
+    /// Most bytes the snapshot files may take together, MiB (default 1024); the oldest are
+    /// deleted first.
+    pub fn max_snapshot_disk_mb(mut self, mb: u64) -> Self {
+        self.config.snapshot_disk.max_bytes = mb.saturating_mul(1 << 20);
+        self
+    }
+
     /// Prefix of every Prometheus metric (default `profiling`).
     pub fn metrics_prefix(mut self, p: impl Into<String>) -> Self {
         self.config.metrics_prefix = p.into();
@@ -180,154 +238,100 @@ impl ConfigBuilder {
         self
     }
 
-    /// Applies the process environment (see the module docs).
-    pub fn env(self) -> Result<Self> {
-        profiling_core::init_from_env()?;
-        self.env_from(|name| std::env::var(name).ok())
-    }
-
-    /// Applies variables read through `lookup` (for tests and embedding).
-    pub fn env_from(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let c = &mut self.config;
-        if let Some(v) = lookup("ENABLE_PROFILING") {
-            c.enabled = Some(
-                profiling_core::parse_bool("ENABLE_PROFILING", &v)
-                    .map_err(|_| invalid("ENABLE_PROFILING", &v, "expected true/false, 1/0, yes/no or on/off"))?,
-            );
-        }
-        if let Some(v) = lookup("PROFILING_BIND") {
-            c.bind = v.trim().parse().map_err(|_| {
-                invalid(
-                    "PROFILING_BIND",
-                    &v,
-                    "expected an IP address and port, e.g. 127.0.0.1:8080",
-                )
-            })?;
-        }
-        if let Some(v) = lookup("PROFILING_AUTH_TOKEN") {
-            if v.trim().is_empty() {
-                return Err(invalid(
-                    "PROFILING_AUTH_TOKEN",
-                    &v,
-                    "must not be empty (unset it to disable auth)",
-                ));
-            }
-            c.auth_token = Some(v.trim().to_owned());
-        }
-        if let Some(v) = lookup("PROFILING_MEMORY_INTERVAL_SECS") {
-            let n = positive("PROFILING_MEMORY_INTERVAL_SECS", &v)?;
-            c.memory_interval = Duration::from_secs(n);
-        }
-        if let Some(v) = lookup("PROFILING_LEAK_CHECK_INTERVAL_SECS") {
-            let n = number("PROFILING_LEAK_CHECK_INTERVAL_SECS", &v)?;
-            c.leak_check_interval = (n > 0).then(|| Duration::from_secs(n));
-        }
-        if let Some(v) = lookup("PROFILING_MEMORY_WARNING_MB") {
-            c.thresholds.warning_bytes = positive("PROFILING_MEMORY_WARNING_MB", &v)?.saturating_mul(1 << 20);
-        }
-        if let Some(v) = lookup("PROFILING_MEMORY_ALERT_MB") {
-            c.thresholds.alert_bytes = positive("PROFILING_MEMORY_ALERT_MB", &v)?.saturating_mul(1 << 20);
-        }
-        if let Some(v) = lookup("PROFILING_LEAK_GROWTH_MB_PER_HOUR") {
-            let x: f64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|x: &f64| x.is_finite() && *x > 0.0)
-                .ok_or_else(|| invalid("PROFILING_LEAK_GROWTH_MB_PER_HOUR", &v, "expected a positive number"))?;
-            c.leak.growth_threshold_mb_per_hour = x;
-        }
-        if let Some(v) = lookup("PROFILING_LARGE_ALLOC_BYTES") {
-            // Also read by profiling-core; the server applies it to the leak analysis too.
-            c.leak.large_allocation_bytes = positive("PROFILING_LARGE_ALLOC_BYTES", &v)?;
-        }
-        if let Some(v) = lookup("PROFILING_SNAPSHOT_DIR") {
-            if v.trim().is_empty() {
-                return Err(invalid(
-                    "PROFILING_SNAPSHOT_DIR",
-                    &v,
-                    "must not be empty (unset it to keep snapshots in memory only)",
-                ));
-            }
-            c.snapshot_dir = Some(PathBuf::from(v));
-        }
-        if let Some(v) = lookup("PROFILING_MAX_SNAPSHOTS") {
-            let n = positive("PROFILING_MAX_SNAPSHOTS", &v)?;
-            if n as usize > MAX_SNAPSHOTS_LIMIT {
-                return Err(invalid("PROFILING_MAX_SNAPSHOTS", &v, "expected at most 10000"));
-            }
-            c.max_snapshots = n as usize;
-        }
-        if let Some(v) = lookup("PROFILING_METRICS_PREFIX") {
-            if !valid_metric_prefix(v.trim()) {
-                return Err(invalid(
-                    "PROFILING_METRICS_PREFIX",
-                    &v,
-                    "expected [a-zA-Z_][a-zA-Z0-9_]*",
-                ));
-            }
-            c.metrics_prefix = v.trim().to_owned();
-        }
-        Ok(self)
-    }
-
     /// Checks the values and returns the configuration.
     pub fn build(self) -> Result<Config> {
         let c = self.config;
-        if c.memory_interval.is_zero() {
-            return Err(Error::InvalidConfig("the memory interval must be above 0".to_owned()));
+        let bad = |what: String| Err(Error::InvalidConfig(what));
+        if !ranges::MEMORY_INTERVAL.contains(&c.memory_interval) {
+            return bad(format!(
+                "the memory interval must be from 1 ms to 86400 s, got {:?}",
+                c.memory_interval
+            ));
         }
-        if c.thresholds.warning_bytes > c.thresholds.alert_bytes {
-            return Err(Error::InvalidConfig(format!(
+        if c.leak_check_interval
+            .is_some_and(|d| !ranges::LEAK_CHECK_INTERVAL.contains(&d))
+        {
+            return bad(format!(
+                "the leak-check interval must be from 1 ms to 604800 s (or None), got {:?}",
+                c.leak_check_interval
+            ));
+        }
+        let t = c.thresholds;
+        for (name, bytes) in [("warning", t.warning_bytes), ("alert", t.alert_bytes)] {
+            if !ranges::MEMORY_THRESHOLD_BYTES.contains(&bytes) {
+                return bad(format!(
+                    "the memory {name} threshold must be from 1 MiB to 16 TiB, got {bytes} bytes"
+                ));
+            }
+        }
+        if t.warning_bytes > t.alert_bytes {
+            return bad(format!(
                 "memory warning threshold ({} MiB) is above the alert threshold ({} MiB)",
-                c.thresholds.warning_bytes >> 20,
-                c.thresholds.alert_bytes >> 20
-            )));
+                t.warning_bytes >> 20,
+                t.alert_bytes >> 20
+            ));
         }
-        if c.max_snapshots == 0 || c.max_snapshots > MAX_SNAPSHOTS_LIMIT {
-            return Err(Error::InvalidConfig(format!(
+        let growth = c.leak.growth_threshold_mb_per_hour;
+        if !(growth > 0.0 && growth <= ranges::MAX_LEAK_GROWTH_MB_PER_HOUR) {
+            return bad(format!(
+                "the leak growth threshold must be above 0 and at most {} MiB/hour, got {growth}",
+                ranges::MAX_LEAK_GROWTH_MB_PER_HOUR
+            ));
+        }
+        if !ranges::LARGE_ALLOCATION_BYTES.contains(&c.leak.large_allocation_bytes) {
+            return bad(format!(
+                "the large-allocation size must be from 1 byte to 1 TiB, got {}",
+                c.leak.large_allocation_bytes
+            ));
+        }
+        if !ranges::MAX_SNAPSHOTS.contains(&c.max_snapshots) {
+            return bad(format!(
                 "max snapshots must be in 1..={MAX_SNAPSHOTS_LIMIT}, got {}",
                 c.max_snapshots
-            )));
+            ));
+        }
+        if !ranges::MAX_SNAPSHOT_FILES.contains(&c.snapshot_disk.max_files) {
+            return bad(format!(
+                "max snapshot files must be from 1 to 100000, got {}",
+                c.snapshot_disk.max_files
+            ));
+        }
+        if !ranges::MAX_SNAPSHOT_DISK_BYTES.contains(&c.snapshot_disk.max_bytes) {
+            return bad(format!(
+                "the snapshot directory bound must be from 1 MiB to 1 TiB, got {} bytes",
+                c.snapshot_disk.max_bytes
+            ));
+        }
+        if !ranges::SAMPLE_CAPACITY.contains(&c.sample_capacity) {
+            return bad(format!(
+                "memory samples kept must be from 2 to 1000000, got {}",
+                c.sample_capacity
+            ));
         }
         if !valid_metric_prefix(&c.metrics_prefix) {
-            return Err(Error::InvalidConfig(format!(
+            return bad(format!(
                 "metrics prefix {:?} is not a valid Prometheus name",
                 c.metrics_prefix
-            )));
+            ));
         }
         if c.auth_token.as_deref().is_some_and(|t| t.is_empty()) {
-            return Err(Error::InvalidConfig("the auth token must not be empty".to_owned()));
+            return bad("the auth token must not be empty".to_owned());
         }
-        if c.sample_capacity < 2 {
-            return Err(Error::InvalidConfig("keep at least 2 memory samples".to_owned()));
+        if !c.bind.ip().is_loopback() && c.auth_token.is_none() && !c.allow_remote_without_token {
+            return bad(format!(
+                "refusing to serve on {} without PROFILING_AUTH_TOKEN: it is not a loopback address, so \
+                 anyone who reaches the port could read every profile and reset the figures; set \
+                 PROFILING_AUTH_TOKEN (or Config::builder().auth_token(..)), bind 127.0.0.1, or set \
+                 PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN=1 (allow_remote_without_token(true)) if the network \
+                 is trusted",
+                c.bind
+            ));
         }
         Ok(c)
     }
 }
 
-fn invalid(name: &'static str, value: &str, reason: &str) -> Error {
-    Error::InvalidEnv {
-        name,
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn number(name: &'static str, v: &str) -> Result<u64> {
-    v.trim()
-        .parse::<u64>()
-        .map_err(|_| invalid(name, v, "expected a non-negative whole number"))
-}
-
-fn positive(name: &'static str, v: &str) -> Result<u64> {
-    match number(name, v)? {
-        0 => Err(invalid(name, v, "expected a whole number above 0")),
-        n => Ok(n),
-    }
-}
-
-fn valid_metric_prefix(p: &str) -> bool {
+pub(crate) fn valid_metric_prefix(p: &str) -> bool {
     let mut chars = p.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -407,5 +411,89 @@ mod tests {
     fn inconsistent_thresholds_are_rejected() {
         let err = Config::builder().memory_warning_mb(800).build().unwrap_err();
         assert!(err.to_string().contains("warning threshold"), "{err}");
+    }
+
+    /// `env` then `build`: what start-up does.
+    fn start_up(pairs: &[(&str, &str)]) -> Result<Config> {
+        Config::builder().env_from(env(pairs))?.build()
+    }
+
+    #[test]
+    fn durations_and_sizes_outside_their_range_stop_start_up() {
+        // Each of these passed validation once; the first panicked later in the sampler thread.
+        for (k, v) in [
+            ("PROFILING_MEMORY_INTERVAL_SECS", "18446744073709551615"),
+            ("PROFILING_MEMORY_INTERVAL_SECS", "86401"),
+            ("PROFILING_LEAK_CHECK_INTERVAL_SECS", "18446744073709551615"),
+            ("PROFILING_LEAK_CHECK_INTERVAL_SECS", "604801"),
+            ("PROFILING_MEMORY_WARNING_MB", "18446744073709551615"),
+            ("PROFILING_MEMORY_ALERT_MB", "18446744073709551615"),
+            ("PROFILING_LEAK_GROWTH_MB_PER_HOUR", "1e300"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "18446744073709551615"),
+            ("PROFILING_MAX_SNAPSHOTS", "0"),
+        ] {
+            let msg = match start_up(&[(k, v)]) {
+                Ok(c) => panic!("{k}={v} accepted: {c:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(msg.contains(k), "{k}={v}: {msg}");
+        }
+        // The bounds themselves are accepted.
+        for (k, v) in [
+            ("PROFILING_MEMORY_INTERVAL_SECS", "86400"),
+            ("PROFILING_LEAK_CHECK_INTERVAL_SECS", "604800"),
+            ("PROFILING_MEMORY_ALERT_MB", "16777216"),
+        ] {
+            start_up(&[(k, v)]).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
+        }
+        // The builder is held to the same ranges.
+        for b in [
+            Config::builder().memory_interval(Duration::MAX),
+            Config::builder().leak_check_interval(Some(Duration::MAX)),
+            Config::builder().leak_check_interval(Some(Duration::ZERO)),
+            Config::builder().memory_alert_mb(u64::MAX),
+            Config::builder().sample_capacity(usize::MAX),
+        ] {
+            assert!(b.clone().build().is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let builder = Config::builder()
+            .env_from(env(&[("PROFILING_AUTH_TOKEN", "hunter2-secret")]))
+            .unwrap();
+        let config = builder.clone().build().unwrap();
+        for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{builder:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("auth_token"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_token_or_an_explicit_opt_out() {
+        let err = start_up(&[("PROFILING_BIND", "0.0.0.0:9000")]).unwrap_err().to_string();
+        assert!(
+            err.contains("0.0.0.0:9000")
+                && err.contains("PROFILING_AUTH_TOKEN")
+                && err.contains("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN"),
+            "{err}"
+        );
+        assert!(Config::builder().bind("[::]:0".parse().unwrap()).build().is_err());
+        assert!(Config::builder()
+            .bind("192.168.1.4:80".parse().unwrap())
+            .build()
+            .is_err());
+        start_up(&[("PROFILING_BIND", "0.0.0.0:9000"), ("PROFILING_AUTH_TOKEN", "t")]).unwrap();
+        start_up(&[
+            ("PROFILING_BIND", "0.0.0.0:9000"),
+            ("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN", "1"),
+        ])
+        .unwrap();
+        for loopback in ["127.0.0.1:0", "127.0.0.2:8080", "[::1]:8080"] {
+            Config::builder().bind(loopback.parse().unwrap()).build().unwrap();
+        }
+        let e = start_up(&[("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN", "perhaps")]).unwrap_err();
+        assert!(e.to_string().contains("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN"), "{e}");
     }
 }

@@ -64,7 +64,7 @@ impl ProfilingServer {
             profiling_core::set_enabled(on);
         }
         profiling_core::set_large_allocation_threshold(config.leak.large_allocation_bytes);
-        let store = SnapshotStore::open(config.snapshot_dir.clone(), config.max_snapshots)?;
+        let store = SnapshotStore::open(config.snapshot_dir.clone(), config.max_snapshots, config.snapshot_disk)?;
         // Measure the recording cost before the first sample, off the request path.
         let _ = overhead::calibration();
         let sampler = MemorySampler::start(SamplerConfig {

@@ -24,8 +24,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyze::memory::{growth, FunctionObservation, MemorySample, MIB};
+use crate::analyze::trend::{growth, MIB};
 use crate::record::alloc::LargeAllocation;
+use crate::record::memory_sample::{tracked_series, FunctionObservation, MemorySample};
 
 /// Thresholds of [`analyze`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,8 +131,7 @@ pub fn analyze(
     large_allocations: &[LargeAllocation],
     options: &LeakOptions,
 ) -> LeakReport {
-    let heap = !samples.is_empty() && samples.iter().all(|s| s.heap_bytes.is_some());
-    let series_name = if heap { "heap" } else { "rss" };
+    let series_name = tracked_series(samples);
     let mut suspects = Vec::new();
     let mut notes = Vec::new();
     let g = growth(samples, |s| s.tracked_bytes());
@@ -324,7 +324,7 @@ fn retaining(obs: &[FunctionObservation], heap_growth: f64, series: &str, o: &Le
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::memory::FunctionRetention;
+    use crate::record::memory_sample::FunctionRetention;
 
     const MB: u64 = 1024 * 1024;
 

@@ -1,7 +1,8 @@
 //! Analysis: what the recorded figures mean.
 //!
 //! What lives here: bottleneck rankings ([`ranking`]), snapshot diffs ([`diff`]), memory
-//! sampling and growth ([`memory`]) and leak detection ([`leak`]).
+//! sampling and thresholds ([`memory`]), growth rates ([`trend`]), leak detection ([`leak`]), the recording overhead
+//! ([`overhead`]) and the reports a server serves ([`reports`]: memory, CPU, allocations).
 //!
 //! May depend on: [`crate::record`] (its snapshot types and readings). Never on
 //! [`crate::render`].
@@ -9,4 +10,7 @@
 pub mod diff;
 pub mod leak;
 pub mod memory;
+pub mod overhead;
 pub mod ranking;
+pub mod reports;
+pub mod trend;

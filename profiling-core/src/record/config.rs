@@ -3,8 +3,10 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `ENABLE_PROFILING` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) | `true` |
-//! | `PROFILING_MAX_CALL_TREE_NODES` | cap on distinct call paths, see [`set_max_call_tree_nodes`] | 16384 |
-//! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded as large | 50 MiB |
+//! | `PROFILING_MAX_CALL_TREE_NODES` | cap on distinct call paths (2 to 1048576), see [`set_max_call_tree_nodes`] | 16384 |
+//! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded as large (1 B to 1 TiB) | 50 MiB |
+//!
+//! They are parsed in one place, [`EnvSettings`], which `profiling-server` reuses.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -72,28 +74,85 @@ fn parse_u64(name: &'static str, value: &str) -> Result<u64> {
     })
 }
 
+/// The recording switches as the environment sets them, parsed (and range-checked) once, here:
+/// [`init_from_env`] applies them, and `profiling-server` reads its copy of
+/// `ENABLE_PROFILING` and `PROFILING_LARGE_ALLOC_BYTES` from here too. `None`: unset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvSettings {
+    /// `ENABLE_PROFILING`.
+    pub enabled: Option<bool>,
+    /// `PROFILING_MAX_CALL_TREE_NODES`, in `2..=`[`MAX_CALL_TREE_NODES_LIMIT`].
+    pub max_call_tree_nodes: Option<u32>,
+    /// `PROFILING_LARGE_ALLOC_BYTES`, in `1..=`[`MAX_LARGE_ALLOCATION_BYTES`].
+    pub large_allocation_bytes: Option<u64>,
+}
+
+/// Largest `PROFILING_LARGE_ALLOC_BYTES` accepted: 1 TiB.
+pub const MAX_LARGE_ALLOCATION_BYTES: u64 = 1 << 40;
+
+impl EnvSettings {
+    /// Reads the variables through `lookup` (for tests and embedding).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut s = Self::default();
+        if let Some(v) = lookup("ENABLE_PROFILING") {
+            s.enabled = Some(parse_bool("ENABLE_PROFILING", &v)?);
+        }
+        if let Some(v) = lookup("PROFILING_MAX_CALL_TREE_NODES") {
+            let n = parse_u64("PROFILING_MAX_CALL_TREE_NODES", &v)?;
+            s.max_call_tree_nodes = Some(
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| (2..=MAX_CALL_TREE_NODES_LIMIT).contains(n))
+                    .ok_or(Error::InvalidEnv {
+                        name: "PROFILING_MAX_CALL_TREE_NODES",
+                        value: v.clone(),
+                        reason: "expected a number from 2 to 1048576",
+                    })?,
+            );
+        }
+        if let Some(v) = lookup("PROFILING_LARGE_ALLOC_BYTES") {
+            let n = parse_u64("PROFILING_LARGE_ALLOC_BYTES", &v)?;
+            if !(1..=MAX_LARGE_ALLOCATION_BYTES).contains(&n) {
+                return Err(Error::InvalidEnv {
+                    name: "PROFILING_LARGE_ALLOC_BYTES",
+                    value: v,
+                    reason: "expected a number of bytes from 1 to 1099511627776 (1 TiB)",
+                });
+            }
+            s.large_allocation_bytes = Some(n);
+        }
+        Ok(s)
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Applies the settings that are set.
+    pub fn apply(&self) {
+        if let Some(on) = self.enabled {
+            set_enabled(on);
+        }
+        if let Some(n) = self.max_call_tree_nodes {
+            MAX_NODES.store(n, Ordering::Relaxed);
+        }
+        if let Some(b) = self.large_allocation_bytes {
+            crate::record::alloc::set_large_allocation_threshold(b);
+        }
+    }
+}
+
 /// Applies `ENABLE_PROFILING`, `PROFILING_MAX_CALL_TREE_NODES` and
-/// `PROFILING_LARGE_ALLOC_BYTES` from the environment.
+/// `PROFILING_LARGE_ALLOC_BYTES` from the environment ([`EnvSettings`]).
 ///
 /// Called once, lazily, by the first recorded call (errors are then ignored and the
-/// defaults kept); call it yourself at start-up to get malformed values as an error.
+/// defaults kept); call it yourself at start-up to get malformed values as an error. Nothing
+/// is applied when one value is malformed.
 pub fn init_from_env() -> Result<()> {
     ENV_APPLIED.store(1, Ordering::Relaxed);
-    if let Ok(v) = std::env::var("ENABLE_PROFILING") {
-        set_enabled(parse_bool("ENABLE_PROFILING", &v)?);
-    }
-    if let Ok(v) = std::env::var("PROFILING_MAX_CALL_TREE_NODES") {
-        let n = parse_u64("PROFILING_MAX_CALL_TREE_NODES", &v)?;
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        set_max_call_tree_nodes(n).map_err(|_| Error::InvalidEnv {
-            name: "PROFILING_MAX_CALL_TREE_NODES",
-            value: v.clone(),
-            reason: "expected a number from 2 to 1048576",
-        })?;
-    }
-    if let Ok(v) = std::env::var("PROFILING_LARGE_ALLOC_BYTES") {
-        crate::record::alloc::set_large_allocation_threshold(parse_u64("PROFILING_LARGE_ALLOC_BYTES", &v)?);
-    }
+    EnvSettings::from_env()?.apply();
     Ok(())
 }
 
@@ -114,6 +173,35 @@ mod tests {
         assert!(!parse_bool("X", " off ").unwrap());
         let err = parse_bool("ENABLE_PROFILING", "maybe").unwrap_err();
         assert!(err.to_string().contains("ENABLE_PROFILING"), "{err}");
+    }
+
+    #[test]
+    fn environment_is_parsed_with_ranges() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.to_owned())
+        };
+        let s = EnvSettings::from_lookup(env(&[
+            ("ENABLE_PROFILING", "off"),
+            ("PROFILING_MAX_CALL_TREE_NODES", "100"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "1024"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.enabled, s.max_call_tree_nodes, s.large_allocation_bytes),
+            (Some(false), Some(100), Some(1024))
+        );
+        assert_eq!(EnvSettings::from_lookup(env(&[])).unwrap(), EnvSettings::default());
+        for (k, v) in [
+            ("PROFILING_MAX_CALL_TREE_NODES", "1"),
+            ("PROFILING_MAX_CALL_TREE_NODES", "18446744073709551615"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "0"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "1099511627777"),
+            ("PROFILING_LARGE_ALLOC_BYTES", "50MB"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(k, v)]));
+            let e = EnvSettings::from_lookup(env(pairs)).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

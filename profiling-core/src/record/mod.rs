@@ -4,13 +4,15 @@
 //! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`], [`storage`], [`tree`],
 //! [`histogram`]), the clocks ([`clock`], [`cpu`]: where CPU time is measured, with [`switches`]), the counting
 //! allocator ([`alloc`]), function registration ([`callsite`]), the run-time switches
-//! ([`config`]), process readings ([`process`]) and the [`snapshot`] types every other part
+//! ([`config`]), process readings ([`process`]), memory samples ([`memory_sample`]),
+//! the allocator's statistics ([`allocator_stats`]) and the [`snapshot`] types every other part
 //! reads.
 //!
 //! May depend on: nothing above it (`analyze` and `render` depend on this module, never the
 //! other way round).
 
 pub mod alloc;
+pub mod allocator_stats;
 pub mod callsite;
 pub mod clock;
 pub mod config;
@@ -19,6 +21,7 @@ pub(crate) mod future;
 pub(crate) mod guard;
 pub(crate) mod histogram;
 pub mod layer;
+pub mod memory_sample;
 pub mod process;
 pub(crate) mod recorder;
 pub mod snapshot;

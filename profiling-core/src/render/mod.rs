@@ -2,8 +2,9 @@
 //!
 //! What lives here: text tables ([`table`]), folded stacks ([`fold`]), flamegraph SVGs
 //! ([`flamegraph`], `profiling-full`), sampled CPU profiles and pprof ([`cpu_profile`],
-//! `profiling-full`), jemalloc heap profiles ([`heap_profile`]), snapshot files and the
-//! report written at exit ([`report`]).
+//! `profiling-full`), jemalloc heap profiles ([`heap_profile`]), snapshot files
+//! ([`snapshot_file`]: the one place that writes and reads them) and the report written at
+//! exit ([`report`]).
 //!
 //! May depend on: [`crate::record`] and [`crate::analyze`].
 
@@ -15,4 +16,5 @@ pub mod fold;
 #[cfg(feature = "profiling-full")]
 pub mod heap_profile;
 pub mod report;
+pub mod snapshot_file;
 pub mod table;

@@ -1,6 +1,7 @@
 //! Where reports are written to local files: a guard that, when the program ends (when it
-//! is dropped), writes the flamegraph SVG, the folded text and the JSON snapshot; loading
-//! saved snapshots back; and the text table of a snapshot diff.
+//! is dropped), writes the flamegraph SVG, the folded text and the JSON snapshot (through
+//! [`crate::render::snapshot_file`], atomically), and the text table of a snapshot diff.
+//! [`load_snapshot`] and [`save_snapshot`] are re-exported from there.
 //!
 //! ```no_run
 //! # fn main() -> profiling_core::Result<()> {
@@ -27,47 +28,11 @@ pub const ENV_FLAMEGRAPH: &str = "PROFILING_FLAMEGRAPH";
 /// Weight of that flamegraph (`wall`, `cpu`, `off_cpu`, `alloc_bytes`, `alloc_count`, `calls`).
 pub const ENV_FLAMEGRAPH_WEIGHT: &str = "PROFILING_FLAMEGRAPH_WEIGHT";
 
-fn io(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+pub use crate::render::snapshot_file::{load_snapshot, parse_snapshot, save_snapshot};
 
-/// Reads a snapshot saved as JSON: a bare [`Snapshot`], or an object with a `snapshot` or
-/// `profile` field holding one (`GET /api/profiling/snapshots/{id}` answers the latter).
-pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Snapshot> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    parse_snapshot(&text).map_err(|reason| Error::InvalidSnapshot {
-        path: path.display().to_string(),
-        reason,
-    })
-}
-
-/// Parses snapshot JSON (see [`load_snapshot`]); the error is a reason for a message.
-pub fn parse_snapshot(text: &str) -> std::result::Result<Snapshot, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    // A stored snapshot of the HTTP API keeps the profile under `profile`.
-    let inner = ["snapshot", "profile"]
-        .iter()
-        .find_map(|k| value.get(*k).filter(|v| v.is_object()))
-        .unwrap_or(&value)
-        .clone();
-    serde_json::from_value(inner).map_err(|e| format!("JSON, but not a snapshot: {e}"))
-}
-
-/// Writes `snapshot` as pretty JSON, creating parent directories.
-pub fn save_snapshot(snapshot: &Snapshot, path: impl AsRef<Path>) -> Result<()> {
-    let json = serde_json::to_string_pretty(snapshot)?;
-    write_file(path.as_ref(), json.as_bytes())
-}
-
+/// Every report file is written atomically, like the snapshots.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    std::fs::write(path, bytes).map_err(|e| io(path, e))
+    crate::render::snapshot_file::write_atomic(path, bytes)
 }
 
 /// Which files a [`ReportGuard`] writes.
