@@ -205,18 +205,19 @@ pub(crate) fn allocations(snap: &Snapshot, totals: AllocationTotals, limit: usiz
     let top_functions = ranking
         .bottlenecks
         .iter()
-        .filter(|b| b.alloc_bytes > 0)
+        .map(|b| &b.stats)
+        .filter(|s| s.alloc_self.alloc_bytes > 0)
         .enumerate()
-        .map(|(i, b)| FunctionAllocations {
+        .map(|(i, s)| FunctionAllocations {
             rank: i + 1,
-            function: b.function.clone(),
-            calls: b.calls,
-            alloc_bytes: b.alloc_bytes,
-            alloc_count: b.alloc_count,
-            freed_bytes: b.freed_bytes,
-            net_bytes: b.alloc_bytes as i64 - b.freed_bytes as i64,
-            bytes_per_call: b.alloc_bytes / b.calls.max(1),
-            alloc_total_bytes: b.alloc_total_bytes,
+            function: s.name.clone(),
+            calls: s.calls,
+            alloc_bytes: s.alloc_self.alloc_bytes,
+            alloc_count: s.alloc_self.alloc_count,
+            freed_bytes: s.alloc_self.freed_bytes,
+            net_bytes: s.alloc_self.alloc_bytes as i64 - s.alloc_self.freed_bytes as i64,
+            bytes_per_call: s.alloc_self.alloc_bytes / s.calls.max(1),
+            alloc_total_bytes: s.alloc_total.alloc_bytes,
         })
         .collect();
     let (stats, reason) = jemalloc();

@@ -8,7 +8,6 @@
 //! has each frame as wide as its inclusive figure.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -17,8 +16,28 @@ use crate::error::{Error, Result};
 use crate::record::snapshot::{CallTreeNode, Snapshot};
 
 /// Which figure of a call-tree node a flamegraph frame is as wide as.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Names are `snake_case` (`wall`, `off_cpu`, ...), the spelling of [`crate::SortKey`];
+/// parsing is case-insensitive and takes `-` for `_`, plus the aliases `self_wall`, `time`,
+/// `self_cpu`, `offcpu`, `bytes`, `allocs` and `allocations`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Weight {
     /// Self wall time, ns (for async calls: latency minus awaited annotated callees).
     #[default]
@@ -37,27 +56,23 @@ pub enum Weight {
 
 impl Weight {
     /// Every weight, in display order.
-    pub const ALL: [Weight; 6] = [
-        Weight::Wall,
-        Weight::Cpu,
-        Weight::OffCpu,
-        Weight::AllocBytes,
-        Weight::AllocCount,
-        Weight::Calls,
+    pub const ALL: &'static [Weight] = <Weight as strum::VariantArray>::VARIANTS;
+
+    /// Other names accepted when parsing.
+    const ALIASES: &'static [(&'static str, Weight)] = &[
+        ("self_wall", Weight::Wall),
+        ("time", Weight::Wall),
+        ("self_cpu", Weight::Cpu),
+        ("offcpu", Weight::OffCpu),
+        ("bytes", Weight::AllocBytes),
+        ("allocs", Weight::AllocCount),
+        ("allocations", Weight::AllocCount),
     ];
 
     /// The name used in URLs, on the command line and in JSON: `wall`, `cpu`, `off_cpu`,
-    /// `alloc_bytes`, `alloc_count`, `calls` (the spelling of [`crate::SortKey`]; `-` is
-    /// accepted for `_` when parsing).
+    /// `alloc_bytes`, `alloc_count`, `calls`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Weight::Wall => "wall",
-            Weight::Cpu => "cpu",
-            Weight::OffCpu => "off_cpu",
-            Weight::AllocBytes => "alloc_bytes",
-            Weight::AllocCount => "alloc_count",
-            Weight::Calls => "calls",
-        }
+        self.into()
     }
 
     /// What a frame's width means, for titles: e.g. "self wall time".
@@ -100,31 +115,16 @@ impl Weight {
     }
 }
 
-impl fmt::Display for Weight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for Weight {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let t = s.trim().to_ascii_lowercase().replace('_', "-");
-        let w = match t.as_str() {
-            "wall" | "self-wall" | "time" => Weight::Wall,
-            "cpu" | "self-cpu" => Weight::Cpu,
-            "off-cpu" | "offcpu" => Weight::OffCpu,
-            "alloc-bytes" | "bytes" => Weight::AllocBytes,
-            "alloc-count" | "allocs" | "allocations" => Weight::AllocCount,
-            "calls" => Weight::Calls,
-            _ => {
-                return Err(Error::InvalidConfig(format!(
-                    "unknown weight {s:?}; expected one of wall, cpu, off_cpu, alloc_bytes, alloc_count, calls"
-                )))
-            }
-        };
-        Ok(w)
+        crate::names::parse(s, Weight::ALIASES).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "unknown weight {s:?}; expected one of {}",
+                crate::names::list::<Weight>()
+            ))
+        })
     }
 }
 
@@ -443,13 +443,22 @@ app::main;app::save;app::parse 1
 
     #[test]
     fn weights_parse_by_name_and_reject_unknown() {
-        for w in Weight::ALL {
+        for &w in Weight::ALL {
             assert_eq!(w.as_str().parse::<Weight>().unwrap(), w);
+            assert_eq!(w.to_string(), w.as_str());
+            assert_eq!(serde_json::to_string(&w).unwrap(), format!("\"{w}\""));
         }
         assert_eq!("SELF_CPU".parse::<Weight>().unwrap(), Weight::Cpu);
         assert_eq!("off-cpu".parse::<Weight>().unwrap(), Weight::OffCpu);
+        assert_eq!("Alloc-Bytes".parse::<Weight>().unwrap(), Weight::AllocBytes);
+        assert_eq!("allocations".parse::<Weight>().unwrap(), Weight::AllocCount);
         let err = "heat".parse::<Weight>().unwrap_err().to_string();
-        assert!(err.contains("alloc_bytes"), "{err}");
+        assert!(
+            err.ends_with(
+                "unknown weight \"heat\"; expected one of wall, cpu, off_cpu, alloc_bytes, alloc_count, calls"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
