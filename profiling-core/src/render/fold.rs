@@ -3,7 +3,8 @@
 //!
 //! Folding is exact (no sampling): every node of [`Snapshot::call_tree`] becomes one line
 //! whose frames are the annotated functions from the root to that node and whose value is
-//! the node's *self* figure for the chosen [`Weight`]. Lines are sorted by stack and lines
+//! the node's *self* figure for the chosen [`Weight`]; recursion is folded so a function
+//! appears once per path (see [`crate::analyze::call_paths`]). Lines are sorted by stack and lines
 //! of value 0 are left out, so the output is deterministic and a flamegraph drawn from it
 //! has each frame as wide as its inclusive figure.
 
@@ -12,6 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::call_paths::PathTree;
 use crate::error::{Error, Result};
 use crate::record::snapshot::{CallTreeNode, Snapshot};
 
@@ -156,66 +158,41 @@ pub fn sanitize_frame(name: &str) -> String {
     out
 }
 
-/// Folds the call tree of `snapshot` by `weight`: one line per node with a non-zero self
-/// figure, sorted by stack. Nodes with the same path (which the recorder never produces,
-/// but a hand-edited snapshot may) are summed.
+/// Folds the call tree of `snapshot` by `weight`: one line per path with a non-zero self
+/// figure, sorted by stack. Recursion is folded first ([`PathTree`]): a function already on
+/// the path is not repeated, its deeper frames' figures are added to its frame. Paths that
+/// read the same (two functions with one name, or duplicate nodes of a hand-edited snapshot)
+/// are summed.
+///
+/// O(nodes) time and memory plus the output: the tree is walked once with one path buffer.
 pub fn fold(snapshot: &Snapshot, weight: Weight) -> Vec<FoldedStack> {
     let names: HashMap<u32, String> = snapshot
         .functions
         .iter()
         .map(|f| (f.id, sanitize_frame(&f.name)))
         .collect();
-    let by_id: HashMap<u32, &CallTreeNode> = snapshot.call_tree.iter().map(|n| (n.id, n)).collect();
-    // Paths are memoized per node: parents usually come first, but nothing here relies on it.
-    let mut paths: HashMap<u32, String> = HashMap::with_capacity(snapshot.call_tree.len());
-    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
-    for node in &snapshot.call_tree {
-        let value = weight.of(node);
-        if value == 0 || node.function.is_none() {
-            continue;
-        }
-        let path = path_of(node.id, &by_id, &names, &mut paths);
-        *sums.entry(path).or_default() += value;
-    }
-    sums.into_iter()
-        .map(|(stack, value)| FoldedStack { stack, value })
-        .collect()
-}
-
-fn path_of(
-    id: u32,
-    by_id: &HashMap<u32, &CallTreeNode>,
-    names: &HashMap<u32, String>,
-    memo: &mut HashMap<u32, String>,
-) -> String {
-    // Walk up to the first memoized ancestor (or the root), then build downwards.
-    let mut chain = Vec::new();
-    let mut cur = Some(id);
-    let mut base = String::new();
-    while let Some(c) = cur {
-        if let Some(p) = memo.get(&c) {
-            base = p.clone();
-            break;
-        }
-        let Some(node) = by_id.get(&c) else { break };
-        chain.push(*node);
-        // A malformed (cyclic) tree must not hang: no path is longer than the tree.
-        if chain.len() > by_id.len() {
-            break;
-        }
-        cur = node.parent;
-    }
-    for node in chain.into_iter().rev() {
-        if let Some(f) = node.function {
-            let name = names.get(&f).map_or("?", String::as_str);
-            if !base.is_empty() {
-                base.push(';');
+    let mut out: Vec<FoldedStack> = Vec::new();
+    PathTree::new(snapshot).walk(
+        |f| names.get(&f).map_or("?", String::as_str),
+        |node, _, stack| {
+            let value = weight.of(node);
+            if value > 0 && node.function.is_some() {
+                out.push(FoldedStack {
+                    stack: stack.to_owned(),
+                    value,
+                });
             }
-            base.push_str(name);
+        },
+    );
+    out.sort_unstable();
+    out.dedup_by(|later, kept| {
+        let same = later.stack == kept.stack;
+        if same {
+            kept.value += later.value;
         }
-        memo.insert(node.id, base.clone());
-    }
-    base
+        same
+    });
+    out
 }
 
 /// The folded lines as text, one `stack value` per line.
@@ -459,6 +436,32 @@ app::main;app::save;app::parse 1
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn recursion_is_folded_into_one_frame() {
+        // main -> parse -> parse -> parse -> lex: parse appears once, with its three calls.
+        let mut s = known_snapshot();
+        s.call_tree.truncate(2);
+        s.call_tree.extend([
+            node(2, 1, 1, 1, 30, 0, 0),
+            node(3, 2, 1, 1, 20, 0, 0),
+            node(4, 3, 1, 1, 10, 0, 0),
+            node(5, 4, 2, 4, 5, 0, 0),
+        ]);
+        assert_eq!(
+            fold_text(&s, Weight::Calls),
+            "app::main 1\napp::main;app::parse 3\napp::main;app::parse;app::lex 4\n"
+        );
+        assert_eq!(total(&fold(&s, Weight::Wall)), 10 + 30 + 20 + 10 + 5);
+    }
+
+    #[test]
+    fn same_names_are_summed() {
+        let mut s = known_snapshot();
+        s.functions[3].name = "app::parse".to_owned(); // save now reads like parse
+        let lines = fold_text(&s, Weight::Calls);
+        assert!(lines.contains("app::main;app::parse 4\n"), "{lines}");
     }
 
     #[test]
