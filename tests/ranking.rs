@@ -20,10 +20,10 @@ const MS: u64 = 1_000_000;
 
 fn entry<'a>(r: &'a Ranking, short: &str) -> &'a Bottleneck {
     let name = format!("ranking::{short}");
-    r.bottlenecks.iter().find(|b| b.function == name).unwrap_or_else(|| {
+    r.bottlenecks.iter().find(|b| b.function() == name).unwrap_or_else(|| {
         panic!(
             "{name} not ranked; have {:?}",
-            r.bottlenecks.iter().map(|b| &b.function).collect::<Vec<_>>()
+            r.bottlenecks.iter().map(|b| b.function()).collect::<Vec<_>>()
         )
     })
 }
@@ -31,7 +31,7 @@ fn entry<'a>(r: &'a Ranking, short: &str) -> &'a Bottleneck {
 fn order(r: &Ranking) -> Vec<&str> {
     r.bottlenecks
         .iter()
-        .map(|b| b.function.trim_start_matches("ranking::"))
+        .map(|b| b.function().trim_start_matches("ranking::"))
         .collect()
 }
 
@@ -56,14 +56,14 @@ fn longer_spin_outranks_shorter_by_self_time() {
     assert_eq!(order(&r), ["spin_30ms", "spin_10ms"]);
     let (a, b) = (entry(&r, "spin_30ms"), entry(&r, "spin_10ms"));
     assert_eq!((a.rank, b.rank), (1, 2));
-    assert_covers(a.self_wall_ns, ref_a, 2 * MS, "spin_30ms self");
-    assert_covers(b.self_wall_ns, ref_b, 2 * MS, "spin_10ms self");
+    assert_covers(a.stats.self_wall_ns, ref_a, 2 * MS, "spin_30ms self");
+    assert_covers(b.stats.self_wall_ns, ref_b, 2 * MS, "spin_10ms self");
     // Shares of the window's profiled time: in the ratio of the reference times (~3/4, 1/4).
     assert!((a.share + b.share - 1.0).abs() < 1e-3, "{} + {}", a.share, b.share);
     let want = ref_a.as_secs_f64() / (ref_a + ref_b).as_secs_f64();
     assert!((a.share - want).abs() < 0.02, "share {}, reference {want:.4}", a.share);
     assert!(a.impact_score > b.impact_score);
-    assert_eq!(r.window.profiled_wall_ns, a.self_wall_ns + b.self_wall_ns);
+    assert_eq!(r.window.profiled_wall_ns, a.stats.self_wall_ns + b.stats.self_wall_ns);
     assert_eq!(r.window.since, profiling_core::WindowStart::LastReset);
 
     let limited = rank(&snapshot(), &RankOptions::new().limit(1));
@@ -100,21 +100,24 @@ fn wrapper_has_high_total_and_low_self_time() {
 
     let parent = entry(&by_self, "thin_parent");
     let child = entry(&by_self, "heavy_child");
-    assert_covers(parent.total_wall_ns, reference, 2 * MS, "parent total");
-    assert!(child.total_wall_ns <= child_reference.as_nanos() as u64);
+    assert_covers(parent.stats.total_wall_ns, reference, 2 * MS, "parent total");
+    assert!(child.stats.total_wall_ns <= child_reference.as_nanos() as u64);
     assert!(reference >= Duration::from_millis(20));
     // Self time is what the parent spent outside the child: the reference difference plus
     // the parent's own guard overhead (within the 2 ms tolerance).
     let outside = (reference - child_reference).as_nanos() as u64;
     assert!(
-        parent.self_wall_ns >= outside && parent.self_wall_ns <= outside + 2 * MS,
+        parent.stats.self_wall_ns >= outside && parent.stats.self_wall_ns <= outside + 2 * MS,
         "parent self {} ns, outside the child by reference {outside} ns",
-        parent.self_wall_ns
+        parent.stats.self_wall_ns
     );
-    assert_eq!(parent.self_wall_ns + child.total_wall_ns, parent.total_wall_ns);
+    assert_eq!(
+        parent.stats.self_wall_ns + child.stats.total_wall_ns,
+        parent.stats.total_wall_ns
+    );
     // Unless preempted, a wrapper's self time is µs: well under the 10% that triggers the
     // "look at its callees" recommendation, which must then be there.
-    if parent.self_wall_ns * 10 <= parent.total_wall_ns {
+    if parent.stats.self_wall_ns * 10 <= parent.stats.total_wall_ns {
         assert!(parent.impact_score < 0.1, "parent impact {}", parent.impact_score);
         assert!(
             parent
@@ -243,9 +246,9 @@ fn allocation_heavy_function_leads_the_allocation_rankings() {
     let heavy = entry(&r, "allocates_4mib");
     // 1000 blocks plus the outer vector: one allocation for it (its capacity is known).
     let want = (BLOCKS * BLOCK + BLOCKS * std::mem::size_of::<Vec<u8>>()) as u64;
-    assert_eq!(heavy.alloc_bytes, want);
-    assert_eq!(heavy.alloc_count, BLOCKS as u64 + 1);
-    assert_eq!(heavy.freed_bytes, want);
+    assert_eq!(heavy.stats.alloc_self.alloc_bytes, want);
+    assert_eq!(heavy.stats.alloc_self.alloc_count, BLOCKS as u64 + 1);
+    assert_eq!(heavy.stats.alloc_self.freed_bytes, want);
     assert_eq!(heavy.classification, Classification::AllocHeavy, "{heavy:#?}");
     assert!(
         heavy.recommendations[0].starts_with("allocates 3.9 MiB per call in 1k allocations"),
@@ -254,7 +257,10 @@ fn allocation_heavy_function_leads_the_allocation_rankings() {
     );
     assert!(r.notes.is_empty(), "{:?}", r.notes);
     let little = entry(&r, "allocates_little");
-    assert_eq!((little.alloc_bytes, little.alloc_count), (64, 1));
+    assert_eq!(
+        (little.stats.alloc_self.alloc_bytes, little.stats.alloc_self.alloc_count),
+        (64, 1)
+    );
     assert!(!little.classifications.contains(&Classification::AllocHeavy));
 }
 

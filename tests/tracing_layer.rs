@@ -127,7 +127,7 @@ fn profiled_and_instrument_rank_the_same() {
     let order = |prefix: &str| -> Vec<String> {
         r.bottlenecks
             .iter()
-            .filter_map(|b| b.function.strip_prefix(&name(prefix)))
+            .filter_map(|b| b.function().strip_prefix(&name(prefix)))
             .map(str::to_owned)
             .collect()
     };

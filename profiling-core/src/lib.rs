@@ -48,8 +48,10 @@
 
 pub mod analyze;
 mod error;
+mod names;
 pub mod record;
 pub mod render;
+pub mod units;
 
 #[cfg(feature = "profiling-full")]
 pub use render::{cpu_profile, flamegraph, heap_profile};
@@ -83,7 +85,8 @@ pub use record::process::{available_cpus, load_average, process_stats, LoadAvera
 pub use record::recorder::{current_depth, exclude_current_thread, reset};
 pub use record::snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
 pub use render::fold::{fold, fold_text, FoldedStack, Weight};
-pub use render::table::{fmt_bytes, fmt_count, fmt_ns, render_table};
+pub use render::table::render_table;
+pub use units::{fmt_bytes, fmt_count, fmt_ns};
 
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use profiling_core::analyze::call_paths::{self, FunctionDetail, LookupError};
 use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, SnapshotDiff, SortKey, Window};
 use serde::{Deserialize, Serialize};
 
@@ -119,64 +120,18 @@ pub(crate) async fn functions(State(s): Server) -> Json<Functions> {
 }
 
 /// One call path through a function.
-#[derive(Debug, Serialize)]
-pub(crate) struct CallPath {
-    path: Vec<String>,
-    calls: u64,
-    self_wall_ns: u64,
-    self_cpu_ns: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct FunctionDetail {
-    window: Window,
-    #[serde(flatten)]
-    function: FunctionStats,
-    call_paths: Vec<CallPath>,
-}
-
 pub(crate) async fn function(
     State(s): Server,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FunctionDetail>, ApiError> {
     let name = path(name)?;
     let snap = s.shared.snapshot();
-    let suffix = format!("::{name}");
-    let found: Vec<&FunctionStats> = match snap.function(&name) {
-        Some(f) => vec![f],
-        None => snap.functions.iter().filter(|f| f.name.ends_with(&suffix)).collect(),
-    };
-    let f = match found.as_slice() {
-        [f] => (*f).clone(),
-        [] => {
-            return Err(ApiError::NotFound(format!(
-                "no function named {name:?} has been called in this window"
-            )))
-        }
-        many => {
-            return Err(ApiError::BadRequest(format!(
-                "{name:?} is ambiguous: {}; use the full name",
-                many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
-            )))
-        }
-    };
-    let mut call_paths: Vec<CallPath> = snap
-        .call_tree
-        .iter()
-        .filter(|n| n.function == Some(f.id) && n.calls > 0)
-        .map(|n| CallPath {
-            path: snap.path(n.id).into_iter().map(str::to_owned).collect(),
-            calls: n.calls,
-            self_wall_ns: n.self_wall_ns,
-            self_cpu_ns: n.self_cpu_ns,
+    call_paths::function_detail(&snap, &name)
+        .map(Json)
+        .map_err(|e| match e {
+            LookupError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            LookupError::Ambiguous { .. } => ApiError::BadRequest(e.to_string()),
         })
-        .collect();
-    call_paths.sort_by_key(|p| std::cmp::Reverse(p.self_wall_ns));
-    Ok(Json(FunctionDetail {
-        window: snap.window.clone(),
-        function: f,
-        call_paths,
-    }))
 }
 
 pub(crate) async fn memory(State(s): Server) -> Json<MemoryReport> {

@@ -110,19 +110,8 @@ pub struct LeakReport {
     pub notes: Vec<String>,
 }
 
-/// Formats bytes as a human figure (`3.1 MiB`).
-pub(crate) fn human_bytes(b: f64) -> String {
-    let a = b.abs();
-    if a >= MIB * 1024.0 {
-        format!("{:.1} GiB", b / MIB / 1024.0)
-    } else if a >= MIB {
-        format!("{:.1} MiB", b / MIB)
-    } else if a >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
-}
+/// Formats bytes as a human figure (`3.1 MiB`): [`crate::units::fmt_signed_bytes`].
+pub(crate) use crate::units::fmt_signed_bytes as human_bytes;
 
 /// Runs every analysis. `samples` and `functions` are oldest first.
 pub fn analyze(
@@ -468,11 +457,5 @@ mod tests {
             "{:#?}",
             r.suspects
         );
-    }
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(3.0 * 1024.0 * 1024.0), "3.0 MiB");
     }
 }

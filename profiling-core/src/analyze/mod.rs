@@ -1,12 +1,14 @@
 //! Analysis: what the recorded figures mean.
 //!
-//! What lives here: bottleneck rankings ([`ranking`]), snapshot diffs ([`diff`]), memory
-//! sampling and thresholds ([`memory`]), growth rates ([`trend`]), leak detection ([`leak`]), the recording overhead
+//! What lives here: bottleneck rankings ([`ranking`]), call paths and function detail
+//! ([`call_paths`]), snapshot diffs ([`diff`]), memory sampling and thresholds ([`memory`]),
+//! growth rates ([`trend`]), leak detection ([`leak`]), the recording overhead
 //! ([`overhead`]) and the reports a server serves ([`reports`]: memory, CPU, allocations).
 //!
 //! May depend on: [`crate::record`] (its snapshot types and readings). Never on
 //! [`crate::render`].
 
+pub mod call_paths;
 pub mod diff;
 pub mod leak;
 pub mod memory;

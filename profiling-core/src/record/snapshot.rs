@@ -143,6 +143,9 @@ impl Snapshot {
     }
 
     /// Names along the path of `node`, root first (the root itself is left out).
+    ///
+    /// Indexes the whole tree on each call (O(nodes)); for the paths of many nodes, walk
+    /// `analyze::call_paths::PathTree` once instead.
     pub fn path(&self, node: u32) -> Vec<&str> {
         let by_id: std::collections::HashMap<u32, &CallTreeNode> = self.call_tree.iter().map(|n| (n.id, n)).collect();
         let mut out = Vec::new();
@@ -222,6 +225,7 @@ fn build(
         }
     }
 
+    let nested = nested_in_same_function(n, &parent_of, &func_of);
     let nf = metas.len().max(fns.len());
     let mut cpu_self = vec![0u64; nf];
     let mut cpu_total = vec![0u64; nf];
@@ -239,16 +243,7 @@ fn build(
         wall_self[fi] += s.wall_self;
         alloc_self[fi].add(&s.alloc);
         // Inclusive figures come from the outermost node of each recursion only.
-        let mut a = parent_of(i);
-        let mut nested = false;
-        while a != ROOT {
-            if func_of(a as usize) == f {
-                nested = true;
-                break;
-            }
-            a = parent_of(a as usize);
-        }
-        if !nested {
+        if !nested[i] {
             cpu_total[fi] += sub_cpu[i];
             alloc_total[fi].add(&sub_alloc[i]);
         }
@@ -329,6 +324,42 @@ fn build(
         }
         .to_owned(),
     }
+}
+
+/// Per node, whether an ancestor runs the same function (the node is an inner frame of a
+/// recursion). One depth-first walk with a count of open frames per function: O(nodes), where
+/// walking up from every node would cost O(nodes × depth).
+fn nested_in_same_function(n: usize, parent_of: &impl Fn(usize) -> u32, func_of: &impl Fn(usize) -> u32) -> Vec<bool> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 1..n {
+        let p = parent_of(i) as usize;
+        // Children have larger ids than their parents; anything else is not walked.
+        if p < i {
+            children[p].push(i);
+        }
+    }
+    let mut nested = vec![false; n];
+    let mut open: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    // (node, entering?)
+    let mut stack: Vec<(usize, bool)> = vec![(ROOT as usize, true)];
+    while let Some((i, entering)) = stack.pop() {
+        let f = if i == ROOT as usize { NO_FUNCTION } else { func_of(i) };
+        if !entering {
+            if let Some(c) = open.get_mut(&f) {
+                *c -= 1;
+            }
+            continue;
+        }
+        let c = open.entry(f).or_default();
+        nested[i] = f != NO_FUNCTION && *c > 0;
+        *c += 1;
+        stack.push((i, false));
+        stack.extend(children[i].iter().map(|&c| (c, true)));
+    }
+    nested
 }
 
 #[cfg(test)]

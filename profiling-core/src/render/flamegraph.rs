@@ -9,7 +9,9 @@ use std::io::BufReader;
 
 use crate::error::{Error, Result};
 use crate::record::snapshot::Snapshot;
+use crate::render::escape;
 use crate::render::fold::{self, FoldedStack, Weight};
+use crate::units::{fmt_bytes, fmt_count, fmt_ns};
 
 /// How the values of folded lines are shown in titles and tooltips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,34 +86,13 @@ impl SvgOptions {
     }
 }
 
-/// Formats a figure of `unit` for titles: `1.234 s`, `12.3 MiB`, `5 calls`.
+/// Formats a figure of `unit` for titles, in the human units of [`crate::units`]:
+/// `1.23 s`, `12.3 MiB`, `5 calls`.
 pub fn format_value(value: u64, unit: Unit) -> String {
     match unit {
-        Unit::Nanoseconds => {
-            let v = value as f64;
-            if value >= 1_000_000_000 {
-                format!("{:.3} s", v / 1e9)
-            } else if value >= 1_000_000 {
-                format!("{:.3} ms", v / 1e6)
-            } else if value >= 1_000 {
-                format!("{:.3} µs", v / 1e3)
-            } else {
-                format!("{value} ns")
-            }
-        }
-        Unit::Bytes => {
-            let v = value as f64;
-            if value >= 1 << 30 {
-                format!("{:.2} GiB", v / (1u64 << 30) as f64)
-            } else if value >= 1 << 20 {
-                format!("{:.2} MiB", v / (1u64 << 20) as f64)
-            } else if value >= 1 << 10 {
-                format!("{:.2} KiB", v / 1024.0)
-            } else {
-                format!("{value} bytes")
-            }
-        }
-        Unit::Count(name) => format!("{value} {name}"),
+        Unit::Nanoseconds => fmt_ns(value),
+        Unit::Bytes => fmt_bytes(value),
+        Unit::Count(name) => format!("{} {name}", fmt_count(value)),
     }
 }
 
@@ -251,13 +232,6 @@ pub fn render_diff_folded(base: &[FoldedStack], target: &[FoldedStack], opts: &S
     Ok(out)
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn empty_svg(title: &str, message: &str) -> Vec<u8> {
     format!(
         concat!(
@@ -268,8 +242,8 @@ fn empty_svg(title: &str, message: &str) -> Vec<u8> {
             r#"<text x="600" y="56" text-anchor="middle" font-size="12" font-family="Verdana">{}</text>"#,
             "</svg>\n"
         ),
-        escape(title),
-        escape(message)
+        escape::markup(title),
+        escape::markup(message)
     )
     .into_bytes()
 }
@@ -292,7 +266,7 @@ mod tests {
     #[test]
     fn snapshot_svg_names_weight_window_and_units() {
         let s = svg(&render_snapshot(&known_snapshot(), Weight::Wall).unwrap());
-        assert!(s.contains("Self wall time — window 1, 1.000 s"), "title");
+        assert!(s.contains("Self wall time — window 1, 1.00 s"), "title");
         assert!(s.contains("app::lex (20 ns, "), "tooltip with unit");
         let s = svg(&render_snapshot(&known_snapshot(), Weight::AllocBytes).unwrap());
         assert!(s.contains("app::parse (960 bytes, 100.00%)"), "inclusive bytes tooltip");
@@ -339,8 +313,9 @@ mod tests {
 
     #[test]
     fn formats_values() {
-        assert_eq!(format_value(1_500_000, Unit::Nanoseconds), "1.500 ms");
-        assert_eq!(format_value(3 << 20, Unit::Bytes), "3.00 MiB");
+        assert_eq!(format_value(1_500_000, Unit::Nanoseconds), "1.50 ms");
+        assert_eq!(format_value(3 << 20, Unit::Bytes), "3.0 MiB");
         assert_eq!(format_value(7, Unit::Count("calls")), "7 calls");
+        assert_eq!(format_value(41_000, Unit::Count("samples")), "41k samples");
     }
 }

@@ -3,22 +3,43 @@
 //!
 //! Folding is exact (no sampling): every node of [`Snapshot::call_tree`] becomes one line
 //! whose frames are the annotated functions from the root to that node and whose value is
-//! the node's *self* figure for the chosen [`Weight`]. Lines are sorted by stack and lines
+//! the node's *self* figure for the chosen [`Weight`]; recursion is folded so a function
+//! appears once per path (see [`crate::analyze::call_paths`]). Lines are sorted by stack and lines
 //! of value 0 are left out, so the output is deterministic and a flamegraph drawn from it
 //! has each frame as wide as its inclusive figure.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::call_paths::PathTree;
 use crate::error::{Error, Result};
 use crate::record::snapshot::{CallTreeNode, Snapshot};
 
 /// Which figure of a call-tree node a flamegraph frame is as wide as.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Names are `snake_case` (`wall`, `off_cpu`, ...), the spelling of [`crate::SortKey`];
+/// parsing is case-insensitive and takes `-` for `_`, plus the aliases `self_wall`, `time`,
+/// `self_cpu`, `offcpu`, `bytes`, `allocs` and `allocations`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Weight {
     /// Self wall time, ns (for async calls: latency minus awaited annotated callees).
     #[default]
@@ -37,27 +58,23 @@ pub enum Weight {
 
 impl Weight {
     /// Every weight, in display order.
-    pub const ALL: [Weight; 6] = [
-        Weight::Wall,
-        Weight::Cpu,
-        Weight::OffCpu,
-        Weight::AllocBytes,
-        Weight::AllocCount,
-        Weight::Calls,
+    pub const ALL: &'static [Weight] = <Weight as strum::VariantArray>::VARIANTS;
+
+    /// Other names accepted when parsing.
+    const ALIASES: &'static [(&'static str, Weight)] = &[
+        ("self_wall", Weight::Wall),
+        ("time", Weight::Wall),
+        ("self_cpu", Weight::Cpu),
+        ("offcpu", Weight::OffCpu),
+        ("bytes", Weight::AllocBytes),
+        ("allocs", Weight::AllocCount),
+        ("allocations", Weight::AllocCount),
     ];
 
     /// The name used in URLs, on the command line and in JSON: `wall`, `cpu`, `off_cpu`,
-    /// `alloc_bytes`, `alloc_count`, `calls` (the spelling of [`crate::SortKey`]; `-` is
-    /// accepted for `_` when parsing).
+    /// `alloc_bytes`, `alloc_count`, `calls`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Weight::Wall => "wall",
-            Weight::Cpu => "cpu",
-            Weight::OffCpu => "off_cpu",
-            Weight::AllocBytes => "alloc_bytes",
-            Weight::AllocCount => "alloc_count",
-            Weight::Calls => "calls",
-        }
+        self.into()
     }
 
     /// What a frame's width means, for titles: e.g. "self wall time".
@@ -100,31 +117,16 @@ impl Weight {
     }
 }
 
-impl fmt::Display for Weight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for Weight {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let t = s.trim().to_ascii_lowercase().replace('_', "-");
-        let w = match t.as_str() {
-            "wall" | "self-wall" | "time" => Weight::Wall,
-            "cpu" | "self-cpu" => Weight::Cpu,
-            "off-cpu" | "offcpu" => Weight::OffCpu,
-            "alloc-bytes" | "bytes" => Weight::AllocBytes,
-            "alloc-count" | "allocs" | "allocations" => Weight::AllocCount,
-            "calls" => Weight::Calls,
-            _ => {
-                return Err(Error::InvalidConfig(format!(
-                    "unknown weight {s:?}; expected one of wall, cpu, off_cpu, alloc_bytes, alloc_count, calls"
-                )))
-            }
-        };
-        Ok(w)
+        crate::names::parse(s, Weight::ALIASES).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "unknown weight {s:?}; expected one of {}",
+                crate::names::list::<Weight>()
+            ))
+        })
     }
 }
 
@@ -156,66 +158,41 @@ pub fn sanitize_frame(name: &str) -> String {
     out
 }
 
-/// Folds the call tree of `snapshot` by `weight`: one line per node with a non-zero self
-/// figure, sorted by stack. Nodes with the same path (which the recorder never produces,
-/// but a hand-edited snapshot may) are summed.
+/// Folds the call tree of `snapshot` by `weight`: one line per path with a non-zero self
+/// figure, sorted by stack. Recursion is folded first ([`PathTree`]): a function already on
+/// the path is not repeated, its deeper frames' figures are added to its frame. Paths that
+/// read the same (two functions with one name, or duplicate nodes of a hand-edited snapshot)
+/// are summed.
+///
+/// O(nodes) time and memory plus the output: the tree is walked once with one path buffer.
 pub fn fold(snapshot: &Snapshot, weight: Weight) -> Vec<FoldedStack> {
     let names: HashMap<u32, String> = snapshot
         .functions
         .iter()
         .map(|f| (f.id, sanitize_frame(&f.name)))
         .collect();
-    let by_id: HashMap<u32, &CallTreeNode> = snapshot.call_tree.iter().map(|n| (n.id, n)).collect();
-    // Paths are memoized per node: parents usually come first, but nothing here relies on it.
-    let mut paths: HashMap<u32, String> = HashMap::with_capacity(snapshot.call_tree.len());
-    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
-    for node in &snapshot.call_tree {
-        let value = weight.of(node);
-        if value == 0 || node.function.is_none() {
-            continue;
-        }
-        let path = path_of(node.id, &by_id, &names, &mut paths);
-        *sums.entry(path).or_default() += value;
-    }
-    sums.into_iter()
-        .map(|(stack, value)| FoldedStack { stack, value })
-        .collect()
-}
-
-fn path_of(
-    id: u32,
-    by_id: &HashMap<u32, &CallTreeNode>,
-    names: &HashMap<u32, String>,
-    memo: &mut HashMap<u32, String>,
-) -> String {
-    // Walk up to the first memoized ancestor (or the root), then build downwards.
-    let mut chain = Vec::new();
-    let mut cur = Some(id);
-    let mut base = String::new();
-    while let Some(c) = cur {
-        if let Some(p) = memo.get(&c) {
-            base = p.clone();
-            break;
-        }
-        let Some(node) = by_id.get(&c) else { break };
-        chain.push(*node);
-        // A malformed (cyclic) tree must not hang: no path is longer than the tree.
-        if chain.len() > by_id.len() {
-            break;
-        }
-        cur = node.parent;
-    }
-    for node in chain.into_iter().rev() {
-        if let Some(f) = node.function {
-            let name = names.get(&f).map_or("?", String::as_str);
-            if !base.is_empty() {
-                base.push(';');
+    let mut out: Vec<FoldedStack> = Vec::new();
+    PathTree::new(snapshot).walk(
+        |f| names.get(&f).map_or("?", String::as_str),
+        |node, _, stack| {
+            let value = weight.of(node);
+            if value > 0 && node.function.is_some() {
+                out.push(FoldedStack {
+                    stack: stack.to_owned(),
+                    value,
+                });
             }
-            base.push_str(name);
+        },
+    );
+    out.sort_unstable();
+    out.dedup_by(|later, kept| {
+        let same = later.stack == kept.stack;
+        if same {
+            kept.value += later.value;
         }
-        memo.insert(node.id, base.clone());
-    }
-    base
+        same
+    });
+    out
 }
 
 /// The folded lines as text, one `stack value` per line.
@@ -443,13 +420,48 @@ app::main;app::save;app::parse 1
 
     #[test]
     fn weights_parse_by_name_and_reject_unknown() {
-        for w in Weight::ALL {
+        for &w in Weight::ALL {
             assert_eq!(w.as_str().parse::<Weight>().unwrap(), w);
+            assert_eq!(w.to_string(), w.as_str());
+            assert_eq!(serde_json::to_string(&w).unwrap(), format!("\"{w}\""));
         }
         assert_eq!("SELF_CPU".parse::<Weight>().unwrap(), Weight::Cpu);
         assert_eq!("off-cpu".parse::<Weight>().unwrap(), Weight::OffCpu);
+        assert_eq!("Alloc-Bytes".parse::<Weight>().unwrap(), Weight::AllocBytes);
+        assert_eq!("allocations".parse::<Weight>().unwrap(), Weight::AllocCount);
         let err = "heat".parse::<Weight>().unwrap_err().to_string();
-        assert!(err.contains("alloc_bytes"), "{err}");
+        assert!(
+            err.ends_with(
+                "unknown weight \"heat\"; expected one of wall, cpu, off_cpu, alloc_bytes, alloc_count, calls"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn recursion_is_folded_into_one_frame() {
+        // main -> parse -> parse -> parse -> lex: parse appears once, with its three calls.
+        let mut s = known_snapshot();
+        s.call_tree.truncate(2);
+        s.call_tree.extend([
+            node(2, 1, 1, 1, 30, 0, 0),
+            node(3, 2, 1, 1, 20, 0, 0),
+            node(4, 3, 1, 1, 10, 0, 0),
+            node(5, 4, 2, 4, 5, 0, 0),
+        ]);
+        assert_eq!(
+            fold_text(&s, Weight::Calls),
+            "app::main 1\napp::main;app::parse 3\napp::main;app::parse;app::lex 4\n"
+        );
+        assert_eq!(total(&fold(&s, Weight::Wall)), 10 + 30 + 20 + 10 + 5);
+    }
+
+    #[test]
+    fn same_names_are_summed() {
+        let mut s = known_snapshot();
+        s.functions[3].name = "app::parse".to_owned(); // save now reads like parse
+        let lines = fold_text(&s, Weight::Calls);
+        assert!(lines.contains("app::main;app::parse 4\n"), "{lines}");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! Rendering: turning snapshots and analyses into things people and tools read.
 //!
-//! What lives here: text tables ([`table`]), folded stacks ([`fold`]), flamegraph SVGs
-//! ([`flamegraph`], `profiling-full`), sampled CPU profiles and pprof ([`cpu_profile`],
-//! `profiling-full`), jemalloc heap profiles ([`heap_profile`]), snapshot files
-//! ([`snapshot_file`]: the one place that writes and reads them) and the report written at
-//! exit ([`report`]).
+//! What lives here: text tables ([`table`]), markup escaping ([`escape`]), folded stacks
+//! ([`fold`]), flamegraph SVGs ([`flamegraph`], `profiling-full`), sampled CPU profiles and
+//! pprof ([`cpu_profile`], `profiling-full`), jemalloc heap profiles ([`heap_profile`]),
+//! snapshot files ([`snapshot_file`]: the one place that writes and reads them) and the
+//! report written at exit ([`report`]).
 //!
 //! May depend on: [`crate::record`] and [`crate::analyze`].
 
 #[cfg(feature = "profiling-full")]
 pub mod cpu_profile;
+pub mod escape;
 #[cfg(feature = "profiling-full")]
 pub mod flamegraph;
 pub mod fold;

@@ -1,66 +1,14 @@
-//! Plain-text rendering of a [`Ranking`] for terminals, and the human units (ns/µs/ms/s,
-//! B/KiB/MiB/GiB, k/M) used there and in recommendation texts.
+//! Plain-text rendering of a [`Ranking`] for terminals. Figures are written in the human
+//! units of [`crate::units`].
 
 use std::fmt::{self, Write as _};
 
-use crate::analyze::ranking::Ranking;
+use crate::analyze::ranking::{Ranking, WindowStart};
+use crate::units::fmt_percent;
+pub use crate::units::{fmt_bytes, fmt_count, fmt_ns};
 
 /// Widest function name shown; longer names keep their tail (the most specific part).
 pub const MAX_FUNCTION_WIDTH: usize = 48;
-
-/// A duration in ns with 3 significant digits: `950 ns`, `12.3 µs`, `4.56 ms`, `1.23 s`.
-pub fn fmt_ns(ns: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs")];
-    for (scale, unit) in UNITS {
-        if ns >= scale {
-            return format!("{} {unit}", sig3(ns as f64 / scale as f64));
-        }
-    }
-    format!("{ns} ns")
-}
-
-/// A byte count in binary units with one decimal: `512 B`, `1.5 KiB`, `3.1 MiB`, `2.0 GiB`.
-pub fn fmt_bytes(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (scale, unit) in UNITS {
-        if bytes >= scale {
-            return format!("{:.1} {unit}", bytes as f64 / scale as f64);
-        }
-    }
-    format!("{bytes} B")
-}
-
-/// A count, abbreviated from a thousand up: `999`, `1.5k`, `41k`, `2.35M`, `1.2G`.
-pub fn fmt_count(n: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")];
-    for (scale, unit) in UNITS {
-        if n >= scale {
-            let s = sig3(n as f64 / scale as f64);
-            let s = if s.contains('.') {
-                s.trim_end_matches('0').trim_end_matches('.')
-            } else {
-                &s
-            };
-            return format!("{s}{unit}");
-        }
-    }
-    n.to_string()
-}
-
-/// `x` (at least 1) with 3 significant digits.
-fn sig3(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-fn fmt_pct(x: f64) -> String {
-    format!("{:.1}%", x * 100.0)
-}
 
 /// `name` cut to `width` characters, keeping its end.
 fn truncate_front(name: &str, width: usize) -> String {
@@ -81,8 +29,8 @@ pub fn render_table(ranking: &Ranking) -> String {
     let w = &ranking.window;
     let mut out = String::new();
     let since = match w.since {
-        crate::analyze::ranking::WindowStart::ProcessStart => "since process start",
-        crate::analyze::ranking::WindowStart::LastReset => "since last reset",
+        WindowStart::ProcessStart => "since process start",
+        WindowStart::LastReset => "since last reset",
     };
     let _ = writeln!(
         out,
@@ -102,21 +50,22 @@ pub fn render_table(ranking: &Ranking) -> String {
         .bottlenecks
         .iter()
         .map(|b| {
+            let s = &b.stats;
             [
                 b.rank.to_string(),
-                truncate_front(&b.function, MAX_FUNCTION_WIDTH),
-                fmt_count(b.calls),
-                fmt_ns(b.self_wall_ns),
-                fmt_ns(b.total_wall_ns),
-                fmt_pct(b.share),
-                fmt_ns(b.cpu_ns),
+                truncate_front(&s.name, MAX_FUNCTION_WIDTH),
+                fmt_count(s.calls),
+                fmt_ns(s.self_wall_ns),
+                fmt_ns(s.total_wall_ns),
+                fmt_percent(b.share),
+                fmt_ns(s.cpu_self_ns),
                 if w.allocations_counted {
-                    fmt_bytes(b.alloc_bytes)
+                    fmt_bytes(s.alloc_self.alloc_bytes)
                 } else {
                     "-".to_owned()
                 },
-                fmt_ns(b.p50_ns),
-                fmt_ns(b.p99_ns),
+                fmt_ns(s.p50_ns),
+                fmt_ns(s.p99_ns),
                 format!("{:.2}", b.impact_score),
                 b.classification.to_string(),
             ]
@@ -160,7 +109,8 @@ pub fn render_table(ranking: &Ranking) -> String {
     if !with_recs.is_empty() {
         out.push('\n');
         for b in with_recs {
-            let _ = writeln!(out, "{}. {} ({}:{})", b.rank, b.function, b.file, b.line);
+            let s = &b.stats;
+            let _ = writeln!(out, "{}. {} ({}:{})", b.rank, s.name, s.file, s.line);
             for r in &b.recommendations {
                 let _ = writeln!(out, "   - {r}");
             }
@@ -190,29 +140,6 @@ mod tests {
     use crate::record::alloc::AllocCounters;
 
     const MS: u64 = 1_000_000;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(fmt_ns(0), "0 ns");
-        assert_eq!(fmt_ns(999), "999 ns");
-        assert_eq!(fmt_ns(1_000), "1.00 µs");
-        assert_eq!(fmt_ns(12_345), "12.3 µs");
-        assert_eq!(fmt_ns(4_560_000), "4.56 ms");
-        assert_eq!(fmt_ns(999_999_999), "1000 ms");
-        assert_eq!(fmt_ns(1_230_000_000), "1.23 s");
-        assert_eq!(fmt_ns(3_600_000_000_000), "3600 s");
-        assert_eq!(fmt_bytes(512), "512 B");
-        assert_eq!(fmt_bytes(1536), "1.5 KiB");
-        assert_eq!(fmt_bytes(3_250_586), "3.1 MiB");
-        assert_eq!(fmt_bytes(2 << 30), "2.0 GiB");
-        assert_eq!(fmt_count(999), "999");
-        assert_eq!(fmt_count(1_000), "1k");
-        assert_eq!(fmt_count(1_500), "1.5k");
-        assert_eq!(fmt_count(41_000), "41k");
-        assert_eq!(fmt_count(41_230), "41.2k");
-        assert_eq!(fmt_count(2_345_678), "2.35M");
-        assert_eq!(fmt_count(120_000_000), "120M");
-    }
 
     #[test]
     fn long_names_keep_their_tail() {
