@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::memory::{growth, FunctionObservation, MemorySample, MIB};
-use crate::record::alloc::LargeAllocation;
+use crate::record::alloc_report::LargeAllocation;
 
 /// Thresholds of [`analyze`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -267,7 +267,7 @@ pub fn read_sample() -> MemorySample {
 fn read_sample_and_functions() -> (MemorySample, FunctionObservation) {
     let snap = crate::snapshot();
     let proc_stats = crate::record::process::process_stats().unwrap_or_default();
-    let alloc = crate::record::alloc::allocation_totals();
+    let alloc = crate::record::alloc_report::allocation_totals();
     let at_unix_ms = snap.window.taken_unix_ms;
     let sample = MemorySample {
         at_unix_ms,
@@ -385,7 +385,7 @@ impl Shared {
             let st = self.lock();
             (Vec::from(st.samples.clone()), Vec::from(st.functions.clone()))
         };
-        let large = crate::record::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc_report::allocation_totals().large_allocations;
         let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
         for s in &report.suspects {
             tracing::warn!(kind = ?s.kind, function = s.function.as_deref().unwrap_or(""), "leak suspect: {}", s.evidence);
@@ -477,7 +477,7 @@ impl MemorySampler {
     pub fn analyze_leaks(&self, options: &LeakOptions) -> LeakReport {
         let samples = self.samples();
         let functions = self.function_history();
-        let large = crate::record::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc_report::allocation_totals().large_allocations;
         leak::analyze(&samples, &functions, &large, options)
     }
 }

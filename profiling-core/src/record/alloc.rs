@@ -292,84 +292,54 @@ pub fn counting_allocator_installed() -> bool {
     INSTALLED.load(Relaxed) || COUNTERS.try_with(|c| c.alloc_count.get() > 0).unwrap_or(false)
 }
 
-/// One allocation at or above the large-allocation threshold.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LargeAllocation {
-    /// Requested size.
-    pub bytes: u64,
-    /// Innermost annotated function at the time, if any.
-    pub function: Option<String>,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_unix_ms: u64,
+/// One large allocation as recorded: the function is still an id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LargeRecord {
+    pub(crate) bytes: u64,
+    /// Innermost annotated function at the time (`u32::MAX`: none).
+    pub(crate) func: u32,
+    pub(crate) at_unix_ms: u64,
 }
 
-/// Process-wide figures counted by [`ProfilingAllocator`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AllocationTotals {
-    /// Whether the counting allocator is installed; all figures are 0 when it is not.
-    pub installed: bool,
-    /// Totals since the process started.
-    pub counters: AllocCounters,
-    /// Live heap: bytes allocated and not yet freed.
-    pub live_bytes: u64,
-    /// `(lower bound, count)` per power-of-two size bucket, non-empty buckets only.
-    pub size_distribution: Vec<SizeBucket>,
-    /// The most recent large allocations (at most 64).
-    pub large_allocations: Vec<LargeAllocation>,
-    /// Threshold for [`AllocationTotals::large_allocations`], bytes.
-    pub large_allocation_threshold: u64,
-}
-
-/// One power-of-two size bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SizeBucket {
-    /// Smallest size in the bucket (bytes).
-    pub min_bytes: u64,
-    /// Largest size in the bucket (bytes).
-    pub max_bytes: u64,
-    /// Allocations of a size in the bucket.
-    pub count: u64,
-}
-
-/// Reads the process-wide allocation figures.
-pub fn allocation_totals() -> AllocationTotals {
-    let _ = COUNTERS.try_with(publish);
-    let counters = AllocCounters {
-        alloc_bytes: G_ALLOC_BYTES.load(Relaxed),
-        alloc_count: G_ALLOC_COUNT.load(Relaxed),
-        freed_bytes: G_FREED_BYTES.load(Relaxed),
-        freed_count: G_FREED_COUNT.load(Relaxed),
-    };
-    let names = crate::record::callsite::all_functions();
+/// The most recent large allocations, oldest first (at most 64).
+pub(crate) fn recent_large_allocations() -> Vec<LargeRecord> {
     let n = LARGE_NEXT.load(Relaxed);
-    let mut large = Vec::new();
-    for k in n.saturating_sub(LARGE_SLOTS)..n {
-        let s = k % LARGE_SLOTS;
-        let f = LARGE_FN[s].load(Relaxed);
-        large.push(LargeAllocation {
-            bytes: LARGE_SIZE[s].load(Relaxed),
-            function: names.get(f as usize).map(|m| m.name.clone()),
-            at_unix_ms: LARGE_AT[s].load(Relaxed),
-        });
-    }
-    AllocationTotals {
-        installed: counting_allocator_installed(),
-        live_bytes: counters.alloc_bytes.saturating_sub(counters.freed_bytes),
-        counters,
-        size_distribution: G_SIZES
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let count = c.load(Relaxed);
-                (count > 0).then(|| SizeBucket {
-                    min_bytes: if i == 0 { 0 } else { 1 << i },
-                    max_bytes: (1u64 << (i + 1)) - 1,
-                    count,
-                })
-            })
-            .collect(),
-        large_allocations: large,
-        large_allocation_threshold: LARGE_THRESHOLD.load(Relaxed),
+    (n.saturating_sub(LARGE_SLOTS)..n)
+        .map(|k| {
+            let s = k % LARGE_SLOTS;
+            LargeRecord {
+                bytes: LARGE_SIZE[s].load(Relaxed),
+                func: LARGE_FN[s].load(Relaxed),
+                at_unix_ms: LARGE_AT[s].load(Relaxed),
+            }
+        })
+        .collect()
+}
+
+/// The size from which one allocation is recorded as large.
+pub(crate) fn large_allocation_threshold() -> u64 {
+    LARGE_THRESHOLD.load(Relaxed)
+}
+
+/// Process-wide counts of every thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProcessCounts {
+    pub(crate) counters: AllocCounters,
+    /// Allocations per power-of-two size bucket (see [`SIZE_BUCKETS`]).
+    pub(crate) sizes: [u64; SIZE_BUCKETS],
+}
+
+/// Reads the process-wide counts.
+pub(crate) fn process_counts() -> ProcessCounts {
+    let _ = COUNTERS.try_with(publish);
+    ProcessCounts {
+        counters: AllocCounters {
+            alloc_bytes: G_ALLOC_BYTES.load(Relaxed),
+            alloc_count: G_ALLOC_COUNT.load(Relaxed),
+            freed_bytes: G_FREED_BYTES.load(Relaxed),
+            freed_count: G_FREED_COUNT.load(Relaxed),
+        },
+        sizes: std::array::from_fn(|i| G_SIZES[i].load(Relaxed)),
     }
 }
 

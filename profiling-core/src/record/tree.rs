@@ -17,19 +17,19 @@ pub(crate) const ROOT: u32 = 0;
 /// The "function" of the root node.
 pub(crate) const NO_FUNCTION: u32 = u32::MAX;
 
-struct Table {
+struct PathTable {
     map: HashMap<(u32, u32), u32>,
     parent: Vec<u32>,
     func: Vec<u32>,
 }
 
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+static TABLE: Mutex<Option<PathTable>> = Mutex::new(None);
 /// Lookups that hit the cap and were folded into the parent.
 pub(crate) static FOLDED: AtomicU64 = AtomicU64::new(0);
 
-fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+fn with_table<R>(f: impl FnOnce(&mut PathTable) -> R) -> R {
     let mut g = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let t = g.get_or_insert_with(|| Table {
+    let t = g.get_or_insert_with(|| PathTable {
         map: HashMap::new(),
         parent: vec![ROOT],
         func: vec![NO_FUNCTION],
