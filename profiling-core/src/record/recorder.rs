@@ -83,7 +83,6 @@ impl Drop for ThreadSlot {
     fn drop(&mut self) {
         let rec = self.0.get_mut();
         rec.flush_cpu();
-        alloc::publish_current_thread();
         threads::retire(&rec.tables);
     }
 }
