@@ -112,6 +112,7 @@ impl ThreadRecorder {
     fn adopt_epoch(&mut self, e: u64) {
         self.tables.nodes.for_each(|_, c| c.clear());
         self.tables.fns.for_each(|_, c| c.clear());
+        self.tables.folded_calls.store(0, Relaxed);
         self.tables.epoch.store(e, Relaxed);
         self.epoch = e;
         self.cpu.restart();
@@ -157,6 +158,9 @@ impl ThreadRecorder {
             Some(n) => (n, false),
             None => {
                 let c = self.cache.child(parent, func);
+                if c.folded {
+                    bump(&self.tables.folded_calls, 1);
+                }
                 (c.node, c.folded)
             }
         };

@@ -310,7 +310,7 @@ fn build(
             live: merged.live_threads,
             exited: merged.exited_threads,
         },
-        folded_calls: tree::FOLDED.load(std::sync::atomic::Ordering::Relaxed),
+        folded_calls: merged.totals.folded_calls,
         call_tree_nodes: tree::len(),
         call_tree_node_cap: crate::record::config::max_call_tree_nodes(),
         allocations_counted: crate::record::alloc::counting_allocator_installed(),

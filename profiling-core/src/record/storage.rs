@@ -221,6 +221,8 @@ impl Default for FnSums {
 pub(crate) struct Totals {
     pub(crate) nodes: Vec<NodeSums>,
     pub(crate) fns: Vec<FnSums>,
+    /// Calls whose path was folded into its parent.
+    pub(crate) folded_calls: u64,
 }
 
 impl Totals {

@@ -22,6 +22,8 @@ pub(crate) struct ThreadTables {
     pub(crate) excluded: AtomicBool,
     pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
     pub(crate) fns: Chunked<FnCell, FN_CHUNK>,
+    /// Calls whose path was folded into its parent (the node cap was reached).
+    pub(crate) folded_calls: AtomicU64,
 }
 
 impl ThreadTables {
@@ -31,12 +33,14 @@ impl ThreadTables {
             excluded: AtomicBool::new(false),
             nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
             fns: Chunked::new(MAX_FUNCTIONS),
+            folded_calls: AtomicU64::new(0),
         }
     }
 
     fn add_to(&self, t: &mut Totals) {
         self.nodes.for_each(|i, c| t.add_node(i, c));
         self.fns.for_each(|i, c| t.add_fn(i, c));
+        t.folded_calls += self.folded_calls.load(Relaxed);
     }
 
     /// Whether a reader of window `epoch` counts these figures.
@@ -58,6 +62,7 @@ static REGISTRY: Mutex<ThreadRegistry> = Mutex::new(ThreadRegistry {
     retired: Totals {
         nodes: Vec::new(),
         fns: Vec::new(),
+        folded_calls: 0,
     },
     exited: 0,
 });
@@ -121,5 +126,4 @@ pub fn reset() {
     let mut r = lock();
     window::begin_new();
     r.retired = Totals::default();
-    crate::record::tree::FOLDED.store(0, Relaxed);
 }
