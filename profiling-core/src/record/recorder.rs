@@ -83,7 +83,7 @@ impl Drop for ThreadSlot {
     fn drop(&mut self) {
         let rec = self.0.get_mut();
         rec.flush_cpu();
-        threads::retire(&rec.tables);
+        alloc::untracked(|| threads::retire(&rec.tables));
     }
 }
 

@@ -3,11 +3,16 @@
 //!
 //! Each recording thread owns a [`ThreadTables`] (shared by `Arc` with the registry) that
 //! only it writes, with plain relaxed stores; readers merge it concurrently. When a thread
-//! exits, its figures are merged into the registry's retired totals, so the data of exited
-//! threads survives while memory stays bounded by distinct functions and paths.
+//! exits, its tables move to a list of exited tables, which are then folded into the
+//! registry's retired totals, so the data of exited threads survives while memory stays
+//! bounded by distinct functions and paths.
+//!
+//! The registry's lock is held only to push, move or copy `Arc`s: readers merge outside it,
+//! and so does the thread folding exited tables. A thread's first call and its exit wait
+//! for at most a list copy, never for a merge.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use crate::record::callsite::MAX_FUNCTIONS;
 use crate::record::config::MAX_CALL_TREE_NODES_LIMIT;
@@ -51,21 +56,26 @@ impl ThreadTables {
 
 struct ThreadRegistry {
     live: Vec<Arc<ThreadTables>>,
-    /// Merged figures of threads that exited in the current window.
-    retired: Totals,
+    /// Tables of exited threads not yet folded into `retired`.
+    exited_tables: Vec<Arc<ThreadTables>>,
+    /// Merged figures of exited threads of the current window (`None`: nothing yet).
+    retired: Option<Arc<Totals>>,
     /// Threads that have exited since the process started.
     exited: u64,
 }
 
+/// Held for as short as a list operation: readers copy the lists under it and merge
+/// outside, and an exiting thread only moves its tables to `exited_tables`. A thread making
+/// its first call or exiting therefore never waits for a merge.
 static REGISTRY: Mutex<ThreadRegistry> = Mutex::new(ThreadRegistry {
     live: Vec::new(),
-    retired: Totals {
-        nodes: Vec::new(),
-        fns: Vec::new(),
-        folded_calls: 0,
-    },
+    exited_tables: Vec::new(),
+    retired: None,
     exited: 0,
 });
+
+/// Held by the one thread folding exited tables into the retired totals.
+static FOLDING: Mutex<()> = Mutex::new(());
 
 fn lock() -> MutexGuard<'static, ThreadRegistry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
@@ -78,16 +88,51 @@ pub(crate) fn register() -> Arc<ThreadTables> {
     tables
 }
 
-/// Merges an exiting thread's figures into the retired totals and forgets the thread.
+/// Forgets an exiting thread; its figures stay counted, and are folded into the retired
+/// totals (by this thread, unless another is folding already).
 pub(crate) fn retire(tables: &Arc<ThreadTables>) {
-    let mut r = lock();
-    if tables.counts_in(window::epoch()) {
-        let mut retired = std::mem::take(&mut r.retired);
-        tables.add_to(&mut retired);
-        r.retired = retired;
+    {
+        let mut r = lock();
+        if let Some(i) = r.live.iter().position(|d| Arc::ptr_eq(d, tables)) {
+            let t = r.live.swap_remove(i);
+            r.exited_tables.push(t);
+        }
+        r.exited += 1;
     }
-    r.live.retain(|d| !Arc::ptr_eq(d, tables));
-    r.exited += 1;
+    fold_exited();
+}
+
+/// Folds the tables of exited threads into the retired totals, merging outside the lock.
+/// Readers meanwhile still see those tables in `exited_tables`: each figure counts once.
+fn fold_exited() {
+    let _folding = match FOLDING.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    loop {
+        let (base, pending, epoch) = {
+            let r = lock();
+            if r.exited_tables.is_empty() {
+                return;
+            }
+            (r.retired.clone(), r.exited_tables.clone(), window::epoch())
+        };
+        let mut totals = base.as_deref().cloned().unwrap_or_default();
+        for d in &pending {
+            if d.counts_in(epoch) {
+                d.add_to(&mut totals);
+            }
+        }
+        let mut r = lock();
+        // Only the folder removes from the list and `retire` only appends: the first
+        // `pending.len()` entries are the ones just folded.
+        r.exited_tables.drain(..pending.len());
+        // After a reset, what was folded belongs to the old window: drop it.
+        if window::epoch() == epoch {
+            r.retired = Some(Arc::new(totals));
+        }
+    }
 }
 
 /// Figures of the current window merged over every thread, live and exited.
@@ -99,12 +144,16 @@ pub(crate) struct Merged {
     pub(crate) exited_threads: u64,
 }
 
-/// Merges the current window's figures of every thread.
+/// Merges the current window's figures of every thread. The lists are copied under the
+/// lock; the merge itself runs outside it.
 pub(crate) fn merge() -> Merged {
-    let r = lock();
-    let epoch = window::epoch();
-    let mut totals = r.retired.clone();
-    for d in &r.live {
+    let (retired, tables, epoch, live_threads, exited_threads) = {
+        let r = lock();
+        let tables: Vec<Arc<ThreadTables>> = r.live.iter().chain(&r.exited_tables).cloned().collect();
+        (r.retired.clone(), tables, window::epoch(), r.live.len(), r.exited)
+    };
+    let mut totals = retired.as_deref().cloned().unwrap_or_default();
+    for d in &tables {
         if d.counts_in(epoch) {
             d.add_to(&mut totals);
         }
@@ -112,8 +161,8 @@ pub(crate) fn merge() -> Merged {
     Merged {
         totals,
         epoch,
-        live_threads: r.live.len(),
-        exited_threads: r.exited,
+        live_threads,
+        exited_threads,
     }
 }
 
@@ -125,5 +174,5 @@ pub(crate) fn merge() -> Merged {
 pub fn reset() {
     let mut r = lock();
     window::begin_new();
-    r.retired = Totals::default();
+    r.retired = None;
 }
