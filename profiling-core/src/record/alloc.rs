@@ -10,9 +10,11 @@
 //!
 //! Every allocation adds its requested size and 1 to the calling thread's counters, every
 //! free likewise to the freed counters; `realloc` counts as one free of the old size and one
-//! allocation of the new. The counters live in plain thread-local cells: the allocator never
-//! allocates, locks or calls back into the recorder. Recorded calls take the difference of
-//! these counters between entry and exit, so bytes and counts are exact requested sizes.
+//! allocation of the new. The counters live in thread-local storage, written by their
+//! thread alone: the allocator never allocates or calls back into the recorder, and takes
+//! a lock only at a thread's first counted event and at its exit. Recorded calls take the
+//! difference of these counters between entry and exit, so bytes and counts are exact
+//! requested sizes.
 //! (Underneath, jemalloc rounds sizes up to its size classes; its own statistics, read by
 //! [`crate::allocator_stats`], show that rounding.)
 //!

@@ -157,10 +157,7 @@ impl ThreadRecorder {
         let (node, folded) = match node {
             Some(n) => (n, false),
             None => {
-                let c = self.cache.child(parent, func);
-                if c.folded {
-                    bump(&self.tables.folded_calls, 1);
-                }
+                let c = self.cache.child(parent, func, &self.tables.folded_calls);
                 (c.node, c.folded)
             }
         };

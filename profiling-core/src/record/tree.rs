@@ -11,6 +11,7 @@
 //! once the table is full a folded path costs no lock per call either.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// The root node's id.
@@ -111,8 +112,9 @@ impl NodeCache {
         }
     }
 
+    /// The child of `parent` for `func`; a folded answer adds one to `folded_calls`.
     #[inline(always)]
-    pub(crate) fn child(&mut self, parent: u32, func: u32) -> Child {
+    pub(crate) fn child(&mut self, parent: u32, func: u32, folded_calls: &AtomicU64) -> Child {
         let e = &self.entries[slot(parent, func, CACHE)];
         if e.0 == parent && e.1 == func {
             return Child {
@@ -120,7 +122,11 @@ impl NodeCache {
                 folded: false,
             };
         }
-        self.miss(parent, func, crate::record::config::max_call_tree_nodes(), intern)
+        let c = self.miss(parent, func, crate::record::config::max_call_tree_nodes(), intern);
+        if c.folded {
+            crate::record::storage::bump(folded_calls, 1);
+        }
+        c
     }
 
     /// Not in the cache of nodes: a folded path this thread has seen under the same cap, or
@@ -170,10 +176,11 @@ mod tests {
     #[test]
     fn interning_is_stable_and_cached() {
         let mut cache = NodeCache::new();
-        let a = cache.child(ROOT, 1_000_001);
-        let b = cache.child(a.node, 1_000_002);
+        let folded = AtomicU64::new(0);
+        let a = cache.child(ROOT, 1_000_001, &folded);
+        let b = cache.child(a.node, 1_000_002, &folded);
         assert_ne!(a.node, b.node);
-        assert_eq!(cache.child(ROOT, 1_000_001), a);
+        assert_eq!(cache.child(ROOT, 1_000_001, &folded), a);
         assert_eq!(intern(a.node, 1_000_002), b);
         let shape = shape();
         assert_eq!(shape[b.node as usize], (a.node, 1_000_002));
