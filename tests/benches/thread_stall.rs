@@ -132,6 +132,9 @@ thread_local! {
     static EXIT_ENDS: Stamp = const { Stamp(RefCell::new(None)) };
 }
 
+/// Reads one figure of a [`Blocked`].
+type Field = fn(&Blocked) -> Duration;
+
 /// First-call and exit latency of one application thread.
 #[derive(Clone, Copy, Debug, Default)]
 struct Blocked {
@@ -192,7 +195,7 @@ fn report_worst_case() {
         all.len(),
         all.len() / THREADS
     );
-    let rows: [(&str, fn(&Blocked) -> Duration); 4] = [
+    let rows: [(&str, Field); 4] = [
         ("first call, wall", |b| b.first_call),
         ("first call, blocked", |b| b.first_call_blocked),
         ("exit, wall", |b| b.exit),
