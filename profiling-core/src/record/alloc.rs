@@ -1,5 +1,10 @@
 //! Where allocations are counted: [`ProfilingAllocator`], a `GlobalAlloc` wrapper.
 //!
+//! (Longer than 500 lines on purpose: the allocator, the per-thread counters it writes and
+//! the list of live threads that readers walk share one thread-local layout and one safety
+//! invariant, that a thread unlinks itself before its thread-local storage goes; kept in
+//! one file so that every `unsafe` block sits next to the code that upholds it.)
+//!
 //! Install it once in the application:
 //!
 //! ```
