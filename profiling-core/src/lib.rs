@@ -70,9 +70,9 @@ pub use analyze::ranking::{
 pub use error::{Error, Result};
 pub use profiling_macros::profiled;
 pub use record::alloc::{
-    allocation_totals, counting_allocator_installed, set_large_allocation_threshold, AllocCounters, AllocationTotals,
-    LargeAllocation, ProfilingAllocator, SizeBucket, SIZE_BUCKETS,
+    counting_allocator_installed, set_large_allocation_threshold, AllocCounters, ProfilingAllocator, SIZE_BUCKETS,
 };
+pub use record::alloc_report::{allocation_totals, AllocationTotals, LargeAllocation, SizeBucket};
 pub use record::callsite::{CallsiteKind, FunctionMeta, MAX_FUNCTIONS};
 pub use record::clock::{process_cpu_ns, uses_tsc};
 pub use record::config::{
@@ -82,8 +82,9 @@ pub use record::config::{
 pub use record::cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
 pub use record::layer::ProfilingLayer;
 pub use record::process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
-pub use record::recorder::{current_depth, exclude_current_thread, reset};
+pub use record::recorder::{current_depth, exclude_current_thread};
 pub use record::snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
+pub use record::threads::reset;
 pub use render::fold::{fold, fold_text, FoldedStack, Weight};
 pub use render::table::render_table;
 pub use units::{fmt_bytes, fmt_count, fmt_ns};

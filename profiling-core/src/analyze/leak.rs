@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::trend::{growth, MIB};
-use crate::record::alloc::LargeAllocation;
+use crate::record::alloc_report::LargeAllocation;
 use crate::record::memory_sample::{tracked_series, FunctionObservation, MemorySample};
 
 /// Thresholds of [`analyze`].

@@ -1,5 +1,10 @@
 //! Where allocations are counted: [`ProfilingAllocator`], a `GlobalAlloc` wrapper.
 //!
+//! (Longer than 500 lines on purpose: the allocator, the per-thread counters it writes and
+//! the list of live threads that readers walk share one thread-local layout and one safety
+//! invariant, that a thread unlinks itself before its thread-local storage goes; kept in
+//! one file so that every `unsafe` block sits next to the code that upholds it.)
+//!
 //! Install it once in the application:
 //!
 //! ```
@@ -10,26 +15,31 @@
 //!
 //! Every allocation adds its requested size and 1 to the calling thread's counters, every
 //! free likewise to the freed counters; `realloc` counts as one free of the old size and one
-//! allocation of the new. The counters live in plain thread-local cells: the allocator never
-//! allocates, locks or calls back into the recorder. Recorded calls take the difference of
-//! these counters between entry and exit, so bytes and counts are exact requested sizes.
+//! allocation of the new. The counters live in thread-local storage, written by their
+//! thread alone: the allocator never allocates or calls back into the recorder, and takes
+//! a lock only at a thread's first counted event and at its exit. Recorded calls take the
+//! difference of these counters between entry and exit, so bytes and counts are exact
+//! requested sizes.
 //! (Underneath, jemalloc rounds sizes up to its size classes; its own statistics, read by
 //! [`crate::allocator_stats`], show that rounding.)
 //!
-//! Process-wide figures (live heap, the size distribution) are batched per thread and
-//! published every 64 allocations or frees, or when a recording thread exits; a thread that
-//! never records loses at most its last 63 events from those process-wide figures.
+//! Process-wide figures (live heap, the size distribution) are exact over every thread,
+//! whether or not it records calls: a thread's first counted event links its counters
+//! into a list of live threads (once, under a mutex that nothing allocates under), which
+//! readers walk; a thread-local destructor adds them to the retired totals and unlinks the
+//! thread when it exits, and events after that go to the retired totals directly. The
+//! per-event cost stays a few thread-local adds and one branch.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 /// Number of power-of-two size buckets: bucket `i` holds sizes in `[2^i, 2^(i+1))`
 /// (bucket 0 also holds size 0).
 pub const SIZE_BUCKETS: usize = 48;
-const FLUSH_EVERY: u32 = 64;
 const LARGE_SLOTS: usize = 64;
 
 /// A counting `GlobalAlloc` over `A` (the system allocator by default).
@@ -113,45 +123,112 @@ impl AllocCounters {
     }
 }
 
+/// One thread's allocation counters. Cumulative since the thread started; only the thread
+/// writes them (relaxed load and store, no locked instruction), readers of the process-wide
+/// totals read them while the thread is registered in [`LIVE`].
+///
+/// Kept small (64 bytes), what every recorded call reads first: the size buckets live in
+/// their own thread-local, [`SIZES`].
+#[repr(C)]
 struct ThreadCounters {
-    alloc_bytes: Cell<u64>,
-    alloc_count: Cell<u64>,
-    freed_bytes: Cell<u64>,
-    freed_count: Cell<u64>,
+    alloc_bytes: AtomicU64,
+    alloc_count: AtomicU64,
+    freed_bytes: AtomicU64,
+    freed_count: AtomicU64,
     /// Innermost annotated function on this thread (u32::MAX: none), for large allocations.
     current_fn: Cell<u32>,
-    /// Events since the last publish to the process-wide figures.
-    pending: Cell<u32>,
     /// Set while the profiler itself allocates: such events are left out of the thread's
     /// counters (so they are never attributed to a user's function) but still counted
     /// process-wide.
     suspended: Cell<bool>,
-    published: Cell<AllocCounters>,
-    sizes: [Cell<u32>; SIZE_BUCKETS],
+    /// [`UNREGISTERED`], [`REGISTERED`] or [`EXITED`]: where the process-wide totals find
+    /// this thread's events.
+    state: Cell<u8>,
+    /// Links of the list of live threads, guarded by [`LIVE`].
+    prev: AtomicPtr<ThreadCounters>,
+    next: AtomicPtr<ThreadCounters>,
+    /// This thread's [`SIZES`], for readers (set when it registers).
+    sizes: AtomicPtr<SizeCounts>,
 }
+
+/// Allocations per size bucket, cumulative.
+type SizeCounts = [AtomicU64; SIZE_BUCKETS];
+
+/// No event counted yet: not in the list of live threads.
+const UNREGISTERED: u8 = 0;
+/// In the list of live threads: readers add this thread's counters.
+const REGISTERED: u8 = 1;
+/// The thread's exit hook has run: its counters were added to the retired totals, and each
+/// later event (other thread-local destructors) goes straight to them.
+const EXITED: u8 = 2;
 
 thread_local! {
     static COUNTERS: ThreadCounters = const {
         ThreadCounters {
-            alloc_bytes: Cell::new(0),
-            alloc_count: Cell::new(0),
-            freed_bytes: Cell::new(0),
-            freed_count: Cell::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            alloc_count: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+            freed_count: AtomicU64::new(0),
             current_fn: Cell::new(u32::MAX),
-            pending: Cell::new(0),
             suspended: Cell::new(false),
-            published: Cell::new(AllocCounters { alloc_bytes: 0, alloc_count: 0, freed_bytes: 0, freed_count: 0 }),
-            sizes: [const { Cell::new(0) }; SIZE_BUCKETS],
+            state: Cell::new(UNREGISTERED),
+            prev: AtomicPtr::new(std::ptr::null_mut()),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+            sizes: AtomicPtr::new(std::ptr::null_mut()),
         }
     };
+    /// This thread's allocations per size bucket (written by the thread only).
+    static SIZES: SizeCounts = const { [const { AtomicU64::new(0) }; SIZE_BUCKETS] };
+    /// Registered at a thread's first counted event; its destructor retires the thread.
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+/// The list of threads whose counters readers must add: its head, behind a mutex that also
+/// guards every link. Held only to link, unlink or read the list: nothing under it
+/// allocates, so the allocator may take it.
+static LIVE: Mutex<LiveList> = Mutex::new(LiveList(std::ptr::null()));
+
+struct LiveList(*const ThreadCounters);
+
+// SAFETY: the pointers are to live threads' counters, dereferenced only under the mutex,
+// and a thread unlinks itself (under the mutex) before its thread-local storage goes.
+unsafe impl Send for LiveList {}
+
+fn lock_live() -> MutexGuard<'static, LiveList> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Events of threads that have exited, and of the profiler's own bookkeeping.
+static RETIRED: Retired = Retired {
+    alloc_bytes: AtomicU64::new(0),
+    alloc_count: AtomicU64::new(0),
+    freed_bytes: AtomicU64::new(0),
+    freed_count: AtomicU64::new(0),
+    sizes: [const { AtomicU64::new(0) }; SIZE_BUCKETS],
+};
+
+struct Retired {
+    alloc_bytes: AtomicU64,
+    alloc_count: AtomicU64,
+    freed_bytes: AtomicU64,
+    freed_count: AtomicU64,
+    sizes: [AtomicU64; SIZE_BUCKETS],
+}
+
+impl Retired {
+    fn add_alloc(&self, size: usize) {
+        self.alloc_bytes.fetch_add(size as u64, Relaxed);
+        self.alloc_count.fetch_add(1, Relaxed);
+        self.sizes[size_bucket(size)].fetch_add(1, Relaxed);
+    }
+
+    fn add_free(&self, size: usize) {
+        self.freed_bytes.fetch_add(size as u64, Relaxed);
+        self.freed_count.fetch_add(1, Relaxed);
+    }
 }
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-static G_ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-static G_ALLOC_COUNT: AtomicU64 = AtomicU64::new(0);
-static G_FREED_BYTES: AtomicU64 = AtomicU64::new(0);
-static G_FREED_COUNT: AtomicU64 = AtomicU64::new(0);
-static G_SIZES: [AtomicU64; SIZE_BUCKETS] = [const { AtomicU64::new(0) }; SIZE_BUCKETS];
 static LARGE_THRESHOLD: AtomicU64 = AtomicU64::new(50 * 1024 * 1024);
 static LARGE_NEXT: AtomicUsize = AtomicUsize::new(0);
 static LARGE_SIZE: [AtomicU64; LARGE_SLOTS] = [const { AtomicU64::new(0) }; LARGE_SLOTS];
@@ -169,23 +246,28 @@ fn size_bucket(size: usize) -> usize {
     b.min(SIZE_BUCKETS - 1)
 }
 
+/// Single-writer add: a load and a store, no locked instruction.
+#[inline(always)]
+fn bump(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
+}
+
 #[inline(always)]
 fn on_alloc(size: usize) {
     let _ = COUNTERS.try_with(|c| {
         if c.suspended.get() {
-            G_ALLOC_BYTES.fetch_add(size as u64, Relaxed);
-            G_ALLOC_COUNT.fetch_add(1, Relaxed);
-            G_SIZES[size_bucket(size)].fetch_add(1, Relaxed);
+            RETIRED.add_alloc(size);
             return;
         }
-        c.alloc_bytes.set(c.alloc_bytes.get().wrapping_add(size as u64));
-        c.alloc_count.set(c.alloc_count.get().wrapping_add(1));
-        let s = &c.sizes[size_bucket(size)];
-        s.set(s.get().wrapping_add(1));
+        bump(&c.alloc_bytes, size as u64);
+        bump(&c.alloc_count, 1);
+        let _ = SIZES.try_with(|z| bump(&z[size_bucket(size)], 1));
         if size as u64 >= LARGE_THRESHOLD.load(Relaxed) {
             record_large(size as u64, c.current_fn.get());
         }
-        tick(c);
+        if c.state.get() != REGISTERED {
+            not_registered(c, || RETIRED.add_alloc(size));
+        }
     });
 }
 
@@ -193,23 +275,26 @@ fn on_alloc(size: usize) {
 fn on_free(size: usize) {
     let _ = COUNTERS.try_with(|c| {
         if c.suspended.get() {
-            G_FREED_BYTES.fetch_add(size as u64, Relaxed);
-            G_FREED_COUNT.fetch_add(1, Relaxed);
+            RETIRED.add_free(size);
             return;
         }
-        c.freed_bytes.set(c.freed_bytes.get().wrapping_add(size as u64));
-        c.freed_count.set(c.freed_count.get().wrapping_add(1));
-        tick(c);
+        bump(&c.freed_bytes, size as u64);
+        bump(&c.freed_count, 1);
+        if c.state.get() != REGISTERED {
+            not_registered(c, || RETIRED.add_free(size));
+        }
     });
 }
 
-#[inline(always)]
-fn tick(c: &ThreadCounters) {
-    let p = c.pending.get() + 1;
-    if p >= FLUSH_EVERY {
-        publish(c);
-    } else {
-        c.pending.set(p);
+/// A counted event on a thread that is not in the list of live threads: its first event
+/// registers it; after its exit hook ran, `retire_event` books the event directly.
+#[cold]
+#[inline(never)]
+fn not_registered(c: &ThreadCounters, retire_event: impl FnOnce()) {
+    match c.state.get() {
+        UNREGISTERED => register(c),
+        EXITED => retire_event(),
+        _ => {}
     }
 }
 
@@ -221,47 +306,89 @@ fn record_large(size: u64, func: u32) {
     LARGE_AT[slot].store(crate::record::clock::unix_now_ns() / 1_000_000, Relaxed);
 }
 
-#[inline(never)]
-fn publish(c: &ThreadCounters) {
-    if !INSTALLED.load(Relaxed) {
-        INSTALLED.store(true, Relaxed);
-    }
-    c.pending.set(0);
-    let now = AllocCounters {
-        alloc_bytes: c.alloc_bytes.get(),
-        alloc_count: c.alloc_count.get(),
-        freed_bytes: c.freed_bytes.get(),
-        freed_count: c.freed_count.get(),
-    };
-    let d = now.since(&c.published.get());
-    c.published.set(now);
-    G_ALLOC_BYTES.fetch_add(d.alloc_bytes, Relaxed);
-    G_ALLOC_COUNT.fetch_add(d.alloc_count, Relaxed);
-    G_FREED_BYTES.fetch_add(d.freed_bytes, Relaxed);
-    G_FREED_COUNT.fetch_add(d.freed_count, Relaxed);
-    for (i, s) in c.sizes.iter().enumerate() {
-        let n = s.get();
-        if n != 0 {
-            G_SIZES[i].fetch_add(n as u64, Relaxed);
-            s.set(0);
+/// Links this thread into the list of live threads and arms its exit hook.
+fn register(c: &ThreadCounters) {
+    INSTALLED.store(true, Relaxed);
+    // Before anything that may allocate: a nested event then sees a registered thread.
+    c.state.set(REGISTERED);
+    let me = c as *const ThreadCounters as *mut ThreadCounters;
+    let sizes = SIZES.try_with(|z| z as *const SizeCounts as *mut SizeCounts);
+    c.sizes.store(sizes.unwrap_or(std::ptr::null_mut()), Relaxed);
+    {
+        let mut head = lock_live();
+        c.prev.store(std::ptr::null_mut(), Relaxed);
+        c.next.store(head.0 as *mut ThreadCounters, Relaxed);
+        if !head.0.is_null() {
+            // SAFETY: a linked thread's counters are alive (see `LiveList`); we hold the lock.
+            unsafe { &*head.0 }.prev.store(me, Relaxed);
         }
+        head.0 = me;
+    }
+    // Touching the hook registers its destructor (glibc's `__cxa_thread_atexit_impl`, or
+    // std's fallback list). Failing that (thread-local storage already being torn down),
+    // retire now: events from here on go straight to the retired totals.
+    if EXIT_HOOK.try_with(|_| ()).is_err() {
+        retire(c);
     }
 }
 
-/// Publishes this thread's pending counts (called when a recording thread exits).
-pub(crate) fn publish_current_thread() {
-    let _ = COUNTERS.try_with(publish);
+/// Adds this thread's counters to the retired totals and unlinks it, at once for readers.
+fn retire(c: &ThreadCounters) {
+    let mut head = lock_live();
+    if c.state.get() != REGISTERED {
+        return;
+    }
+    RETIRED.alloc_bytes.fetch_add(c.alloc_bytes.load(Relaxed), Relaxed);
+    RETIRED.alloc_count.fetch_add(c.alloc_count.load(Relaxed), Relaxed);
+    RETIRED.freed_bytes.fetch_add(c.freed_bytes.load(Relaxed), Relaxed);
+    RETIRED.freed_count.fetch_add(c.freed_count.load(Relaxed), Relaxed);
+    // SAFETY: the thread's own sizes, alive while it is (see `LiveList`).
+    if let Some(sizes) = unsafe { c.sizes.load(Relaxed).as_ref() } {
+        for (r, s) in RETIRED.sizes.iter().zip(sizes) {
+            r.fetch_add(s.load(Relaxed), Relaxed);
+        }
+    }
+    let prev = c.prev.load(Relaxed);
+    let next = c.next.load(Relaxed);
+    // SAFETY: neighbours in the list are alive (see `LiveList`); we hold the lock.
+    unsafe {
+        if prev.is_null() {
+            head.0 = next;
+        } else {
+            (*prev).next.store(next, Relaxed);
+        }
+        if !next.is_null() {
+            (*next).prev.store(prev, Relaxed);
+        }
+    }
+    c.state.set(EXITED);
+}
+
+/// Retires its thread's allocation counters when the thread exits.
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        let _ = COUNTERS.try_with(retire);
+    }
 }
 
 /// This thread's cumulative counters.
 #[inline(always)]
 pub(crate) fn thread_counters() -> AllocCounters {
     COUNTERS
-        .try_with(|c| AllocCounters {
-            alloc_bytes: c.alloc_bytes.get(),
-            alloc_count: c.alloc_count.get(),
-            freed_bytes: c.freed_bytes.get(),
-            freed_count: c.freed_count.get(),
+        .try_with(|c| {
+            // SAFETY: only this thread writes these counters, so plain reads by it race with
+            // no write (other threads only read them). Plain reads, unlike atomic ones, can
+            // be combined by the compiler: this runs twice on every recorded call.
+            unsafe {
+                AllocCounters {
+                    alloc_bytes: *c.alloc_bytes.as_ptr(),
+                    alloc_count: *c.alloc_count.as_ptr(),
+                    freed_bytes: *c.freed_bytes.as_ptr(),
+                    freed_count: *c.freed_count.as_ptr(),
+                }
+            }
         })
         .unwrap_or_default()
 }
@@ -287,90 +414,78 @@ pub(crate) fn swap_current_function(f: u32) -> u32 {
     COUNTERS.try_with(|c| c.current_fn.replace(f)).unwrap_or(u32::MAX)
 }
 
-/// Whether a [`ProfilingAllocator`] is the global allocator (seen at least one publish).
+/// Whether a [`ProfilingAllocator`] is the global allocator (it has counted an event).
 pub fn counting_allocator_installed() -> bool {
-    INSTALLED.load(Relaxed) || COUNTERS.try_with(|c| c.alloc_count.get() > 0).unwrap_or(false)
+    INSTALLED.load(Relaxed)
 }
 
-/// One allocation at or above the large-allocation threshold.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LargeAllocation {
-    /// Requested size.
-    pub bytes: u64,
-    /// Innermost annotated function at the time, if any.
-    pub function: Option<String>,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_unix_ms: u64,
+/// One large allocation as recorded: the function is still an id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LargeRecord {
+    pub(crate) bytes: u64,
+    /// Innermost annotated function at the time (`u32::MAX`: none).
+    pub(crate) func: u32,
+    pub(crate) at_unix_ms: u64,
 }
 
-/// Process-wide figures counted by [`ProfilingAllocator`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AllocationTotals {
-    /// Whether the counting allocator is installed; all figures are 0 when it is not.
-    pub installed: bool,
-    /// Totals since the process started.
-    pub counters: AllocCounters,
-    /// Live heap: bytes allocated and not yet freed.
-    pub live_bytes: u64,
-    /// `(lower bound, count)` per power-of-two size bucket, non-empty buckets only.
-    pub size_distribution: Vec<SizeBucket>,
-    /// The most recent large allocations (at most 64).
-    pub large_allocations: Vec<LargeAllocation>,
-    /// Threshold for [`AllocationTotals::large_allocations`], bytes.
-    pub large_allocation_threshold: u64,
-}
-
-/// One power-of-two size bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SizeBucket {
-    /// Smallest size in the bucket (bytes).
-    pub min_bytes: u64,
-    /// Largest size in the bucket (bytes).
-    pub max_bytes: u64,
-    /// Allocations of a size in the bucket.
-    pub count: u64,
-}
-
-/// Reads the process-wide allocation figures.
-pub fn allocation_totals() -> AllocationTotals {
-    let _ = COUNTERS.try_with(publish);
-    let counters = AllocCounters {
-        alloc_bytes: G_ALLOC_BYTES.load(Relaxed),
-        alloc_count: G_ALLOC_COUNT.load(Relaxed),
-        freed_bytes: G_FREED_BYTES.load(Relaxed),
-        freed_count: G_FREED_COUNT.load(Relaxed),
-    };
-    let names = crate::record::callsite::all_functions();
+/// The most recent large allocations, oldest first (at most 64).
+pub(crate) fn recent_large_allocations() -> Vec<LargeRecord> {
     let n = LARGE_NEXT.load(Relaxed);
-    let mut large = Vec::new();
-    for k in n.saturating_sub(LARGE_SLOTS)..n {
-        let s = k % LARGE_SLOTS;
-        let f = LARGE_FN[s].load(Relaxed);
-        large.push(LargeAllocation {
-            bytes: LARGE_SIZE[s].load(Relaxed),
-            function: names.get(f as usize).map(|m| m.name.clone()),
-            at_unix_ms: LARGE_AT[s].load(Relaxed),
+    (n.saturating_sub(LARGE_SLOTS)..n)
+        .map(|k| {
+            let s = k % LARGE_SLOTS;
+            LargeRecord {
+                bytes: LARGE_SIZE[s].load(Relaxed),
+                func: LARGE_FN[s].load(Relaxed),
+                at_unix_ms: LARGE_AT[s].load(Relaxed),
+            }
+        })
+        .collect()
+}
+
+/// The size from which one allocation is recorded as large.
+pub(crate) fn large_allocation_threshold() -> u64 {
+    LARGE_THRESHOLD.load(Relaxed)
+}
+
+/// Process-wide counts of every thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProcessCounts {
+    pub(crate) counters: AllocCounters,
+    /// Allocations per power-of-two size bucket (see [`SIZE_BUCKETS`]).
+    pub(crate) sizes: [u64; SIZE_BUCKETS],
+}
+
+/// Reads the process-wide counts: the retired totals plus every live thread's counters,
+/// read under the list's lock so that a thread exiting meanwhile is counted once.
+pub(crate) fn process_counts() -> ProcessCounts {
+    let head = lock_live();
+    let mut counters = AllocCounters {
+        alloc_bytes: RETIRED.alloc_bytes.load(Relaxed),
+        alloc_count: RETIRED.alloc_count.load(Relaxed),
+        freed_bytes: RETIRED.freed_bytes.load(Relaxed),
+        freed_count: RETIRED.freed_count.load(Relaxed),
+    };
+    let mut sizes: [u64; SIZE_BUCKETS] = std::array::from_fn(|i| RETIRED.sizes[i].load(Relaxed));
+    let mut t = head.0;
+    while !t.is_null() {
+        // SAFETY: a linked thread's counters are alive (see `LiveList`); we hold the lock.
+        let c = unsafe { &*t };
+        counters.add(&AllocCounters {
+            alloc_bytes: c.alloc_bytes.load(Relaxed),
+            alloc_count: c.alloc_count.load(Relaxed),
+            freed_bytes: c.freed_bytes.load(Relaxed),
+            freed_count: c.freed_count.load(Relaxed),
         });
+        // SAFETY: as above: a linked thread's sizes are alive.
+        if let Some(z) = unsafe { c.sizes.load(Relaxed).as_ref() } {
+            for (sum, s) in sizes.iter_mut().zip(z) {
+                *sum += s.load(Relaxed);
+            }
+        }
+        t = c.next.load(Relaxed);
     }
-    AllocationTotals {
-        installed: counting_allocator_installed(),
-        live_bytes: counters.alloc_bytes.saturating_sub(counters.freed_bytes),
-        counters,
-        size_distribution: G_SIZES
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let count = c.load(Relaxed);
-                (count > 0).then(|| SizeBucket {
-                    min_bytes: if i == 0 { 0 } else { 1 << i },
-                    max_bytes: (1u64 << (i + 1)) - 1,
-                    count,
-                })
-            })
-            .collect(),
-        large_allocations: large,
-        large_allocation_threshold: LARGE_THRESHOLD.load(Relaxed),
-    }
+    ProcessCounts { counters, sizes }
 }
 
 // SAFETY: every method forwards to `inner` with the caller's arguments unchanged and only

@@ -131,12 +131,12 @@ pub(crate) enum FunctionKey {
     Overflow,
 }
 
-struct Registry {
+struct FunctionRegistry {
     keys: Vec<FunctionKey>,
     map: std::collections::HashMap<FunctionKey, u32>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: Mutex<Option<FunctionRegistry>> = Mutex::new(None);
 static METAS: RwLock<Vec<FunctionMeta>> = RwLock::new(Vec::new());
 
 /// Registers a function (idempotent per key) and returns its id.
@@ -146,7 +146,7 @@ pub(crate) fn register_function(key: FunctionKey, meta: FunctionMeta) -> u32 {
         Err(poisoned) => poisoned.into_inner(),
     };
     let reg = guard.get_or_insert_with(|| {
-        let mut r = Registry {
+        let mut r = FunctionRegistry {
             keys: Vec::new(),
             map: std::collections::HashMap::new(),
         };

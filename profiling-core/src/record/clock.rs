@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Timestamp(u64);
 
-struct Source {
+struct CalibratedClock {
     clock: quanta::Clock,
     base_raw: u64,
     base_unix_ns: u64,
@@ -23,14 +23,14 @@ struct Source {
 }
 
 #[inline(always)]
-fn source() -> &'static Source {
-    static SOURCE: OnceLock<Source> = OnceLock::new();
+fn source() -> &'static CalibratedClock {
+    static SOURCE: OnceLock<CalibratedClock> = OnceLock::new();
     SOURCE.get_or_init(|| {
         let clock = quanta::Clock::new();
         let base_raw = clock.raw();
         // The TSC path scales raw values; the monotonic path returns nanoseconds as they are.
         let tsc = clock.delta_as_nanos(0, 1_000_000_000) != 1_000_000_000;
-        Source {
+        CalibratedClock {
             base_raw,
             base_unix_ns: unix_now_ns(),
             clock,

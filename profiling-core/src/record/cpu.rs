@@ -38,8 +38,7 @@
 //! CPU outside any annotated frame goes to the root node (reported as unattributed).
 
 use crate::record::clock::{nanos_for_ticks, thread_cpu_ns, ticks_for_nanos, Timestamp};
-use crate::record::recorder::NODE_CHUNK;
-use crate::record::storage::{bump, Chunked, NodeCell};
+use crate::record::storage::{bump, Chunked, NodeCell, NODE_CHUNK};
 use crate::record::switches::SwitchDetector;
 
 /// Wall time between two reads of the thread CPU clock, at least, without switch detection.

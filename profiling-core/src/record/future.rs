@@ -10,24 +10,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::record::call::{InFlightCall, Locator};
 use crate::record::callsite::Callsite;
 use crate::record::config;
-use crate::record::recorder::{self, Locator};
+use crate::record::recorder;
 
+/// Where the call of an [`Instrumented`] future stands.
 #[derive(Debug, Clone, Copy)]
-enum State {
+enum CallState {
     NotStarted,
     /// Profiling was off at the first poll: this call is not recorded.
     Passthrough,
-    Running {
-        func: u32,
-        node: u32,
-        folded: bool,
-        parent: u32,
-        first_poll: u64,
-        busy: u64,
-        child_latency: u64,
-    },
+    Running(InFlightCall),
     Done,
 }
 
@@ -38,7 +32,7 @@ pub struct Instrumented<F> {
     inner: F,
     callsite: &'static Callsite,
     self_type: Option<fn() -> &'static str>,
-    state: State,
+    state: CallState,
 }
 
 impl<F: Future> Instrumented<F> {
@@ -48,7 +42,7 @@ impl<F: Future> Instrumented<F> {
             inner: fut,
             callsite: cs,
             self_type: None,
-            state: State::NotStarted,
+            state: CallState::NotStarted,
         }
     }
 
@@ -58,7 +52,7 @@ impl<F: Future> Instrumented<F> {
             inner: fut,
             callsite: cs,
             self_type: Some(self_type),
-            state: State::NotStarted,
+            state: CallState::NotStarted,
         }
     }
 }
@@ -66,21 +60,14 @@ impl<F: Future> Instrumented<F> {
 /// Closes the poll frame even when the inner poll panics.
 struct PollFrame<'a> {
     idx: usize,
-    state: &'a mut State,
+    state: &'a mut CallState,
 }
 
 impl Drop for PollFrame<'_> {
     fn drop(&mut self) {
         let out = recorder::pop_poll(Locator::Index(self.idx));
-        if let (
-            Some(out),
-            State::Running {
-                busy, child_latency, ..
-            },
-        ) = (out, &mut *self.state)
-        {
-            *busy += out.busy;
-            *child_latency += out.child_wall;
+        if let (Some(out), CallState::Running(call)) = (out, &mut *self.state) {
+            call.add_poll(&out);
         }
     }
 }
@@ -95,37 +82,29 @@ impl<F: Future> Future for Instrumented<F> {
         // SAFETY: see above.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let (func, node) = match this.state {
-            State::Passthrough | State::Done => return inner.poll(cx),
-            State::NotStarted => {
+            CallState::Passthrough | CallState::Done => return inner.poll(cx),
+            CallState::NotStarted => {
                 if !config::is_enabled() {
-                    this.state = State::Passthrough;
+                    this.state = CallState::Passthrough;
                     return inner.poll(cx);
                 }
                 (this.callsite.id(this.self_type), None)
             }
-            State::Running { func, node, .. } => (func, Some(node)),
+            CallState::Running(call) => (call.func, Some(call.place.node)),
         };
         let first_poll = match this.state {
-            State::NotStarted => recorder::now_ns(),
+            CallState::NotStarted => recorder::now_ns(),
             _ => 0,
         };
-        let Some((idx, node, folded, parent)) = recorder::push_poll(func, node, 0) else {
+        let Some(opened) = recorder::push_poll(func, node, 0) else {
             return inner.poll(cx);
         };
-        if let State::NotStarted = this.state {
-            this.state = State::Running {
-                func,
-                node,
-                folded,
-                parent,
-                first_poll,
-                busy: 0,
-                child_latency: 0,
-            };
+        if let CallState::NotStarted = this.state {
+            this.state = CallState::Running(InFlightCall::new(func, opened.place, first_poll));
         }
         let result = {
             let _frame = PollFrame {
-                idx,
+                idx: opened.index,
                 state: &mut this.state,
             };
             inner.poll(cx)
@@ -139,20 +118,10 @@ impl<F: Future> Future for Instrumented<F> {
 
 impl<F> Instrumented<F> {
     fn finish(&mut self, cancelled: bool) {
-        if let State::Running {
-            func,
-            node,
-            folded,
-            parent,
-            first_poll,
-            busy,
-            child_latency,
-        } = self.state
-        {
-            let latency = recorder::now_ns().saturating_sub(first_poll);
-            recorder::complete(func, node, folded, parent, latency, busy, child_latency, cancelled);
+        if let CallState::Running(call) = &self.state {
+            recorder::complete(call, recorder::now_ns(), cancelled);
         }
-        self.state = State::Done;
+        self.state = CallState::Done;
     }
 }
 

@@ -15,9 +15,10 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+use crate::record::call::{InFlightCall, Locator};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
 use crate::record::config;
-use crate::record::recorder::{self, Locator};
+use crate::record::recorder;
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.
@@ -139,15 +140,9 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
-    /// Call-tree node, resolved under the innermost frame at the first enter.
-    node: Option<u32>,
-    folded: bool,
-    /// The node it was first entered under (its caller in the call tree).
-    parent: u32,
-    first_enter_ns: u64,
+    /// The call, from the first enter on (its place resolved under the innermost frame then).
+    call: Option<InFlightCall>,
     last_exit_ns: u64,
-    busy_ns: u64,
-    child_latency_ns: u64,
 }
 
 impl<S> Layer<S> for ProfilingLayer
@@ -163,13 +158,8 @@ where
         let func = self.function_id(meta);
         span.extensions_mut().insert(SpanTiming {
             func,
-            node: None,
-            folded: false,
-            parent: 0,
-            first_enter_ns: 0,
+            call: None,
             last_exit_ns: 0,
-            busy_ns: 0,
-            child_latency_ns: 0,
         });
     }
 
@@ -180,15 +170,13 @@ where
             return;
         };
         // Read before the frame opens, so a span entered once has latency >= busy time.
-        let now = if t.node.is_none() { recorder::now_ns() } else { 0 };
-        let Some((_, node, folded, parent)) = recorder::push_poll(t.func, t.node, id.into_u64()) else {
+        let now = if t.call.is_none() { recorder::now_ns() } else { 0 };
+        let node = t.call.map(|c| c.place.node);
+        let Some(opened) = recorder::push_poll(t.func, node, id.into_u64()) else {
             return;
         };
-        if t.node.is_none() {
-            t.node = Some(node);
-            t.folded = folded;
-            t.parent = parent;
-            t.first_enter_ns = now;
+        if t.call.is_none() {
+            t.call = Some(InFlightCall::new(t.func, opened.place, now));
         }
     }
 
@@ -201,8 +189,9 @@ where
         // `None` when this thread has no open entry of the span (exited elsewhere, or the
         // entry was dropped as an orphan): nothing to book.
         if let Some(out) = recorder::pop_poll(Locator::Owner(id.into_u64())) {
-            t.busy_ns += out.busy;
-            t.child_latency_ns += out.child_wall;
+            if let Some(call) = &mut t.call {
+                call.add_poll(&out);
+            }
             t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
         }
     }
@@ -213,18 +202,9 @@ where
             return;
         };
         // A span never entered is not a call.
-        let Some(node) = t.node else { return };
-        let latency = t.last_exit_ns.saturating_sub(t.first_enter_ns);
-        recorder::complete(
-            t.func,
-            node,
-            t.folded,
-            t.parent,
-            latency,
-            t.busy_ns,
-            t.child_latency_ns,
-            false,
-        );
+        if let Some(call) = &t.call {
+            recorder::complete(call, t.last_exit_ns, false);
+        }
     }
 }
 

@@ -69,7 +69,7 @@ pub fn read_sample() -> MemorySample {
 pub(crate) fn read_sample_and_functions() -> (MemorySample, FunctionObservation) {
     let snap = crate::snapshot();
     let proc_stats = crate::record::process::process_stats().unwrap_or_default();
-    let alloc = crate::record::alloc::allocation_totals();
+    let alloc = crate::record::alloc_report::allocation_totals();
     let at_unix_ms = snap.window.taken_unix_ms;
     let sample = MemorySample {
         at_unix_ms,

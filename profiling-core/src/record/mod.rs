@@ -1,18 +1,22 @@
 //! Recording: the hot path and the measurements it takes.
 //!
 //! What lives here: the `#[profiled]` guards and futures ([`guard`], [`future`]), the
-//! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`], [`storage`], [`tree`],
-//! [`histogram`]), the clocks ([`clock`], [`cpu`]: where CPU time is measured, with [`switches`]), the counting
-//! allocator ([`alloc`]), function registration ([`callsite`]), the run-time switches
-//! ([`config`]), process readings ([`process`]), memory samples ([`memory_sample`]),
-//! the allocator's statistics ([`allocator_stats`]) and the [`snapshot`] types every other part
+//! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`]: the frame stack; [`call`];
+//! [`storage`], [`tree`], [`histogram`]), the registry of recording threads ([`threads`])
+//! and the window they record in ([`window`]), the clocks ([`clock`], [`cpu`]: where CPU
+//! time is measured, with [`switches`]), the counting allocator ([`alloc`]) and its report
+//! ([`alloc_report`]), function registration ([`callsite`]), the run-time switches
+//! ([`config`]), process readings ([`process`]), memory samples ([`memory_sample`]), the
+//! allocator's statistics ([`allocator_stats`]) and the [`snapshot`] types every other part
 //! reads.
 //!
 //! May depend on: nothing above it (`analyze` and `render` depend on this module, never the
 //! other way round).
 
 pub mod alloc;
+pub mod alloc_report;
 pub mod allocator_stats;
+pub(crate) mod call;
 pub mod callsite;
 pub mod clock;
 pub mod config;
@@ -27,4 +31,6 @@ pub(crate) mod recorder;
 pub mod snapshot;
 pub(crate) mod storage;
 pub mod switches;
+pub(crate) mod threads;
 pub(crate) mod tree;
+pub(crate) mod window;

@@ -1,100 +1,23 @@
-//! The per-thread recording engine: the frame stack, the per-thread tables, the registry of
-//! threads (live and exited), windows and reset.
+//! The per-thread recording engine: the frame stack of each thread and the bookkeeping of
+//! every call, sync or async, as its frames open and close.
 //!
-//! Each thread owns a [`ThreadData`] (shared by `Arc` with the registry) that only it
-//! writes, with plain relaxed stores; snapshots read it concurrently. A thread's frame
-//! stack and caches are private to it. When a thread exits, its figures are merged into the
-//! registry's `retired` totals, so the data of exited threads survives while memory stays
-//! bounded by distinct functions and paths.
+//! A thread's frame stack, node cache and CPU attribution are private to it; its figures go
+//! to its [`ThreadTables`], registered with [`crate::record::threads`], which readers merge.
+//! Windows ([`crate::record::window`]) are adopted lazily at the next recorded boundary.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use crate::record::alloc::{self, AllocCounters};
-use crate::record::callsite::MAX_FUNCTIONS;
+use crate::record::call::{InFlightCall, Locator, OpenedFrame, PollOutcome, TreePlace};
 use crate::record::clock::Timestamp;
-use crate::record::config::{self, MAX_CALL_TREE_NODES_LIMIT};
+use crate::record::config;
 use crate::record::cpu::CpuAttribution;
-use crate::record::storage::{bump, Chunked, FnCell, NodeCell, Totals};
+use crate::record::storage::{bump, FnCell, NodeCell};
+use crate::record::threads::{self, Merged, ThreadTables};
 use crate::record::tree::{NodeCache, ROOT};
-
-pub(crate) const NODE_CHUNK: usize = 256;
-const FN_CHUNK: usize = 8;
-
-/// The window counter: bumped by [`reset`].
-static EPOCH: AtomicU64 = AtomicU64::new(1);
-static WINDOW_START_NS: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) struct ThreadData {
-    pub(crate) epoch: AtomicU64,
-    /// Set by [`exclude_current_thread`]: never read into a snapshot, never retired.
-    excluded: AtomicBool,
-    pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
-    pub(crate) fns: Chunked<FnCell, FN_CHUNK>,
-}
-
-impl ThreadData {
-    fn new(epoch: u64) -> Self {
-        Self {
-            epoch: AtomicU64::new(epoch),
-            excluded: AtomicBool::new(false),
-            nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
-            fns: Chunked::new(MAX_FUNCTIONS),
-        }
-    }
-
-    pub(crate) fn add_to(&self, t: &mut Totals) {
-        self.nodes.for_each(|i, c| t.add_node(i, c));
-        self.fns.for_each(|i, c| t.add_fn(i, c));
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Threads {
-    pub(crate) live: Vec<Arc<ThreadData>>,
-    pub(crate) retired: Totals,
-    pub(crate) exited: u64,
-}
-
-pub(crate) static THREADS: Mutex<Threads> = Mutex::new(Threads {
-    live: Vec::new(),
-    retired: Totals {
-        nodes: Vec::new(),
-        fns: Vec::new(),
-    },
-    exited: 0,
-});
-
-pub(crate) fn lock_threads() -> std::sync::MutexGuard<'static, Threads> {
-    THREADS.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The current window: `(epoch, start in ns since the Unix epoch)`.
-pub(crate) fn window() -> (u64, u64) {
-    let start = WINDOW_START_NS.load(Relaxed);
-    (EPOCH.load(Relaxed), start)
-}
-
-/// Records the process start as the first window's start (first use).
-pub(crate) fn touch_window() {
-    if WINDOW_START_NS.load(Relaxed) == 0 {
-        let _ = WINDOW_START_NS.compare_exchange(0, Timestamp::now().unix_ns(), Relaxed, Relaxed);
-    }
-}
-
-/// Starts a new window: every figure recorded from now on counts, earlier ones do not.
-///
-/// Threads clear their own tables lazily at their next recorded boundary; readers ignore
-/// tables of an older window in the meantime. Calls running across the reset are recorded
-/// in the new window in full.
-pub fn reset() {
-    let mut t = lock_threads();
-    EPOCH.fetch_add(1, Relaxed);
-    WINDOW_START_NS.store(Timestamp::now().unix_ns(), Relaxed);
-    t.retired = Totals::default();
-    crate::record::tree::FOLDED.store(0, Relaxed);
-}
+use crate::record::window;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FrameKind {
@@ -116,75 +39,70 @@ pub(crate) struct Frame {
     prev_fn: u32,
 }
 
-struct Inner {
-    data: Arc<ThreadData>,
+/// The recording state of one thread: its frame stack and what it needs to book calls.
+struct ThreadRecorder {
+    tables: Arc<ThreadTables>,
+    /// The window `tables` hold figures of.
     epoch: u64,
     stack: Vec<Frame>,
     cache: NodeCache,
+    /// Open frames per function (recursion is counted once in total time).
     depth: Vec<u32>,
     cpu: CpuAttribution,
 }
 
-struct Local {
-    inner: RefCell<Inner>,
-}
-
-impl Local {
+impl ThreadRecorder {
     fn new() -> Self {
         config::ensure_env_applied();
-        touch_window();
-        let epoch = EPOCH.load(Relaxed);
-        let data = Arc::new(ThreadData::new(epoch));
-        lock_threads().live.push(Arc::clone(&data));
-        Local {
-            inner: RefCell::new(Inner {
-                data,
-                epoch,
-                stack: Vec::with_capacity(64),
-                cache: NodeCache::new(),
-                depth: Vec::new(),
-                cpu: CpuAttribution::new(),
-            }),
+        window::touch();
+        let tables = threads::register();
+        ThreadRecorder {
+            epoch: tables.epoch.load(Relaxed),
+            tables,
+            stack: Vec::with_capacity(64),
+            cache: NodeCache::new(),
+            depth: Vec::new(),
+            cpu: CpuAttribution::new(),
+        }
+    }
+
+    /// Credits the CPU used since the last read to the current frame (current window only).
+    fn flush_cpu(&mut self) {
+        if self.epoch == window::epoch() {
+            let top = self.stack.last().map_or(ROOT, |f| f.node);
+            self.cpu.boundary(top, Timestamp::now());
+            self.cpu.flush(&self.tables.nodes);
         }
     }
 }
 
-impl Drop for Local {
+/// The thread-local home of a [`ThreadRecorder`]; retires the thread's figures on exit.
+struct ThreadSlot(RefCell<ThreadRecorder>);
+
+impl Drop for ThreadSlot {
     fn drop(&mut self) {
-        let inner = self.inner.get_mut();
-        if inner.epoch == EPOCH.load(Relaxed) {
-            let top = inner.stack.last().map_or(ROOT, |f| f.node);
-            inner.cpu.boundary(top, Timestamp::now());
-            inner.cpu.flush(&inner.data.nodes);
-        }
-        alloc::publish_current_thread();
-        let mut t = lock_threads();
-        if inner.data.epoch.load(Relaxed) == EPOCH.load(Relaxed) && !inner.data.excluded.load(Relaxed) {
-            let mut retired = std::mem::take(&mut t.retired);
-            inner.data.add_to(&mut retired);
-            t.retired = retired;
-        }
-        t.live.retain(|d| !Arc::ptr_eq(d, &inner.data));
-        t.exited += 1;
+        let rec = self.0.get_mut();
+        rec.flush_cpu();
+        alloc::untracked(|| threads::retire(&rec.tables));
     }
 }
 
 thread_local! {
-    static LOCAL: Local = alloc::untracked(Local::new);
+    static RECORDER: ThreadSlot = alloc::untracked(|| ThreadSlot(RefCell::new(ThreadRecorder::new())));
 }
 
 #[inline(always)]
-fn with_inner<R>(f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|l| l.inner.try_borrow_mut().ok().map(|mut i| f(&mut i)))
+fn with_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Option<R> {
+    RECORDER
+        .try_with(|slot| slot.0.try_borrow_mut().ok().map(|mut r| f(&mut r)))
         .ok()
         .flatten()
 }
 
-impl Inner {
+impl ThreadRecorder {
     #[inline(always)]
     fn check_epoch(&mut self) {
-        let e = EPOCH.load(Relaxed);
+        let e = window::epoch();
         if e != self.epoch {
             self.adopt_epoch(e);
         }
@@ -192,9 +110,10 @@ impl Inner {
 
     #[cold]
     fn adopt_epoch(&mut self, e: u64) {
-        self.data.nodes.for_each(|_, c| c.clear());
-        self.data.fns.for_each(|_, c| c.clear());
-        self.data.epoch.store(e, Relaxed);
+        self.tables.nodes.for_each(|_, c| c.clear());
+        self.tables.fns.for_each(|_, c| c.clear());
+        self.tables.folded_calls.store(0, Relaxed);
+        self.tables.epoch.store(e, Relaxed);
         self.epoch = e;
         self.cpu.restart();
         // Frames still open keep their starts: their calls land in the new window in full.
@@ -211,12 +130,12 @@ impl Inner {
 
     #[inline(always)]
     fn node(&self, node: u32) -> Option<&NodeCell> {
-        self.data.nodes.get_or_alloc(node as usize)
+        self.tables.nodes.get_or_alloc(node as usize)
     }
 
     #[inline(always)]
     fn func(&self, func: u32) -> Option<&FnCell> {
-        self.data.fns.get_or_alloc(func as usize)
+        self.tables.fns.get_or_alloc(func as usize)
     }
 
     /// Closes the current self segment at `now`; returns when the next one starts.
@@ -224,30 +143,30 @@ impl Inner {
     fn boundary(&mut self, now: Timestamp) -> Timestamp {
         let top = self.stack.last().map_or(ROOT, |f| f.node);
         if self.cpu.boundary(top, now) {
-            self.cpu.flush(&self.data.nodes)
+            self.cpu.flush(&self.tables.nodes)
         } else {
             now
         }
     }
 
     #[inline(always)]
-    fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> (usize, u32, bool, u32) {
+    fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> OpenedFrame {
         self.check_epoch();
         let now = Timestamp::now();
         let parent = self.stack.last().map_or(ROOT, |f| f.node);
         let (node, folded) = match node {
             Some(n) => (n, false),
             None => {
-                let c = self.cache.child(parent, func);
+                let c = self.cache.child(parent, func, &self.tables.folded_calls);
                 (c.node, c.folded)
             }
         };
         let start = self.boundary(now);
         *self.depth_mut(func) += 1;
         let prev_fn = alloc::swap_current_function(func);
-        let idx = self.stack.len();
-        if idx == self.stack.capacity() {
-            alloc::untracked(|| self.stack.reserve(idx));
+        let index = self.stack.len();
+        if index == self.stack.capacity() {
+            alloc::untracked(|| self.stack.reserve(index));
         }
         self.stack.push(Frame {
             func,
@@ -262,7 +181,10 @@ impl Inner {
             child_alloc: AllocCounters::default(),
             prev_fn,
         });
-        (idx, node, folded, parent)
+        OpenedFrame {
+            index,
+            place: TreePlace { node, folded, parent },
+        }
     }
 
     /// Pops frames above `idx` that were never closed (a span entered and not exited).
@@ -303,7 +225,7 @@ impl Inner {
         }
         // The segment that just ended was this frame's own.
         if self.cpu.boundary(frame.node, end) {
-            self.cpu.flush(&self.data.nodes);
+            self.cpu.flush(&self.tables.nodes);
         }
         Some(Popped {
             frame,
@@ -333,9 +255,9 @@ impl Inner {
                 bump(&n.calls, 1);
             }
             bump(&n.wall_self, c.wall.saturating_sub(c.child_wall));
-            if let Some((busy_self, alloc_self)) = &c.frame_self {
-                bump(&n.busy_self, *busy_self);
-                n.add_alloc(alloc_self);
+            if let Some(own) = &c.frame_self {
+                bump(&n.busy_self, own.busy);
+                n.add_alloc(&own.alloc);
             }
         }
         if let Some(p) = self.stack.last_mut() {
@@ -359,15 +281,21 @@ struct Popped {
 impl Popped {
     /// Busy time and allocations of the frame itself, children's excluded.
     #[inline(always)]
-    fn frame_self(&self) -> (u64, AllocCounters) {
-        (
-            self.elapsed.saturating_sub(self.frame.child_busy),
-            self.alloc.saturating_sub(&self.frame.child_alloc),
-        )
+    fn frame_self(&self) -> FrameSelf {
+        FrameSelf {
+            busy: self.elapsed.saturating_sub(self.frame.child_busy),
+            alloc: self.alloc.saturating_sub(&self.frame.child_alloc),
+        }
     }
 }
 
-/// One finished call, as [`Inner::book_call`] records it.
+/// What a frame measured itself, its children's figures excluded.
+struct FrameSelf {
+    busy: u64,
+    alloc: AllocCounters,
+}
+
+/// One finished call, as [`ThreadRecorder::book_call`] records it.
 struct Call {
     func: u32,
     node: u32,
@@ -381,13 +309,13 @@ struct Call {
     outermost: bool,
     /// The self busy time and allocations of the call's last frame, when it closes with it
     /// (sync calls); poll frames book theirs as they close.
-    frame_self: Option<(u64, AllocCounters)>,
+    frame_self: Option<FrameSelf>,
 }
 
 /// Opens a frame for a synchronous call of `func`. Returns its stack index.
 #[inline(never)]
 pub(crate) fn push_sync(func: u32) -> Option<usize> {
-    with_inner(|i| i.push(func, None, FrameKind::Sync, 0).0)
+    with_recorder(|r| r.push(func, None, FrameKind::Sync, 0).index)
 }
 
 /// Closes the synchronous frame at `idx` and records the call. Kept out of line so that
@@ -397,9 +325,9 @@ pub(crate) fn push_sync(func: u32) -> Option<usize> {
 pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
     let alloc_end = alloc::thread_counters();
-    with_inner(|i| {
-        if let Some(p) = i.pop(idx, end, alloc_end) {
-            i.book_call(&Call {
+    with_recorder(|r| {
+        if let Some(p) = r.pop(idx, end, alloc_end) {
+            r.book_call(&Call {
                 func: p.frame.func,
                 node: p.frame.node,
                 folded: p.frame.folded,
@@ -415,27 +343,11 @@ pub(crate) fn pop_sync(idx: usize) {
     });
 }
 
-/// Where a poll frame sits: its stack index, or the span that owns it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Locator {
-    Index(usize),
-    Owner(u64),
-}
-
-/// What one poll (or span entry) measured.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PollOutcome {
-    pub(crate) busy: u64,
-    pub(crate) child_wall: u64,
-    pub(crate) end: Timestamp,
-}
-
 /// Opens a poll frame for `func` (an async call or a span entry). `node` is the call's node
 /// once known (from its first poll); `None` resolves it under the current frame.
-/// Returns `(stack index, node, folded, parent node)`.
 #[inline]
-pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<(usize, u32, bool, u32)> {
-    with_inner(|i| i.push(func, node, FrameKind::Poll, owner))
+pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<OpenedFrame> {
+    with_recorder(|r| r.push(func, node, FrameKind::Poll, owner))
 }
 
 /// Closes a poll frame and books its self busy time and allocations.
@@ -443,22 +355,22 @@ pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<(usi
 pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
     let end = Timestamp::now();
     let alloc_end = alloc::thread_counters();
-    with_inner(|i| {
+    with_recorder(|r| {
         let idx = match at {
             Locator::Index(idx) => idx,
-            Locator::Owner(o) => i
+            Locator::Owner(o) => r
                 .stack
                 .iter()
                 .rposition(|f| f.kind == FrameKind::Poll && f.owner == o)?,
         };
-        if i.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
+        if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return None;
         }
-        let p = i.pop(idx, end, alloc_end)?;
-        if let Some(n) = i.node(p.frame.node) {
-            let (busy_self, alloc_self) = p.frame_self();
-            bump(&n.busy_self, busy_self);
-            n.add_alloc(&alloc_self);
+        let p = r.pop(idx, end, alloc_end)?;
+        if let Some(n) = r.node(p.frame.node) {
+            let own = p.frame_self();
+            bump(&n.busy_self, own.busy);
+            n.add_alloc(&own.alloc);
         }
         Some(PollOutcome {
             busy: p.elapsed,
@@ -469,32 +381,22 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
     .flatten()
 }
 
-/// Records one finished (or cancelled) async call or span; `parent` is the node its first
-/// poll or entry was made under.
+/// Records one finished (or cancelled) async call or span, ended at `end_ns` (ns since the
+/// Unix epoch).
 #[inline]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn complete(
-    func: u32,
-    node: u32,
-    folded: bool,
-    parent: u32,
-    latency: u64,
-    busy: u64,
-    child_latency: u64,
-    cancelled: bool,
-) {
-    with_inner(|i| {
-        i.check_epoch();
+pub(crate) fn complete(call: &InFlightCall, end_ns: u64, cancelled: bool) {
+    with_recorder(|r| {
+        r.check_epoch();
         // Its own poll frames are closed: any open frame of `func` is an enclosing call.
-        let outermost = i.depth.get(func as usize).copied().unwrap_or(0) == 0;
-        i.book_call(&Call {
-            func,
-            node,
-            folded,
-            parent: Some(parent),
-            wall: latency,
-            busy,
-            child_wall: child_latency,
+        let outermost = r.depth.get(call.func as usize).copied().unwrap_or(0) == 0;
+        r.book_call(&Call {
+            func: call.func,
+            node: call.place.node,
+            folded: call.place.folded,
+            parent: Some(call.place.parent),
+            wall: end_ns.saturating_sub(call.started_ns),
+            busy: call.busy_ns,
+            child_wall: call.child_latency_ns,
             cancelled,
             outermost,
             frame_self: None,
@@ -514,37 +416,19 @@ pub(crate) fn now_ns() -> u64 {
 /// For threads that run annotated code only to measure the profiler itself (such as the
 /// HTTP server's overhead calibration): their calls are real, but not the application's.
 pub fn exclude_current_thread() {
-    with_inner(|i| i.data.excluded.store(true, Relaxed));
+    with_recorder(|r| r.tables.excluded.store(true, Relaxed));
 }
 
 /// Depth of this thread's frame stack (for tests and diagnostics).
 pub fn current_depth() -> usize {
-    with_inner(|i| i.stack.len()).unwrap_or(0)
+    with_recorder(|r| r.stack.len()).unwrap_or(0)
 }
 
-/// Merged totals of the current window: exited threads plus live ones.
-pub(crate) fn collect() -> (Totals, u64, usize, u64) {
-    alloc::untracked(collect_untracked)
-}
-
-fn collect_untracked() -> (Totals, u64, usize, u64) {
-    // Flush this thread's pending CPU so a caller that measures then snapshots sees it.
-    with_inner(|i| {
-        if i.epoch == EPOCH.load(Relaxed) {
-            let top = i.stack.last().map_or(ROOT, |f| f.node);
-            i.cpu.boundary(top, Timestamp::now());
-            i.cpu.flush(&i.data.nodes);
-        }
-    });
-    let t = lock_threads();
-    let epoch = EPOCH.load(Relaxed);
-    let mut totals = t.retired.clone();
-    let mut live = 0;
-    for d in &t.live {
-        if d.epoch.load(Relaxed) == epoch && !d.excluded.load(Relaxed) {
-            d.add_to(&mut totals);
-        }
-        live += 1;
-    }
-    (totals, epoch, live, t.exited)
+/// Merged figures of the current window: exited threads plus live ones.
+pub(crate) fn collect() -> Merged {
+    alloc::untracked(|| {
+        // Flush this thread's pending CPU so a caller that measures then snapshots sees it.
+        with_recorder(ThreadRecorder::flush_cpu);
+        threads::merge()
+    })
 }

@@ -8,7 +8,9 @@ use crate::record::callsite::{self, CallsiteKind};
 use crate::record::histogram;
 use crate::record::recorder;
 use crate::record::storage::{FnSums, NodeSums};
+use crate::record::threads::Merged;
 use crate::record::tree::{self, NO_FUNCTION, ROOT};
+use crate::record::window;
 
 /// The time window a snapshot covers: since process start or since the last [`crate::reset`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,36 +180,23 @@ pub fn snapshot() -> Snapshot {
 }
 
 fn snapshot_untracked() -> Snapshot {
-    let (totals, epoch, live, exited) = recorder::collect();
-    let (_, started_ns) = recorder::window();
+    let merged = recorder::collect();
+    let started_ns = window::current().start_ns;
     let now_ns = recorder::now_ns();
     let metas = callsite::all_functions();
     let shape = tree::shape();
-    build(
-        &totals.nodes,
-        &totals.fns,
-        &shape,
-        &metas,
-        epoch,
-        started_ns,
-        now_ns,
-        live,
-        exited,
-    )
+    build(&merged, &shape, &metas, started_ns, now_ns)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
-    nodes: &[NodeSums],
-    fns: &[FnSums],
+    merged: &Merged,
     shape: &[(u32, u32)],
     metas: &[callsite::FunctionMeta],
-    epoch: u64,
     started_ns: u64,
     now_ns: u64,
-    live: usize,
-    exited: u64,
 ) -> Snapshot {
+    let nodes: &[NodeSums] = &merged.totals.nodes;
+    let fns: &[FnSums] = &merged.totals.fns;
     let n = shape.len().max(nodes.len());
     let get = |i: usize| nodes.get(i).copied().unwrap_or_default();
     let parent_of = |i: usize| shape.get(i).map_or(ROOT, |s| s.0);
@@ -304,7 +293,7 @@ fn build(
     let root = get(0);
     Snapshot {
         window: Window {
-            epoch,
+            epoch: merged.epoch,
             started_unix_ms: started_ns / 1_000_000,
             taken_unix_ms: now_ns / 1_000_000,
             duration_ns: now_ns.saturating_sub(started_ns),
@@ -312,8 +301,11 @@ fn build(
         functions,
         call_tree,
         unattributed_cpu_ns: root.cpu_self,
-        threads: ThreadCounts { live, exited },
-        folded_calls: tree::FOLDED.load(std::sync::atomic::Ordering::Relaxed),
+        threads: ThreadCounts {
+            live: merged.live_threads,
+            exited: merged.exited_threads,
+        },
+        folded_calls: merged.totals.folded_calls,
         call_tree_nodes: tree::len(),
         call_tree_node_cap: crate::record::config::max_call_tree_nodes(),
         allocations_counted: crate::record::alloc::counting_allocator_installed(),

@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::record::alloc::AllocCounters;
 use crate::record::histogram::{AtomicHistogram, BUCKETS};
 
+/// Call-tree nodes per chunk of a thread's node table.
+pub(crate) const NODE_CHUNK: usize = 256;
+/// Functions per chunk of a thread's function table.
+pub(crate) const FN_CHUNK: usize = 8;
+
 /// Per-thread figures of one call-tree node (a path of annotated functions).
 #[derive(Default)]
 pub(crate) struct NodeCell {
@@ -216,6 +221,8 @@ impl Default for FnSums {
 pub(crate) struct Totals {
     pub(crate) nodes: Vec<NodeSums>,
     pub(crate) fns: Vec<FnSums>,
+    /// Calls whose path was folded into its parent.
+    pub(crate) folded_calls: u64,
 }
 
 impl Totals {

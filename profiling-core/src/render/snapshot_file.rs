@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::reports::{CpuReport, MemoryReport};
 use crate::error::{Error, Result};
-use crate::record::alloc::AllocationTotals;
+use crate::record::alloc_report::AllocationTotals;
 use crate::record::snapshot::Snapshot;
 
 /// Everything captured by `POST /api/profiling/snapshot`: the document of a

@@ -104,7 +104,7 @@ impl SamplerShared {
             let r = self.lock();
             (Vec::from(r.samples.clone()), Vec::from(r.functions.clone()))
         };
-        let large = crate::record::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc_report::allocation_totals().large_allocations;
         let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
         for s in &report.suspects {
             tracing::warn!(kind = ?s.kind, function = s.function.as_deref().unwrap_or(""), "leak suspect: {}", s.evidence);
@@ -206,7 +206,7 @@ impl MemorySampler {
     pub fn analyze_leaks(&self, options: &LeakOptions) -> LeakReport {
         let samples = self.samples();
         let functions = self.function_history();
-        let large = crate::record::alloc::allocation_totals().large_allocations;
+        let large = crate::record::alloc_report::allocation_totals().large_allocations;
         leak::analyze(&samples, &functions, &large, options)
     }
 }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::alloc::{AllocCounters, AllocationTotals, LargeAllocation, SizeBucket};
+use crate::record::alloc::AllocCounters;
+use crate::record::alloc_report::{AllocationTotals, LargeAllocation, SizeBucket};
 use crate::record::allocator_stats::allocator_stats;
 use crate::record::snapshot::{FunctionStats, Snapshot};
 

@@ -48,7 +48,7 @@ pub struct MemoryReport {
 /// and interval are the sampler's.
 pub fn memory(sampler: &MemorySampler) -> MemoryReport {
     let proc_stats = crate::record::process::process_stats().unwrap_or_default();
-    let alloc = crate::record::alloc::allocation_totals();
+    let alloc = crate::record::alloc_report::allocation_totals();
     let samples = sampler.samples();
     let g = growth(&samples, MemorySample::tracked_bytes);
     let config = sampler.config();

@@ -1,0 +1,178 @@
+//! The registry of recording threads: the tables of live threads, and the merged totals of
+//! threads that have exited.
+//!
+//! Each recording thread owns a [`ThreadTables`] (shared by `Arc` with the registry) that
+//! only it writes, with plain relaxed stores; readers merge it concurrently. When a thread
+//! exits, its tables move to a list of exited tables, which are then folded into the
+//! registry's retired totals, so the data of exited threads survives while memory stays
+//! bounded by distinct functions and paths.
+//!
+//! The registry's lock is held only to push, move or copy `Arc`s: readers merge outside it,
+//! and so does the thread folding exited tables. A thread's first call and its exit wait
+//! for at most a list copy, never for a merge.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use crate::record::callsite::MAX_FUNCTIONS;
+use crate::record::config::MAX_CALL_TREE_NODES_LIMIT;
+use crate::record::storage::{Chunked, FnCell, NodeCell, Totals, FN_CHUNK, NODE_CHUNK};
+use crate::record::window;
+
+/// The figures one thread has recorded in its current window.
+pub(crate) struct ThreadTables {
+    /// The window these figures belong to.
+    pub(crate) epoch: AtomicU64,
+    /// Set by [`crate::exclude_current_thread`]: never read into a snapshot, never retired.
+    pub(crate) excluded: AtomicBool,
+    pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
+    pub(crate) fns: Chunked<FnCell, FN_CHUNK>,
+    /// Calls whose path was folded into its parent (the node cap was reached).
+    pub(crate) folded_calls: AtomicU64,
+}
+
+impl ThreadTables {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch: AtomicU64::new(epoch),
+            excluded: AtomicBool::new(false),
+            nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
+            fns: Chunked::new(MAX_FUNCTIONS),
+            folded_calls: AtomicU64::new(0),
+        }
+    }
+
+    fn add_to(&self, t: &mut Totals) {
+        self.nodes.for_each(|i, c| t.add_node(i, c));
+        self.fns.for_each(|i, c| t.add_fn(i, c));
+        t.folded_calls += self.folded_calls.load(Relaxed);
+    }
+
+    /// Whether a reader of window `epoch` counts these figures.
+    fn counts_in(&self, epoch: u64) -> bool {
+        self.epoch.load(Relaxed) == epoch && !self.excluded.load(Relaxed)
+    }
+}
+
+struct ThreadRegistry {
+    live: Vec<Arc<ThreadTables>>,
+    /// Tables of exited threads not yet folded into `retired`.
+    exited_tables: Vec<Arc<ThreadTables>>,
+    /// Merged figures of exited threads of the current window (`None`: nothing yet).
+    retired: Option<Arc<Totals>>,
+    /// Threads that have exited since the process started.
+    exited: u64,
+}
+
+/// Held for as short as a list operation: readers copy the lists under it and merge
+/// outside, and an exiting thread only moves its tables to `exited_tables`. A thread making
+/// its first call or exiting therefore never waits for a merge.
+static REGISTRY: Mutex<ThreadRegistry> = Mutex::new(ThreadRegistry {
+    live: Vec::new(),
+    exited_tables: Vec::new(),
+    retired: None,
+    exited: 0,
+});
+
+/// Held by the one thread folding exited tables into the retired totals.
+static FOLDING: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ThreadRegistry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registers the calling thread: returns its (empty) tables for the current window.
+pub(crate) fn register() -> Arc<ThreadTables> {
+    let tables = Arc::new(ThreadTables::new(window::epoch()));
+    lock().live.push(Arc::clone(&tables));
+    tables
+}
+
+/// Forgets an exiting thread; its figures stay counted, and are folded into the retired
+/// totals (by this thread, unless another is folding already).
+pub(crate) fn retire(tables: &Arc<ThreadTables>) {
+    {
+        let mut r = lock();
+        if let Some(i) = r.live.iter().position(|d| Arc::ptr_eq(d, tables)) {
+            let t = r.live.swap_remove(i);
+            r.exited_tables.push(t);
+        }
+        r.exited += 1;
+    }
+    fold_exited();
+}
+
+/// Folds the tables of exited threads into the retired totals, merging outside the lock.
+/// Readers meanwhile still see those tables in `exited_tables`: each figure counts once.
+fn fold_exited() {
+    let _folding = match FOLDING.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    loop {
+        let (base, pending, epoch) = {
+            let r = lock();
+            if r.exited_tables.is_empty() {
+                return;
+            }
+            (r.retired.clone(), r.exited_tables.clone(), window::epoch())
+        };
+        let mut totals = base.as_deref().cloned().unwrap_or_default();
+        for d in &pending {
+            if d.counts_in(epoch) {
+                d.add_to(&mut totals);
+            }
+        }
+        let mut r = lock();
+        // Only the folder removes from the list and `retire` only appends: the first
+        // `pending.len()` entries are the ones just folded.
+        r.exited_tables.drain(..pending.len());
+        // After a reset, what was folded belongs to the old window: drop it.
+        if window::epoch() == epoch {
+            r.retired = Some(Arc::new(totals));
+        }
+    }
+}
+
+/// Figures of the current window merged over every thread, live and exited.
+#[derive(Debug, Default)]
+pub(crate) struct Merged {
+    pub(crate) totals: Totals,
+    pub(crate) epoch: u64,
+    pub(crate) live_threads: usize,
+    pub(crate) exited_threads: u64,
+}
+
+/// Merges the current window's figures of every thread. The lists are copied under the
+/// lock; the merge itself runs outside it.
+pub(crate) fn merge() -> Merged {
+    let (retired, tables, epoch, live_threads, exited_threads) = {
+        let r = lock();
+        let tables: Vec<Arc<ThreadTables>> = r.live.iter().chain(&r.exited_tables).cloned().collect();
+        (r.retired.clone(), tables, window::epoch(), r.live.len(), r.exited)
+    };
+    let mut totals = retired.as_deref().cloned().unwrap_or_default();
+    for d in &tables {
+        if d.counts_in(epoch) {
+            d.add_to(&mut totals);
+        }
+    }
+    Merged {
+        totals,
+        epoch,
+        live_threads,
+        exited_threads,
+    }
+}
+
+/// Starts a new window: every figure recorded from now on counts, earlier ones do not.
+///
+/// Threads clear their own tables lazily at their next recorded boundary; readers ignore
+/// tables of an older window in the meantime. Calls running across the reset are recorded
+/// in the new window in full.
+pub fn reset() {
+    let mut r = lock();
+    window::begin_new();
+    r.retired = None;
+}

@@ -1,0 +1,240 @@
+//! How long an application thread is held up by readers: the latency of a thread's first
+//! `#[profiled]` call (which registers it) and of its exit (which retires its figures),
+//! while several threads take snapshots in a loop. Run with:
+//!
+//! ```text
+//! cargo bench --bench thread_stall -- --warm-up-time 1 --measurement-time 2
+//! ```
+//!
+//! Before the criterion run, it prints the worst case over rounds of 64 threads starting
+//! and exiting under the storm. A thread's exit latency is the time its thread-local
+//! destructors take around the profiler's (stamps taken by two thread-locals registered
+//! before and after the profiler's, destructors running in reverse order), so it leaves out
+//! the operating system's thread teardown.
+//!
+//! On a loaded machine wall time mostly measures waiting for a CPU, which no lock causes.
+//! So each interval is also read from the thread's `/proc/thread-self/schedstat` (time on
+//! CPU, time runnable on a run queue): *blocked* = wall - on CPU - runnable, the time the
+//! thread slept (on a lock). Criterion measures the blocked time per thread.
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use profiling_core::profiled;
+
+#[global_allocator]
+static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
+
+const READERS: usize = 4;
+const THREADS: usize = 64;
+/// Depth of the recursion each thread makes: one call-tree node per level, so every live
+/// thread has tables for readers to merge.
+const DEPTH: u32 = 300;
+
+#[profiled]
+fn first_call(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[profiled]
+fn recurse(n: u32) -> u64 {
+    if n == 0 {
+        1
+    } else {
+        recurse(n - 1).wrapping_add(black_box(n as u64))
+    }
+}
+
+/// Readers taking snapshots in a loop until dropped.
+struct Storm {
+    stop: Arc<AtomicBool>,
+    readers: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Storm {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers = (0..READERS)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        black_box(profiling_core::snapshot());
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        Storm { stop, readers }
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+/// A reading of the calling thread's clocks.
+#[derive(Clone, Copy, Debug)]
+struct Clocks {
+    wall: Instant,
+    on_cpu_ns: u64,
+    runnable_ns: u64,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        let mut f = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        let (on_cpu_ns, runnable_ns) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        Clocks {
+            wall: Instant::now(),
+            on_cpu_ns,
+            runnable_ns,
+        }
+    }
+
+    /// Wall time since `earlier`, and the part of it the thread slept (neither on a CPU
+    /// nor waiting for one).
+    fn since(&self, earlier: &Clocks) -> (Duration, Duration) {
+        let wall = self.wall.saturating_duration_since(earlier.wall);
+        let busy_or_queued =
+            (self.on_cpu_ns + self.runnable_ns).saturating_sub(earlier.on_cpu_ns + earlier.runnable_ns);
+        (wall, wall.saturating_sub(Duration::from_nanos(busy_or_queued)))
+    }
+}
+
+/// Stamps the clocks when its thread-local destructor runs into `slot`.
+struct Stamp(RefCell<Option<Arc<Mutex<Option<Clocks>>>>>);
+
+impl Drop for Stamp {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.borrow_mut().take() {
+            *slot.lock().unwrap() = Some(Clocks::now());
+        }
+    }
+}
+
+thread_local! {
+    /// Touched after the first call: its destructor runs before the profiler's.
+    static EXIT_BEGINS: Stamp = const { Stamp(RefCell::new(None)) };
+    /// Touched before the first call: its destructor runs after the profiler's.
+    static EXIT_ENDS: Stamp = const { Stamp(RefCell::new(None)) };
+}
+
+/// Reads one figure of a [`Blocked`].
+type Field = fn(&Blocked) -> Duration;
+
+/// First-call and exit latency of one application thread.
+#[derive(Clone, Copy, Debug, Default)]
+struct Blocked {
+    first_call: Duration,
+    exit: Duration,
+    first_call_blocked: Duration,
+    exit_blocked: Duration,
+}
+
+/// Starts `n` threads at once; each makes its first call, recurses, and exits.
+fn wave(n: usize) -> Vec<Blocked> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let begins = Arc::new(Mutex::new(None));
+            let ends = Arc::new(Mutex::new(None));
+            let (b, e) = (Arc::clone(&begins), Arc::clone(&ends));
+            let h = std::thread::spawn(move || {
+                EXIT_ENDS.with(|s| *s.0.borrow_mut() = Some(e));
+                let t = Clocks::now();
+                black_box(first_call(i as u64));
+                let first_call = Clocks::now().since(&t);
+                EXIT_BEGINS.with(|s| *s.0.borrow_mut() = Some(b));
+                black_box(recurse(DEPTH));
+                first_call
+            });
+            (h, begins, ends)
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|(h, begins, ends)| {
+            let first_call = h.join().unwrap();
+            let (b, e) = (begins.lock().unwrap().unwrap(), ends.lock().unwrap().unwrap());
+            let exit = e.since(&b);
+            Blocked {
+                first_call: first_call.0,
+                first_call_blocked: first_call.1,
+                exit: exit.0,
+                exit_blocked: exit.1,
+            }
+        })
+        .collect()
+}
+
+fn report_worst_case() {
+    let _storm = Storm::start();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        all.extend(wave(THREADS));
+    }
+    let pct = |mut v: Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * q) as usize]
+    };
+    eprintln!(
+        "thread_stall: {} threads ({} waves of {THREADS}) under {READERS} snapshot readers",
+        all.len(),
+        all.len() / THREADS
+    );
+    let rows: [(&str, Field); 4] = [
+        ("first call, wall", |b| b.first_call),
+        ("first call, blocked", |b| b.first_call_blocked),
+        ("exit, wall", |b| b.exit),
+        ("exit, blocked", |b| b.exit_blocked),
+    ];
+    for (name, get) in rows {
+        let v: Vec<Duration> = all.iter().map(get).collect();
+        eprintln!(
+            "  {name:<20} p50 {:>12?}  p99 {:>12?}  max {:>12?}",
+            pct(v.clone(), 0.5),
+            pct(v.clone(), 0.99),
+            pct(v, 1.0)
+        );
+    }
+}
+
+fn thread_stall(c: &mut Criterion) {
+    report_worst_case();
+    let mut g = c.benchmark_group("thread_stall");
+    let storm = Storm::start();
+    // Per thread: time blocked in its first call plus in its exit, 64 threads at a time.
+    g.bench_function("blocked_in_first_call_and_exit_under_snapshot_storm", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(THREADS);
+                total += wave(n)
+                    .iter()
+                    .map(|b| b.first_call_blocked + b.exit_blocked)
+                    .sum::<Duration>();
+                left -= n;
+            }
+            total
+        })
+    });
+    drop(storm);
+    g.finish();
+}
+
+criterion_group!(benches, thread_stall);
+criterion_main!(benches);
