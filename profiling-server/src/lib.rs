@@ -50,8 +50,10 @@
 mod auth;
 pub mod config;
 mod error;
+mod extract;
 mod handlers;
 mod html;
+mod limit;
 mod metrics;
 mod overhead;
 #[cfg(feature = "profiling-full")]

@@ -15,8 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use profiling_core::cpu_profile::{self, CpuSampler};
@@ -24,7 +23,9 @@ use profiling_core::{flamegraph, fold, heap_profile, Weight};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::handlers::lookup;
+use crate::extract::Query;
+use crate::handlers::{lookup_pair, missing_base};
+use crate::limit::blocking;
 use crate::state::ProfilingServer;
 
 /// Default length of a sampled CPU profile, seconds.
@@ -35,21 +36,6 @@ const FOLDED: &str = "text/plain; charset=utf-8";
 const PPROF: &str = "application/octet-stream";
 
 type Server = State<ProfilingServer>;
-
-fn core_error(e: profiling_core::Error) -> ApiError {
-    match e {
-        profiling_core::Error::ProfilerBusy => ApiError::Busy,
-        profiling_core::Error::InvalidConfig(m) => ApiError::BadRequest(m),
-        profiling_core::Error::HeapProfilingUnavailable(m) => ApiError::NotImplemented(m),
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
-}
 
 fn body(content_type: &'static str, bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
@@ -79,17 +65,13 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
 /// Samples the process for `d` without holding a blocking thread while waiting: the sampler
 /// starts here (429 if one is running), the wait is async, symbolizing is blocking. A client
 /// that disconnects drops the future, and with it the sampler.
 async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
-    let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ).map_err(core_error)?;
+    let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ)?;
     tokio::time::sleep(d).await;
-    blocking(move || sampler.finish()).await?.map_err(core_error)
+    Ok(blocking(move || sampler.finish()).await??)
 }
 
 /// `?source=&weight=&seconds=`.
@@ -100,17 +82,13 @@ pub(crate) struct FlamegraphQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn flamegraph(
-    State(s): Server,
-    q: Result<Query<FlamegraphQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
+pub(crate) async fn flamegraph(State(s): Server, Query(q): Query<FlamegraphQuery>) -> Result<Response, ApiError> {
     match q.source.as_deref().unwrap_or("instrumented") {
         "instrumented" => {
             let w = weight(q.weight.as_deref())?;
             let shared = Arc::clone(&s.shared);
-            let svg = blocking(move || flamegraph::render_snapshot(&shared.snapshot(), w)).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = blocking(move || flamegraph::render_snapshot(&shared.snapshot(), w)).await??;
+            Ok(body(SVG, svg))
         }
         "cpu" => {
             if q.weight.as_deref().is_some_and(|w| w != "cpu") {
@@ -120,12 +98,12 @@ pub(crate) async fn flamegraph(
             }
             let d = seconds(q.seconds)?;
             let profile = sample_cpu(d).await?;
-            let svg = blocking(move || profile.flamegraph_svg()).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = blocking(move || profile.flamegraph_svg()).await??;
+            Ok(body(SVG, svg))
         }
         "heap" => {
-            let svg = blocking(heap_profile::heap_flamegraph).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = blocking(heap_profile::heap_flamegraph).await??;
+            Ok(body(SVG, svg))
         }
         other => Err(ApiError::BadRequest(format!(
             "unknown source {other:?}; expected instrumented, cpu or heap"
@@ -139,11 +117,8 @@ pub(crate) struct FoldedQuery {
     weight: Option<String>,
 }
 
-pub(crate) async fn folded(
-    State(s): Server,
-    q: Result<Query<FoldedQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let w = weight(query(q)?.weight.as_deref())?;
+pub(crate) async fn folded(State(s): Server, Query(q): Query<FoldedQuery>) -> Result<Response, ApiError> {
+    let w = weight(q.weight.as_deref())?;
     let text = fold::fold_text(&s.shared.snapshot(), w);
     Ok(body(FOLDED, text.into_bytes()))
 }
@@ -154,15 +129,15 @@ pub(crate) struct PprofQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn pprof_cpu(q: Result<Query<PprofQuery>, QueryRejection>) -> Result<Response, ApiError> {
-    let d = seconds(query(q)?.seconds)?;
+pub(crate) async fn pprof_cpu(Query(q): Query<PprofQuery>) -> Result<Response, ApiError> {
+    let d = seconds(q.seconds)?;
     let profile = sample_cpu(d).await?;
-    let gz = blocking(move || profile.pprof_gzip()).await?.map_err(core_error)?;
+    let gz = blocking(move || profile.pprof_gzip()).await??;
     Ok(attachment("attachment; filename=\"cpu.pb.gz\"", gz))
 }
 
 pub(crate) async fn pprof_heap() -> Result<Response, ApiError> {
-    let gz = blocking(heap_profile::heap_pprof).await?.map_err(core_error)?;
+    let gz = blocking(heap_profile::heap_pprof).await??;
     Ok(attachment("attachment; filename=\"heap.pb.gz\"", gz))
 }
 
@@ -174,22 +149,10 @@ pub(crate) struct DiffQuery {
     weight: Option<String>,
 }
 
-pub(crate) async fn flamegraph_diff(
-    State(s): Server,
-    q: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
+pub(crate) async fn flamegraph_diff(State(s): Server, Query(q): Query<DiffQuery>) -> Result<Response, ApiError> {
     let w = weight(q.weight.as_deref())?;
-    let base_id = q
-        .base
-        .ok_or_else(|| ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned()))?;
-    let shared = Arc::clone(&s.shared);
-    let base = lookup(&shared, &base_id)?;
-    let target = q.target.map(|t| lookup(&shared, &t)).transpose()?;
-    let svg = blocking(move || match target {
-        Some(t) => flamegraph::render_diff(&base.profile, &t.profile, w),
-        None => flamegraph::render_diff(&base.profile, &shared.snapshot(), w),
-    })
-    .await?;
-    Ok(body(SVG, svg.map_err(core_error)?))
+    let base_id = q.base.ok_or_else(missing_base)?;
+    let (base, target) = lookup_pair(&s.shared, &base_id, q.target.as_deref())?;
+    let svg = blocking(move || flamegraph::render_diff(&base.profile, target.profile(), w)).await??;
+    Ok(body(SVG, svg))
 }
