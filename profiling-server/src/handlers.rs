@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
-use crate::limit::expensive;
+use crate::limit::{expensive, off_workers};
 use crate::reports::{self, AllocationReport, CpuReport, MemoryReport};
 use crate::snapshots::{valid_id, SnapshotSummary, StoredSnapshot};
 use crate::state::{ProfilingServer, Shared};
@@ -78,10 +78,10 @@ pub(crate) async fn health(State(s): Server) -> Json<Health> {
 pub(crate) async fn bottlenecks(State(s): Server, Query(q): Query<RankQuery>) -> Result<Json<Ranking>, ApiError> {
     let sort = parse_sort(q.sort.as_deref())?;
     let limit = parse_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
-    Ok(Json(rank(
-        &s.shared.snapshot(),
-        &RankOptions::new().sort(sort).limit(limit),
-    )))
+    let options = RankOptions::new().sort(sort).limit(limit);
+    Ok(Json(
+        off_workers(&s.shared, move |shared| rank(&shared.snapshot(), &options)).await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -91,13 +91,13 @@ pub(crate) struct Functions {
     functions: Vec<FunctionStats>,
 }
 
-pub(crate) async fn functions(State(s): Server) -> Json<Functions> {
-    let snap = s.shared.snapshot();
-    Json(Functions {
+pub(crate) async fn functions(State(s): Server) -> Result<Json<Functions>, ApiError> {
+    let snap = off_workers(&s.shared, Shared::snapshot).await?;
+    Ok(Json(Functions {
         window: snap.window,
         allocations_counted: snap.allocations_counted,
         functions: snap.functions,
-    })
+    }))
 }
 
 /// One call path through a function.
@@ -175,12 +175,10 @@ pub(crate) async fn allocations(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<AllocationReport>, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
-    let snap = s.shared.snapshot();
-    Ok(Json(reports::allocations(
-        &snap,
-        profiling_core::allocation_totals(),
-        limit,
-    )))
+    let report = off_workers(&s.shared, move |shared| {
+        reports::allocations(&shared.snapshot(), profiling_core::allocation_totals(), limit)
+    });
+    Ok(Json(report.await?))
 }
 
 pub(crate) async fn leak_detection(State(s): Server) -> Result<Json<LeakReport>, ApiError> {
@@ -294,9 +292,12 @@ pub(crate) fn missing_base() -> ApiError {
     ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned())
 }
 
+/// A stored snapshot (possibly loaded from its file), serialized off the async workers.
 pub(crate) async fn snapshot(State(s): Server, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let snap = lookup(&s.shared, &id)?;
-    Ok(Json(&*snap).into_response())
+    let json = expensive(&s.shared, move |shared| {
+        serde_json::to_vec(&*lookup(shared, &id)?).map_err(|e| ApiError::Internal(e.to_string()))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], json.await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -342,7 +343,9 @@ pub(crate) async fn reset(State(s): Server) -> Json<ResetResponse> {
 }
 
 pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
-    let body = metrics::render(&s.shared).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    let body = off_workers(&s.shared, metrics::render)
+        .await?
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response())
 }
 

@@ -71,7 +71,7 @@ pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, LATENCY_BUCKETS};
 pub use overhead::{calibration, Calibration};
 pub use reports::{AllocationReport, CpuReport, FunctionAllocations, MemoryReport};
 pub use routes::{API_PREFIX, HEALTH_PATH};
-pub use serve::ServerHandle;
+pub use serve::{ServerHandle, DEFAULT_SHUTDOWN_GRACE, WORKER_THREADS};
 pub use snapshots::{SnapshotSummary, StoredSnapshot};
 pub use state::ProfilingServer;
 

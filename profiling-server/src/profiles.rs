@@ -9,7 +9,9 @@
 //! - `GET /api/profiling/flamegraph/diff?base={id}&target={id}&weight=..` (SVG; no
 //!   `target`: the live window)
 //!
-//! `seconds` is 1..=60 (default 10), else 400; one CPU profile at a time (429 otherwise).
+//! `seconds` is 1..=60 (default 10, [`cpu_profile::MAX_SECONDS`]), else 400; one CPU profile at
+//! a time (429 otherwise). Everything that builds or loads a whole profile is an expensive
+//! request (`limit.rs`: one at a time, off the async workers, 429 with `Retry-After`).
 //! Heap profiles that are off answer 501 with the way to switch them on.
 
 use std::sync::Arc;
@@ -25,8 +27,8 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::handlers::{lookup_pair, missing_base};
-use crate::limit::blocking;
-use crate::state::ProfilingServer;
+use crate::limit::{expensive, expensive_queued};
+use crate::state::{ProfilingServer, Shared};
 
 /// Default length of a sampled CPU profile, seconds.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -65,13 +67,18 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
-/// Samples the process for `d` without holding a blocking thread while waiting: the sampler
-/// starts here (429 if one is running), the wait is async, symbolizing is blocking. A client
-/// that disconnects drops the future, and with it the sampler.
-async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
+/// A sampled CPU profile of `d`, turned into `render`'s output. The sampler starts here (429
+/// if one is running) and the wait is async: a client that disconnects drops the sampler and
+/// nothing goes on. Symbolizing and rendering then run as an expensive request, waiting for
+/// the permit rather than throwing the samples away.
+async fn sample_cpu<T, F>(shared: &Arc<Shared>, d: Duration, render: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&cpu_profile::CpuProfile) -> profiling_core::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
     let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ)?;
     tokio::time::sleep(d).await;
-    Ok(blocking(move || sampler.finish()).await??)
+    expensive_queued(shared, move |_| Ok(render(&sampler.finish()?)?)).await
 }
 
 /// `?source=&weight=&seconds=`.
@@ -86,9 +93,10 @@ pub(crate) async fn flamegraph(State(s): Server, Query(q): Query<FlamegraphQuery
     match q.source.as_deref().unwrap_or("instrumented") {
         "instrumented" => {
             let w = weight(q.weight.as_deref())?;
-            let shared = Arc::clone(&s.shared);
-            let svg = blocking(move || flamegraph::render_snapshot(&shared.snapshot(), w)).await??;
-            Ok(body(SVG, svg))
+            let svg = expensive(&s.shared, move |shared| {
+                Ok(flamegraph::render_snapshot(&shared.snapshot(), w)?)
+            });
+            Ok(body(SVG, svg.await?))
         }
         "cpu" => {
             if q.weight.as_deref().is_some_and(|w| w != "cpu") {
@@ -97,12 +105,11 @@ pub(crate) async fn flamegraph(State(s): Server, Query(q): Query<FlamegraphQuery
                 ));
             }
             let d = seconds(q.seconds)?;
-            let profile = sample_cpu(d).await?;
-            let svg = blocking(move || profile.flamegraph_svg()).await??;
+            let svg = sample_cpu(&s.shared, d, cpu_profile::CpuProfile::flamegraph_svg).await?;
             Ok(body(SVG, svg))
         }
         "heap" => {
-            let svg = blocking(heap_profile::heap_flamegraph).await??;
+            let svg = expensive(&s.shared, |_| Ok(heap_profile::heap_flamegraph()?)).await?;
             Ok(body(SVG, svg))
         }
         other => Err(ApiError::BadRequest(format!(
@@ -119,7 +126,7 @@ pub(crate) struct FoldedQuery {
 
 pub(crate) async fn folded(State(s): Server, Query(q): Query<FoldedQuery>) -> Result<Response, ApiError> {
     let w = weight(q.weight.as_deref())?;
-    let text = fold::fold_text(&s.shared.snapshot(), w);
+    let text = expensive(&s.shared, move |shared| Ok(fold::fold_text(&shared.snapshot(), w))).await?;
     Ok(body(FOLDED, text.into_bytes()))
 }
 
@@ -129,15 +136,14 @@ pub(crate) struct PprofQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn pprof_cpu(Query(q): Query<PprofQuery>) -> Result<Response, ApiError> {
+pub(crate) async fn pprof_cpu(State(s): Server, Query(q): Query<PprofQuery>) -> Result<Response, ApiError> {
     let d = seconds(q.seconds)?;
-    let profile = sample_cpu(d).await?;
-    let gz = blocking(move || profile.pprof_gzip()).await??;
+    let gz = sample_cpu(&s.shared, d, cpu_profile::CpuProfile::pprof_gzip).await?;
     Ok(attachment("attachment; filename=\"cpu.pb.gz\"", gz))
 }
 
-pub(crate) async fn pprof_heap() -> Result<Response, ApiError> {
-    let gz = blocking(heap_profile::heap_pprof).await??;
+pub(crate) async fn pprof_heap(State(s): Server) -> Result<Response, ApiError> {
+    let gz = expensive(&s.shared, |_| Ok(heap_profile::heap_pprof()?)).await?;
     Ok(attachment("attachment; filename=\"heap.pb.gz\"", gz))
 }
 
@@ -152,7 +158,9 @@ pub(crate) struct DiffQuery {
 pub(crate) async fn flamegraph_diff(State(s): Server, Query(q): Query<DiffQuery>) -> Result<Response, ApiError> {
     let w = weight(q.weight.as_deref())?;
     let base_id = q.base.ok_or_else(missing_base)?;
-    let (base, target) = lookup_pair(&s.shared, &base_id, q.target.as_deref())?;
-    let svg = blocking(move || flamegraph::render_diff(&base.profile, target.profile(), w)).await??;
-    Ok(body(SVG, svg))
+    let svg = expensive(&s.shared, move |shared| {
+        let (base, target) = lookup_pair(shared, &base_id, q.target.as_deref())?;
+        Ok(flamegraph::render_diff(&base.profile, target.profile(), w)?)
+    });
+    Ok(body(SVG, svg.await?))
 }

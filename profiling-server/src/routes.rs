@@ -1,8 +1,10 @@
 //! The route table. Every path the server answers is listed here; handlers live in
 //! `handlers.rs`.
 //!
-//! Expensive routes (`POST snapshot`, `POST leak-detection`, `GET diff` and the legacy
-//! `leaks`) run at most one at a time; a second concurrent one gets 429.
+//! Expensive routes (`POST snapshot`, `POST leak-detection`, `GET diff`, `GET snapshots/{id}`,
+//! the legacy `leaks`, and with `profiling-full` flamegraphs, folded stacks, heap profiles and
+//! the symbolizing of CPU profiles) run at most one at a time, off the async workers; a second
+//! concurrent one gets 429 (`limit.rs`).
 
 #[cfg(not(feature = "profiling-full"))]
 use axum::extract::OriginalUri;
@@ -118,12 +120,24 @@ mod tests {
         };
         // An expensive request is running: it holds the one permit.
         let permit = server.shared.try_expensive().unwrap();
-        for (m, uri) in [
+        let mut limited = vec![
             ("POST", "/api/profiling/leak-detection"),
             ("POST", "/api/profiling/snapshot"),
             ("GET", "/api/profiling/diff?base=1-1"),
+            ("GET", "/api/profiling/snapshots/1-1"),
             ("GET", "/monitoring/profiling/leaks"),
-        ] {
+        ];
+        // Everything that builds or loads a whole profile.
+        if cfg!(feature = "profiling-full") {
+            limited.extend([
+                ("GET", "/api/profiling/flamegraph"),
+                ("GET", "/api/profiling/flamegraph?source=heap"),
+                ("GET", "/api/profiling/flamegraph/diff?base=1-1"),
+                ("GET", "/api/profiling/folded"),
+                ("GET", "/api/profiling/pprof/heap"),
+            ]);
+        }
+        for (m, uri) in limited {
             let resp = send(m, uri).await;
             assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{uri}");
             assert_eq!(resp.headers()["retry-after"], "1");
