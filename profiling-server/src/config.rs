@@ -14,6 +14,8 @@
 //! | `PROFILING_SNAPSHOT_DIR` | directory where snapshots are also written | none |
 //! | `PROFILING_MAX_SNAPSHOTS` | snapshots kept in memory | 32 |
 //! | `PROFILING_METRICS_PREFIX` | prefix of every Prometheus metric | `profiling` |
+//! | `PROFILING_METRICS_PATH` | path of the Prometheus exposition | `/metrics` |
+//! | `PROFILING_ALLOWED_HOSTS` | host names accepted in `Host`/`Origin` besides loopback, comma-separated (`*`: any) | none |
 //!
 //! A malformed value is an [`Error::InvalidEnv`] naming the variable: the server does not
 //! start on a silent default.
@@ -45,6 +47,8 @@ pub struct Config {
     pub(crate) max_snapshots: usize,
     pub(crate) metrics_prefix: String,
     pub(crate) sample_capacity: usize,
+    pub(crate) metrics_path: String,
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             max_snapshots: 32,
             metrics_prefix: "profiling".to_owned(),
             sample_capacity: 720,
+            metrics_path: "/metrics".to_owned(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -180,6 +186,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Path of the Prometheus exposition (default `/metrics`), e.g. when the application
+    /// already serves its own `/metrics`.
+    pub fn metrics_path(mut self, p: impl Into<String>) -> Self {
+        self.config.metrics_path = p.into();
+        self
+    }
+
+    /// Also accepts this host name (no port) in `Host` and `Origin`, besides the loopback
+    /// ones; `*` accepts any. See the server's `auth.rs`.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.config.allowed_hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
+
     /// Applies the process environment (see the module docs).
     pub fn env(self) -> Result<Self> {
         profiling_core::init_from_env()?;
@@ -268,6 +288,16 @@ impl ConfigBuilder {
             }
             c.metrics_prefix = v.trim().to_owned();
         }
+        if let Some(v) = lookup("PROFILING_METRICS_PATH") {
+            c.metrics_path = v.trim().to_owned();
+        }
+        if let Some(v) = lookup("PROFILING_ALLOWED_HOSTS") {
+            let hosts = v
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty());
+            c.allowed_hosts.extend(hosts);
+        }
         Ok(self)
     }
 
@@ -298,6 +328,12 @@ impl ConfigBuilder {
         }
         if c.auth_token.as_deref().is_some_and(|t| t.is_empty()) {
             return Err(Error::InvalidConfig("the auth token must not be empty".to_owned()));
+        }
+        if !c.metrics_path.starts_with('/') || c.metrics_path.contains(char::is_whitespace) {
+            return Err(Error::InvalidConfig(format!(
+                "metrics path {:?} must start with / and hold no space (PROFILING_METRICS_PATH)",
+                c.metrics_path
+            )));
         }
         if c.sample_capacity < 2 {
             return Err(Error::InvalidConfig("keep at least 2 memory samples".to_owned()));

@@ -53,6 +53,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: a bearer token is configured and the request did not carry it.
     Unauthorized,
+    /// 403: the `Host` or `Origin` is not accepted (see `auth.rs`).
+    Forbidden(String),
     /// 404: no such function, snapshot or route.
     NotFound(String),
     /// 405: the route exists with another method.
@@ -71,6 +73,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
@@ -82,7 +85,9 @@ impl ApiError {
     /// The message sent to the client.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => m.clone(),
+            ApiError::BadRequest(m) | ApiError::Forbidden(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => {
+                m.clone()
+            }
             ApiError::Unauthorized => "missing or invalid bearer token".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this route".to_owned(),
             ApiError::Busy => "another expensive profiling request is running; retry shortly".to_owned(),

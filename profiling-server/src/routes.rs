@@ -6,12 +6,11 @@
 //! the symbolizing of CPU profiles) run at most one at a time, off the async workers; a second
 //! concurrent one gets 429 (`limit.rs`).
 
-#[cfg(not(feature = "profiling-full"))]
 use axum::extract::OriginalUri;
-use axum::http::{Method, Uri};
+use axum::http::Method;
 use axum::middleware;
 use axum::response::Redirect;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::auth;
@@ -26,8 +25,9 @@ const PAGE_PATH: &str = "/api/profiling/";
 /// The health route, answered without a token.
 pub const HEALTH_PATH: &str = "/api/profiling/health";
 
-/// The routes without a fallback for unknown paths, so they merge into any application
-/// router. A known path with the wrong method answers 405 with a JSON body.
+/// The routes, to merge into any application router: no fallback outside the API prefix
+/// (unknown paths under it answer a JSON 404), a known path with the wrong method answers
+/// 405 with a JSON body.
 pub(crate) fn router(server: ProfilingServer) -> Router {
     let api = Router::new()
         .route("/health", get(h::health))
@@ -43,7 +43,9 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/snapshots/{id}", get(h::snapshot))
         .route("/diff", get(h::diff))
         .route("/reset", post(h::reset))
-        .merge(full_routes());
+        .merge(full_routes())
+        // A route, not a fallback: it moves with the router when mounted under a prefix.
+        .route("/{*unknown}", any(not_found));
     // Legacy aliases, kept for compatibility.
     let legacy = Router::new()
         .route("/memory", get(h::memory))
@@ -54,9 +56,12 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route(PAGE_PATH, get(h::page))
         .nest(API_PREFIX, api)
         .nest("/monitoring/profiling", legacy)
-        .route("/metrics", get(h::metrics))
+        .route(&server.config().metrics_path, get(h::metrics))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(server.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            auth::Guard::new(server.config()),
+            auth::check,
+        ))
         .with_state(server)
 }
 
@@ -66,7 +71,7 @@ pub(crate) fn standalone_router(server: ProfilingServer) -> Router {
     router(server).fallback(not_found)
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 

@@ -117,6 +117,13 @@ async fn serve_until_stopped(
 }
 
 impl ProfilingServer {
+    /// The routes plus a JSON 404 for every unknown path: what the standalone listener
+    /// serves. To mount in an application, use [`ProfilingServer::router`], which leaves
+    /// paths outside the API to the application.
+    pub fn standalone_router(&self) -> axum::Router {
+        standalone_router(self.clone())
+    }
+
     /// Serves on the configured address until the returned future is dropped or fails.
     pub async fn serve(self) -> Result<()> {
         let listener = bind(self.config().bind()).await?;
