@@ -44,6 +44,7 @@ impl Permit {
     }
 
     /// The permit, once the running expensive request (if any) ends.
+    #[cfg(feature = "profiling-full")]
     async fn acquire(shared: &Arc<Shared>) -> Result<Self, ApiError> {
         let permit = shared
             .expensive
