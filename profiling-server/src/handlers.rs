@@ -334,12 +334,15 @@ pub(crate) struct ResetResponse {
     window: Window,
 }
 
-pub(crate) async fn reset(State(s): Server) -> Json<ResetResponse> {
-    profiling_core::reset();
-    Json(ResetResponse {
+pub(crate) async fn reset(State(s): Server) -> Result<Json<ResetResponse>, ApiError> {
+    let window = off_workers(&s.shared, |shared| {
+        profiling_core::reset();
+        shared.snapshot().window
+    });
+    Ok(Json(ResetResponse {
         reset: true,
-        window: s.shared.snapshot().window,
-    })
+        window: window.await?,
+    }))
 }
 
 pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
