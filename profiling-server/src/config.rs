@@ -18,6 +18,8 @@
 //! | `PROFILING_MAX_SNAPSHOT_FILES` | snapshot files kept in the directory (oldest deleted) | 1 to 100000 | 256 |
 //! | `PROFILING_MAX_SNAPSHOT_DISK_MB` | MiB the snapshot files may take together (oldest deleted) | 1 to 1048576 | 1024 |
 //! | `PROFILING_METRICS_PREFIX` | prefix of every Prometheus metric | `[a-zA-Z_][a-zA-Z0-9_]*` | `profiling` |
+//! | `PROFILING_METRICS_PATH` | path of the Prometheus exposition | starts with `/`, no space | `/metrics` |
+//! | `PROFILING_ALLOWED_HOSTS` | host names accepted in `Host`/`Origin` besides loopback, comma-separated (`*`: any) | names | none |
 //!
 //! A malformed or out-of-range value is an [`Error::InvalidEnv`] naming the variable, and a
 //! builder value out of the same range an [`Error::InvalidConfig`]: the server does not start
@@ -59,6 +61,8 @@ pub struct Config {
     pub(crate) snapshot_disk: DiskLimits,
     pub(crate) metrics_prefix: String,
     pub(crate) sample_capacity: usize,
+    pub(crate) metrics_path: String,
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -77,6 +81,8 @@ impl Default for Config {
             snapshot_disk: DiskLimits::default(),
             metrics_prefix: "profiling".to_owned(),
             sample_capacity: 720,
+            metrics_path: "/metrics".to_owned(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -238,6 +244,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Path of the Prometheus exposition (default `/metrics`), e.g. when the application
+    /// already serves its own `/metrics`.
+    pub fn metrics_path(mut self, p: impl Into<String>) -> Self {
+        self.config.metrics_path = p.into();
+        self
+    }
+
+    /// Also accepts this host name (no port) in `Host` and `Origin`, besides the loopback
+    /// ones; `*` accepts any. See the server's `auth.rs`.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.config.allowed_hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
+
     /// Checks the values and returns the configuration.
     pub fn build(self) -> Result<Config> {
         let c = self.config;
@@ -316,6 +336,12 @@ impl ConfigBuilder {
         }
         if c.auth_token.as_deref().is_some_and(|t| t.is_empty()) {
             return bad("the auth token must not be empty".to_owned());
+        }
+        if !c.metrics_path.starts_with('/') || c.metrics_path.contains(char::is_whitespace) {
+            return Err(Error::InvalidConfig(format!(
+                "metrics path {:?} must start with / and hold no space (PROFILING_METRICS_PATH)",
+                c.metrics_path
+            )));
         }
         if !c.bind.ip().is_loopback() && c.auth_token.is_none() && !c.allow_remote_without_token {
             return bad(format!(

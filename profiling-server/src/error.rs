@@ -1,6 +1,7 @@
 //! The two error types: [`Error`] for start-up (configuration, binding), and [`ApiError`], the
 //! one error every handler returns, turned into a JSON `{"error": "..."}` response.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -52,6 +53,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: a bearer token is configured and the request did not carry it.
     Unauthorized,
+    /// 403: the `Host` or `Origin` is not accepted (see `auth.rs`).
+    Forbidden(String),
     /// 404: no such function, snapshot or route.
     NotFound(String),
     /// 405: the route exists with another method.
@@ -70,6 +73,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
@@ -81,7 +85,9 @@ impl ApiError {
     /// The message sent to the client.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => m.clone(),
+            ApiError::BadRequest(m) | ApiError::Forbidden(m) | ApiError::NotFound(m) | ApiError::NotImplemented(m) => {
+                m.clone()
+            }
             ApiError::Unauthorized => "missing or invalid bearer token".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this route".to_owned(),
             ApiError::Busy => "another expensive profiling request is running; retry shortly".to_owned(),
@@ -98,9 +104,46 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The one place where a core error gets its status: a busy profiler is 429, a value out of
+/// range 400, a build without heap profiling 501; anything else is ours (500, logged, not sent).
 impl From<profiling_core::Error> for ApiError {
     fn from(e: profiling_core::Error) -> Self {
-        ApiError::Internal(e.to_string())
+        use profiling_core::Error as E;
+        match e {
+            E::ProfilerBusy => ApiError::Busy,
+            E::InvalidConfig(m) => ApiError::BadRequest(m),
+            E::HeapProfilingUnavailable(m) => ApiError::NotImplemented(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Core(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A blocking task that panicked or was cancelled.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("worker task failed: {e}"))
+    }
+}
+
+/// Malformed query strings and path segments are the client's: 400 with axum's explanation.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
     }
 }
 

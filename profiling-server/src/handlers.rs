@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use profiling_core::analyze::call_paths::{self, FunctionDetail, LookupError};
-use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, SnapshotDiff, SortKey, Window};
+use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, Snapshot, SnapshotDiff, SortKey, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
+use crate::limit::{expensive, off_workers};
 use crate::reports::{self, AllocationReport, CpuReport, MemoryReport};
 use crate::snapshots::{valid_id, SnapshotSummary, StoredSnapshot};
 use crate::state::{ProfilingServer, Shared};
@@ -23,14 +24,6 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 20;
 
 type Server = State<ProfilingServer>;
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
-}
 
 /// `?sort=&limit=`.
 #[derive(Debug, Default, Deserialize)]
@@ -58,13 +51,6 @@ fn parse_sort(v: Option<&str>) -> Result<SortKey, ApiError> {
     })
 }
 
-/// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
-}
-
 pub(crate) async fn page(State(s): Server) -> Html<String> {
     let shared = &s.shared;
     let ranking = rank(&shared.snapshot(), &RankOptions::new().limit(100));
@@ -90,17 +76,13 @@ pub(crate) async fn health(State(s): Server) -> Json<Health> {
     })
 }
 
-pub(crate) async fn bottlenecks(
-    State(s): Server,
-    q: Result<Query<RankQuery>, QueryRejection>,
-) -> Result<Json<Ranking>, ApiError> {
-    let q = query(q)?;
+pub(crate) async fn bottlenecks(State(s): Server, Query(q): Query<RankQuery>) -> Result<Json<Ranking>, ApiError> {
     let sort = parse_sort(q.sort.as_deref())?;
     let limit = parse_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
-    Ok(Json(rank(
-        &s.shared.snapshot(),
-        &RankOptions::new().sort(sort).limit(limit),
-    )))
+    let options = RankOptions::new().sort(sort).limit(limit);
+    Ok(Json(
+        off_workers(&s.shared, move |shared| rank(&shared.snapshot(), &options)).await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -110,21 +92,17 @@ pub(crate) struct Functions {
     functions: Vec<FunctionStats>,
 }
 
-pub(crate) async fn functions(State(s): Server) -> Json<Functions> {
-    let snap = s.shared.snapshot();
-    Json(Functions {
+pub(crate) async fn functions(State(s): Server) -> Result<Json<Functions>, ApiError> {
+    let snap = off_workers(&s.shared, Shared::snapshot).await?;
+    Ok(Json(Functions {
         window: snap.window,
         allocations_counted: snap.allocations_counted,
         functions: snap.functions,
-    })
+    }))
 }
 
 /// One call path through a function.
-pub(crate) async fn function(
-    State(s): Server,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<FunctionDetail>, ApiError> {
-    let name = path(name)?;
+pub(crate) async fn function(State(s): Server, Path(name): Path<String>) -> Result<Json<FunctionDetail>, ApiError> {
     let snap = s.shared.snapshot();
     call_paths::function_detail(&snap, &name)
         .map(Json)
@@ -149,24 +127,19 @@ pub(crate) struct LimitQuery {
 
 pub(crate) async fn allocations(
     State(s): Server,
-    q: Result<Query<LimitQuery>, QueryRejection>,
+    Query(q): Query<LimitQuery>,
 ) -> Result<Json<AllocationReport>, ApiError> {
-    let limit = parse_limit(query(q)?.limit.as_deref(), DEFAULT_LIMIT)?;
-    let snap = s.shared.snapshot();
-    Ok(Json(reports::allocations(
-        &snap,
-        profiling_core::allocation_totals(),
-        limit,
-    )))
+    let limit = parse_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
+    let report = off_workers(&s.shared, move |shared| {
+        reports::allocations(&shared.snapshot(), profiling_core::allocation_totals(), limit)
+    });
+    Ok(Json(report.await?))
 }
 
 pub(crate) async fn leak_detection(State(s): Server) -> Result<Json<LeakReport>, ApiError> {
-    let shared: Arc<Shared> = Arc::clone(&s.shared);
-    let _permit = shared.try_expensive()?;
-    let worker = Arc::clone(&shared);
-    let report = blocking(move || {
-        worker.sampler.sample_now();
-        worker.sampler.analyze_leaks(&worker.config.leak)
+    let report = expensive(&s.shared, |shared| {
+        shared.sampler.sample_now();
+        Ok(shared.sampler.analyze_leaks(&shared.config.leak))
     })
     .await?;
     Ok(Json(report))
@@ -179,31 +152,26 @@ pub(crate) struct SnapshotQuery {
 
 pub(crate) async fn take_snapshot(
     State(s): Server,
-    q: Result<Query<SnapshotQuery>, QueryRejection>,
+    Query(SnapshotQuery { label }): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
-    let label = query(q)?.label;
     if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
         return Err(ApiError::BadRequest("label must be at most 200 characters".to_owned()));
     }
-    let shared = Arc::clone(&s.shared);
-    let _permit = shared.try_expensive()?;
-    let worker = Arc::clone(&shared);
-    let summary: SnapshotSummary = blocking(move || {
-        let profile = worker.snapshot();
+    let summary: SnapshotSummary = expensive(&s.shared, |shared| {
+        let profile = shared.snapshot();
         let taken = profile.window.taken_unix_ms;
         let snap = StoredSnapshot {
-            id: worker.store.next_id(taken),
+            id: shared.store.next_id(taken),
             taken_unix_ms: taken,
             label,
             profile,
-            memory: reports::memory(&worker),
-            cpu: reports::cpu(&worker),
+            memory: reports::memory(shared),
+            cpu: reports::cpu(shared),
             allocations: profiling_core::allocation_totals(),
         };
-        worker.store.insert(snap)
+        Ok(shared.store.insert(snap)?)
     })
-    .await?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .await?;
     let location = format!("/api/profiling/snapshots/{}", summary.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(summary)).into_response())
 }
@@ -236,10 +204,55 @@ pub(crate) fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, A
         .ok_or_else(|| ApiError::NotFound(format!("no snapshot with id {id:?}")))
 }
 
-pub(crate) async fn snapshot(State(s): Server, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let id = path(id)?;
-    let snap = lookup(&s.shared, &id)?;
-    Ok(Json(&*snap).into_response())
+/// The newer side of a diff: a stored snapshot, or the live window.
+#[derive(Debug)]
+pub(crate) enum DiffTarget {
+    Stored(Arc<StoredSnapshot>),
+    Live(Snapshot),
+}
+
+impl DiffTarget {
+    pub(crate) fn id(&self) -> String {
+        match self {
+            DiffTarget::Stored(s) => s.id.clone(),
+            DiffTarget::Live(_) => "live".to_owned(),
+        }
+    }
+
+    pub(crate) fn profile(&self) -> &Snapshot {
+        match self {
+            DiffTarget::Stored(s) => &s.profile,
+            DiffTarget::Live(p) => p,
+        }
+    }
+}
+
+/// The two sides of a diff: snapshot `base`, and snapshot `target` or, without one, the live
+/// window.
+pub(crate) fn lookup_pair(
+    shared: &Shared,
+    base: &str,
+    target: Option<&str>,
+) -> Result<(Arc<StoredSnapshot>, DiffTarget), ApiError> {
+    let base = lookup(shared, base)?;
+    let target = match target {
+        Some(t) => DiffTarget::Stored(lookup(shared, t)?),
+        None => DiffTarget::Live(shared.snapshot()),
+    };
+    Ok((base, target))
+}
+
+/// 400 for a diff without `base`.
+pub(crate) fn missing_base() -> ApiError {
+    ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned())
+}
+
+/// A stored snapshot (possibly loaded from its file), serialized off the async workers.
+pub(crate) async fn snapshot(State(s): Server, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let json = expensive(&s.shared, move |shared| {
+        serde_json::to_vec(&*lookup(shared, &id)?).map_err(|e| ApiError::Internal(e.to_string()))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], json.await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,32 +269,18 @@ pub(crate) struct DiffResponse {
     diff: SnapshotDiff,
 }
 
-pub(crate) async fn diff(
-    State(s): Server,
-    q: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Json<DiffResponse>, ApiError> {
-    let q = query(q)?;
-    let base_id = q
-        .base
-        .ok_or_else(|| ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned()))?;
-    let shared = Arc::clone(&s.shared);
-    let _permit = shared.try_expensive()?;
-    let base = lookup(&shared, &base_id)?;
-    let target = q.target.map(|t| lookup(&shared, &t)).transpose()?;
-    let worker = Arc::clone(&shared);
-    let (target_id, diff) = blocking(move || match target {
-        Some(t) => (t.id.clone(), profiling_core::diff_snapshots(&base.profile, &t.profile)),
-        None => (
-            "live".to_owned(),
-            profiling_core::diff_snapshots(&base.profile, &worker.snapshot()),
-        ),
+pub(crate) async fn diff(State(s): Server, Query(q): Query<DiffQuery>) -> Result<Json<DiffResponse>, ApiError> {
+    let base_id = q.base.ok_or_else(missing_base)?;
+    let diff = expensive(&s.shared, move |shared| {
+        let (base, target) = lookup_pair(shared, &base_id, q.target.as_deref())?;
+        Ok(DiffResponse {
+            diff: profiling_core::diff_snapshots(&base.profile, target.profile()),
+            base: base_id,
+            target: target.id(),
+        })
     })
     .await?;
-    Ok(Json(DiffResponse {
-        base: base_id,
-        target: target_id,
-        diff,
-    }))
+    Ok(Json(diff))
 }
 
 #[derive(Debug, Serialize)]
@@ -290,16 +289,21 @@ pub(crate) struct ResetResponse {
     window: Window,
 }
 
-pub(crate) async fn reset(State(s): Server) -> Json<ResetResponse> {
-    profiling_core::reset();
-    Json(ResetResponse {
+pub(crate) async fn reset(State(s): Server) -> Result<Json<ResetResponse>, ApiError> {
+    let window = off_workers(&s.shared, |shared| {
+        profiling_core::reset();
+        shared.snapshot().window
+    });
+    Ok(Json(ResetResponse {
         reset: true,
-        window: s.shared.snapshot().window,
-    })
+        window: window.await?,
+    }))
 }
 
 pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
-    let body = metrics::render(&s.shared).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    let body = off_workers(&s.shared, metrics::render)
+        .await?
+        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response())
 }
 

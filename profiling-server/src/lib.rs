@@ -38,7 +38,12 @@
 //! - **Configuration** comes from [`Config::builder`] and the environment
 //!   ([`Config::from_env`]); a malformed variable is an error naming it. See [`config`].
 //! - **Errors** are JSON `{"error": "..."}` with the right status ([`ApiError`]); bad input is
-//!   400 or 404, never a panic; expensive requests run one at a time (429 for the others).
+//!   400 or 404, never a panic; requests that build or load a whole profile run one at a
+//!   time off the async workers (429 with `Retry-After` for the others).
+//! - **Access**: only loopback and configured host names in `Host`, no cross-origin state
+//!   change, an optional bearer token (see [`http_api`]). If your application already serves
+//!   `/metrics`, set [`ConfigBuilder::metrics_path`]; to mount under a prefix,
+//!   `Router::nest("/ops", profiling_server::router(&server))`.
 //! - **Background sampling**: one thread reads RSS, heap and CPU every interval and keeps a
 //!   bounded ring for the growth regression and the leak analysis; it stops when the
 //!   server (and every router made from it) is dropped.
@@ -50,8 +55,10 @@
 mod auth;
 pub mod config;
 mod error;
+mod extract;
 mod handlers;
 mod html;
+mod limit;
 mod metrics;
 mod overhead;
 #[cfg(feature = "profiling-full")]
@@ -69,7 +76,7 @@ pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, LATENCY_BUCKETS};
 pub use overhead::{calibration, Calibration};
 pub use reports::{AllocationReport, CpuReport, FunctionAllocations, MemoryReport};
 pub use routes::{API_PREFIX, HEALTH_PATH};
-pub use serve::ServerHandle;
+pub use serve::{ServerHandle, DEFAULT_SHUTDOWN_GRACE, WORKER_THREADS};
 pub use snapshots::{SnapshotSummary, StoredSnapshot};
 pub use state::ProfilingServer;
 

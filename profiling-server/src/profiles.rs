@@ -9,14 +9,15 @@
 //! - `GET /api/profiling/flamegraph/diff?base={id}&target={id}&weight=..` (SVG; no
 //!   `target`: the live window)
 //!
-//! `seconds` is 1..=60 (default 10), else 400; one CPU profile at a time (429 otherwise).
+//! `seconds` is 1..=60 (default 10, [`cpu_profile::MAX_SECONDS`]), else 400; one CPU profile at
+//! a time (429 otherwise). Everything that builds or loads a whole profile is an expensive
+//! request (`limit.rs`: one at a time, off the async workers, 429 with `Retry-After`).
 //! Heap profiles that are off answer 501 with the way to switch them on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use profiling_core::cpu_profile::{self, CpuSampler};
@@ -24,8 +25,10 @@ use profiling_core::{flamegraph, fold, heap_profile, Weight};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::handlers::lookup;
-use crate::state::ProfilingServer;
+use crate::extract::Query;
+use crate::handlers::{lookup_pair, missing_base};
+use crate::limit::{expensive, expensive_queued};
+use crate::state::{ProfilingServer, Shared};
 
 /// Default length of a sampled CPU profile, seconds.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -35,21 +38,6 @@ const FOLDED: &str = "text/plain; charset=utf-8";
 const PPROF: &str = "application/octet-stream";
 
 type Server = State<ProfilingServer>;
-
-fn core_error(e: profiling_core::Error) -> ApiError {
-    match e {
-        profiling_core::Error::ProfilerBusy => ApiError::Busy,
-        profiling_core::Error::InvalidConfig(m) => ApiError::BadRequest(m),
-        profiling_core::Error::HeapProfilingUnavailable(m) => ApiError::NotImplemented(m),
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
-}
 
 fn body(content_type: &'static str, bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
@@ -79,17 +67,18 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
-/// Samples the process for `d` without holding a blocking thread while waiting: the sampler
-/// starts here (429 if one is running), the wait is async, symbolizing is blocking. A client
-/// that disconnects drops the future, and with it the sampler.
-async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
-    let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ).map_err(core_error)?;
+/// A sampled CPU profile of `d`, turned into `render`'s output. The sampler starts here (429
+/// if one is running) and the wait is async: a client that disconnects drops the sampler and
+/// nothing goes on. Symbolizing and rendering then run as an expensive request, waiting for
+/// the permit rather than throwing the samples away.
+async fn sample_cpu<T, F>(shared: &Arc<Shared>, d: Duration, render: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&cpu_profile::CpuProfile) -> profiling_core::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ)?;
     tokio::time::sleep(d).await;
-    blocking(move || sampler.finish()).await?.map_err(core_error)
+    expensive_queued(shared, move |_| Ok(render(&sampler.finish()?)?)).await
 }
 
 /// `?source=&weight=&seconds=`.
@@ -100,17 +89,14 @@ pub(crate) struct FlamegraphQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn flamegraph(
-    State(s): Server,
-    q: Result<Query<FlamegraphQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
+pub(crate) async fn flamegraph(State(s): Server, Query(q): Query<FlamegraphQuery>) -> Result<Response, ApiError> {
     match q.source.as_deref().unwrap_or("instrumented") {
         "instrumented" => {
             let w = weight(q.weight.as_deref())?;
-            let shared = Arc::clone(&s.shared);
-            let svg = blocking(move || flamegraph::render_snapshot(&shared.snapshot(), w)).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = expensive(&s.shared, move |shared| {
+                Ok(flamegraph::render_snapshot(&shared.snapshot(), w)?)
+            });
+            Ok(body(SVG, svg.await?))
         }
         "cpu" => {
             if q.weight.as_deref().is_some_and(|w| w != "cpu") {
@@ -119,13 +105,12 @@ pub(crate) async fn flamegraph(
                 ));
             }
             let d = seconds(q.seconds)?;
-            let profile = sample_cpu(d).await?;
-            let svg = blocking(move || profile.flamegraph_svg()).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = sample_cpu(&s.shared, d, cpu_profile::CpuProfile::flamegraph_svg).await?;
+            Ok(body(SVG, svg))
         }
         "heap" => {
-            let svg = blocking(heap_profile::heap_flamegraph).await?;
-            Ok(body(SVG, svg.map_err(core_error)?))
+            let svg = expensive(&s.shared, |_| Ok(heap_profile::heap_flamegraph()?)).await?;
+            Ok(body(SVG, svg))
         }
         other => Err(ApiError::BadRequest(format!(
             "unknown source {other:?}; expected instrumented, cpu or heap"
@@ -139,12 +124,9 @@ pub(crate) struct FoldedQuery {
     weight: Option<String>,
 }
 
-pub(crate) async fn folded(
-    State(s): Server,
-    q: Result<Query<FoldedQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let w = weight(query(q)?.weight.as_deref())?;
-    let text = fold::fold_text(&s.shared.snapshot(), w);
+pub(crate) async fn folded(State(s): Server, Query(q): Query<FoldedQuery>) -> Result<Response, ApiError> {
+    let w = weight(q.weight.as_deref())?;
+    let text = expensive(&s.shared, move |shared| Ok(fold::fold_text(&shared.snapshot(), w))).await?;
     Ok(body(FOLDED, text.into_bytes()))
 }
 
@@ -154,15 +136,14 @@ pub(crate) struct PprofQuery {
     seconds: Option<u64>,
 }
 
-pub(crate) async fn pprof_cpu(q: Result<Query<PprofQuery>, QueryRejection>) -> Result<Response, ApiError> {
-    let d = seconds(query(q)?.seconds)?;
-    let profile = sample_cpu(d).await?;
-    let gz = blocking(move || profile.pprof_gzip()).await?.map_err(core_error)?;
+pub(crate) async fn pprof_cpu(State(s): Server, Query(q): Query<PprofQuery>) -> Result<Response, ApiError> {
+    let d = seconds(q.seconds)?;
+    let gz = sample_cpu(&s.shared, d, cpu_profile::CpuProfile::pprof_gzip).await?;
     Ok(attachment("attachment; filename=\"cpu.pb.gz\"", gz))
 }
 
-pub(crate) async fn pprof_heap() -> Result<Response, ApiError> {
-    let gz = blocking(heap_profile::heap_pprof).await?.map_err(core_error)?;
+pub(crate) async fn pprof_heap(State(s): Server) -> Result<Response, ApiError> {
+    let gz = expensive(&s.shared, |_| Ok(heap_profile::heap_pprof()?)).await?;
     Ok(attachment("attachment; filename=\"heap.pb.gz\"", gz))
 }
 
@@ -174,22 +155,12 @@ pub(crate) struct DiffQuery {
     weight: Option<String>,
 }
 
-pub(crate) async fn flamegraph_diff(
-    State(s): Server,
-    q: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
+pub(crate) async fn flamegraph_diff(State(s): Server, Query(q): Query<DiffQuery>) -> Result<Response, ApiError> {
     let w = weight(q.weight.as_deref())?;
-    let base_id = q
-        .base
-        .ok_or_else(|| ApiError::BadRequest("missing query parameter `base` (a snapshot id)".to_owned()))?;
-    let shared = Arc::clone(&s.shared);
-    let base = lookup(&shared, &base_id)?;
-    let target = q.target.map(|t| lookup(&shared, &t)).transpose()?;
-    let svg = blocking(move || match target {
-        Some(t) => flamegraph::render_diff(&base.profile, &t.profile, w),
-        None => flamegraph::render_diff(&base.profile, &shared.snapshot(), w),
-    })
-    .await?;
-    Ok(body(SVG, svg.map_err(core_error)?))
+    let base_id = q.base.ok_or_else(missing_base)?;
+    let svg = expensive(&s.shared, move |shared| {
+        let (base, target) = lookup_pair(shared, &base_id, q.target.as_deref())?;
+        Ok(flamegraph::render_diff(&base.profile, target.profile(), w)?)
+    });
+    Ok(body(SVG, svg.await?))
 }

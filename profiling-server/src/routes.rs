@@ -1,13 +1,16 @@
 //! The route table. Every path the server answers is listed here; handlers live in
 //! `handlers.rs`.
 //!
-//! Expensive routes (`POST snapshot`, `POST leak-detection`, `GET diff` and the legacy
-//! `leaks`) run at most one at a time; a second concurrent one gets 429.
+//! Expensive routes (`POST snapshot`, `POST leak-detection`, `GET diff`, `GET snapshots/{id}`,
+//! the legacy `leaks`, and with `profiling-full` flamegraphs, folded stacks, heap profiles and
+//! the symbolizing of CPU profiles) run at most one at a time, off the async workers; a second
+//! concurrent one gets 429 (`limit.rs`).
 
-use axum::http::{Method, Uri};
+use axum::extract::OriginalUri;
+use axum::http::Method;
 use axum::middleware;
 use axum::response::Redirect;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::auth;
@@ -17,39 +20,48 @@ use crate::state::ProfilingServer;
 
 /// Prefix of the JSON API and the page.
 pub const API_PREFIX: &str = "/api/profiling";
+/// The page (a nested `/` would be the prefix itself, which redirects here).
+const PAGE_PATH: &str = "/api/profiling/";
 /// The health route, answered without a token.
 pub const HEALTH_PATH: &str = "/api/profiling/health";
 
-/// The routes without a fallback for unknown paths, so they merge into any application
-/// router. A known path with the wrong method answers 405 with a JSON body.
+/// The routes, to merge into any application router: no fallback outside the API prefix
+/// (unknown paths under it answer a JSON 404), a known path with the wrong method answers
+/// 405 with a JSON body.
 pub(crate) fn router(server: ProfilingServer) -> Router {
     let api = Router::new()
-        .route(
-            "/api/profiling",
-            get(|| async { Redirect::permanent("/api/profiling/") }),
-        )
-        .route("/api/profiling/", get(h::page))
-        .route("/api/profiling/health", get(h::health))
-        .route("/api/profiling/bottlenecks", get(h::bottlenecks))
-        .route("/api/profiling/functions", get(h::functions))
-        .route("/api/profiling/functions/{name}", get(h::function))
-        .route("/api/profiling/memory", get(h::memory))
-        .route("/api/profiling/cpu", get(h::cpu))
-        .route("/api/profiling/allocations", get(h::allocations))
-        .route("/api/profiling/leak-detection", post(h::leak_detection))
-        .route("/api/profiling/snapshot", post(h::take_snapshot))
-        .route("/api/profiling/snapshots", get(h::snapshots))
-        .route("/api/profiling/snapshots/{id}", get(h::snapshot))
-        .route("/api/profiling/diff", get(h::diff))
-        .route("/api/profiling/reset", post(h::reset))
-        .route("/metrics", get(h::metrics))
-        // Legacy aliases, kept for compatibility.
-        .route("/monitoring/profiling/memory", get(h::memory))
-        .route("/monitoring/profiling/leaks", get(h::leak_detection))
-        .route("/monitoring/profiling/allocations", get(h::allocations))
+        .route("/health", get(h::health))
+        .route("/bottlenecks", get(h::bottlenecks))
+        .route("/functions", get(h::functions))
+        .route("/functions/{name}", get(h::function))
+        .route("/memory", get(h::memory))
+        .route("/cpu", get(h::cpu))
+        .route("/allocations", get(h::allocations))
+        .route("/leak-detection", post(h::leak_detection))
+        .route("/snapshot", post(h::take_snapshot))
+        .route("/snapshots", get(h::snapshots))
+        .route("/snapshots/{id}", get(h::snapshot))
+        .route("/diff", get(h::diff))
+        .route("/reset", post(h::reset))
         .merge(full_routes())
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    api.layer(middleware::from_fn_with_state(server.clone(), auth::require_token))
+        // A route, not a fallback: it moves with the router when mounted under a prefix.
+        .route("/{*unknown}", any(not_found));
+    // Legacy aliases, kept for compatibility.
+    let legacy = Router::new()
+        .route("/memory", get(h::memory))
+        .route("/leaks", get(h::leak_detection))
+        .route("/allocations", get(h::allocations));
+    Router::new()
+        .route(API_PREFIX, get(|| async { Redirect::permanent(PAGE_PATH) }))
+        .route(PAGE_PATH, get(h::page))
+        .nest(API_PREFIX, api)
+        .nest("/monitoring/profiling", legacy)
+        .route(&server.config().metrics_path, get(h::metrics))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            auth::Guard::new(server.config()),
+            auth::check,
+        ))
         .with_state(server)
 }
 
@@ -59,38 +71,38 @@ pub(crate) fn standalone_router(server: ProfilingServer) -> Router {
     router(server).fallback(not_found)
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Flamegraph and pprof outputs: the `profiling-full` feature's routes. Without the feature
-/// they answer 501 naming it.
-#[cfg(not(feature = "profiling-full"))]
+/// The `profiling-full` feature's routes (flamegraph and pprof outputs, `profiles.rs`), under
+/// the API prefix. Without the feature the same paths answer 501 naming it.
 fn full_routes() -> Router<ProfilingServer> {
-    async fn needs_full(uri: Uri) -> ApiError {
-        ApiError::NotImplemented(format!(
-            "{} needs the `profiling-full` feature of profiling-server (flamegraph and pprof outputs); rebuild with --features profiling-full",
-            uri.path()
-        ))
+    #[cfg(feature = "profiling-full")]
+    use crate::profiles as p;
+    #[cfg(not(feature = "profiling-full"))]
+    mod p {
+        pub(super) use super::needs_full as flamegraph;
+        pub(super) use super::needs_full as flamegraph_diff;
+        pub(super) use super::needs_full as folded;
+        pub(super) use super::needs_full as pprof_cpu;
+        pub(super) use super::needs_full as pprof_heap;
     }
     Router::new()
-        .route("/api/profiling/flamegraph", get(needs_full))
-        .route("/api/profiling/flamegraph/diff", get(needs_full))
-        .route("/api/profiling/folded", get(needs_full))
-        .route("/api/profiling/pprof", get(needs_full))
-        .route("/api/profiling/pprof/heap", get(needs_full))
+        .route("/flamegraph", get(p::flamegraph))
+        .route("/flamegraph/diff", get(p::flamegraph_diff))
+        .route("/folded", get(p::folded))
+        .route("/pprof", get(p::pprof_cpu))
+        .route("/pprof/heap", get(p::pprof_heap))
 }
 
-/// Flamegraph and pprof outputs: the `profiling-full` feature's handlers (`profiles.rs`).
-#[cfg(feature = "profiling-full")]
-fn full_routes() -> Router<ProfilingServer> {
-    use crate::profiles as p;
-    Router::new()
-        .route("/api/profiling/flamegraph", get(p::flamegraph))
-        .route("/api/profiling/flamegraph/diff", get(p::flamegraph_diff))
-        .route("/api/profiling/folded", get(p::folded))
-        .route("/api/profiling/pprof", get(p::pprof_cpu))
-        .route("/api/profiling/pprof/heap", get(p::pprof_heap))
+/// What a `profiling-full` route answers in a build without the feature.
+#[cfg(not(feature = "profiling-full"))]
+async fn needs_full(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotImplemented(format!(
+        "{} needs the `profiling-full` feature of profiling-server (flamegraph and pprof outputs); rebuild with --features profiling-full",
+        uri.path()
+    ))
 }
 
 #[cfg(test)]
@@ -113,12 +125,24 @@ mod tests {
         };
         // An expensive request is running: it holds the one permit.
         let permit = server.shared.try_expensive().unwrap();
-        for (m, uri) in [
+        let mut limited = vec![
             ("POST", "/api/profiling/leak-detection"),
             ("POST", "/api/profiling/snapshot"),
             ("GET", "/api/profiling/diff?base=1-1"),
+            ("GET", "/api/profiling/snapshots/1-1"),
             ("GET", "/monitoring/profiling/leaks"),
-        ] {
+        ];
+        // Everything that builds or loads a whole profile.
+        if cfg!(feature = "profiling-full") {
+            limited.extend([
+                ("GET", "/api/profiling/flamegraph"),
+                ("GET", "/api/profiling/flamegraph?source=heap"),
+                ("GET", "/api/profiling/flamegraph/diff?base=1-1"),
+                ("GET", "/api/profiling/folded"),
+                ("GET", "/api/profiling/pprof/heap"),
+            ]);
+        }
+        for (m, uri) in limited {
             let resp = send(m, uri).await;
             assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{uri}");
             assert_eq!(resp.headers()["retry-after"], "1");

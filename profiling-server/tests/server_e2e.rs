@@ -85,3 +85,42 @@ fn start_serves_from_its_own_thread_without_a_runtime() {
         .unwrap_err();
     assert!(err.to_string().contains(&taken.to_string()), "{err}");
 }
+
+/// A 2 s CPU profile in flight does not hold up the health check.
+#[cfg(feature = "profiling-full")]
+#[test]
+fn health_answers_during_a_cpu_profile() {
+    let config = Config::builder().bind("127.0.0.1:0".parse().unwrap()).build().unwrap();
+    let handle = ProfilingServer::new(config).unwrap().start().unwrap();
+    let addr = handle.local_addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let profile = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(request(addr, "GET", "/api/profiling/pprof?seconds=2"))
+    });
+    let started = std::time::Instant::now();
+    while !profiling_core::cpu_profile::is_running() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the profile never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (status, _) = rt.block_on(request(addr, "GET", "/api/profiling/health")).unwrap();
+        took.push(t.elapsed());
+        assert_eq!(status, 200);
+    }
+    assert!(
+        !profile.is_finished(),
+        "health answered only after the profile ({took:?})"
+    );
+    eprintln!("health answered in {took:?} during a CPU profile");
+    let (status, _) = profile.join().unwrap().unwrap();
+    assert_eq!(status, 200);
+}

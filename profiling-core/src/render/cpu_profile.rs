@@ -101,12 +101,13 @@ impl CpuSampler {
     pub fn finish(mut self) -> Result<CpuProfile> {
         let cpu_ns = crate::record::clock::process_cpu_ns().saturating_sub(self.cpu_at_start);
         let wall = self.started.elapsed();
-        let Some(guard) = self.guard.take() else {
+        let Some(guard) = &self.guard else {
             return Err(Error::Profiler("sampler already finished".to_owned()));
         };
+        // Should this panic, `self` still holds the guard and its drop clears RUNNING.
         let report = guard.report().build().map_err(|e| Error::Profiler(e.to_string()));
         // Stop the timer before the (slow) conversion below, and let the next profile start.
-        drop(guard);
+        drop(self.guard.take());
         RUNNING.store(false, Ordering::Release);
         let report = report?;
         CpuProfile::from_report(&report, cpu_ns, wall, self.frequency_hz)

@@ -177,6 +177,16 @@ impl ConfigBuilder {
             }
             c.metrics_prefix = v.trim().to_owned();
         }
+        if let Some(v) = lookup("PROFILING_METRICS_PATH") {
+            c.metrics_path = v.trim().to_owned();
+        }
+        if let Some(v) = lookup("PROFILING_ALLOWED_HOSTS") {
+            let hosts = v
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty());
+            c.allowed_hosts.extend(hosts);
+        }
         Ok(self)
     }
 }
