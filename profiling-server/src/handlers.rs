@@ -5,16 +5,16 @@ use std::sync::Arc;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, SnapshotDiff, SortKey, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::metrics;
 use crate::reports::{self, AllocationReport, CpuReport, MemoryReport};
 use crate::snapshots::{valid_id, SnapshotSummary, StoredSnapshot};
 use crate::state::{ProfilingServer, Shared};
-use crate::{html, metrics};
 
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
@@ -62,14 +62,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
-}
-
-pub(crate) async fn page(State(s): Server) -> Html<String> {
-    let shared = &s.shared;
-    let ranking = rank(&shared.snapshot(), &RankOptions::new().limit(100));
-    let memory = reports::memory(shared);
-    let cpu = reports::cpu(shared);
-    Html(html::page(&ranking, &memory, &cpu, "."))
 }
 
 #[derive(Debug, Serialize)]

@@ -51,9 +51,10 @@ mod auth;
 pub mod config;
 mod error;
 mod handlers;
-mod html;
 mod metrics;
 mod overhead;
+mod page;
+mod page_api;
 #[cfg(feature = "profiling-full")]
 mod profiles;
 mod reports;

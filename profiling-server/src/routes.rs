@@ -6,7 +6,6 @@
 
 use axum::http::{Method, Uri};
 use axum::middleware;
-use axum::response::Redirect;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -24,11 +23,6 @@ pub const HEALTH_PATH: &str = "/api/profiling/health";
 /// router. A known path with the wrong method answers 405 with a JSON body.
 pub(crate) fn router(server: ProfilingServer) -> Router {
     let api = Router::new()
-        .route(
-            "/api/profiling",
-            get(|| async { Redirect::permanent("/api/profiling/") }),
-        )
-        .route("/api/profiling/", get(h::page))
         .route("/api/profiling/health", get(h::health))
         .route("/api/profiling/bottlenecks", get(h::bottlenecks))
         .route("/api/profiling/functions", get(h::functions))
@@ -42,6 +36,8 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/api/profiling/snapshots/{id}", get(h::snapshot))
         .route("/api/profiling/diff", get(h::diff))
         .route("/api/profiling/reset", post(h::reset))
+        .route("/api/profiling/call-tree", get(crate::page_api::call_tree))
+        .route("/api/profiling/samples", get(crate::page_api::samples))
         .route("/metrics", get(h::metrics))
         // Legacy aliases, kept for compatibility.
         .route("/monitoring/profiling/memory", get(h::memory))
@@ -50,6 +46,7 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .merge(full_routes())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     api.layer(middleware::from_fn_with_state(server.clone(), auth::require_token))
+        .merge(crate::page::routes())
         .with_state(server)
 }
 
