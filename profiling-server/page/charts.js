@@ -85,12 +85,14 @@ export function histogram(buckets, fmt, height = 180) {
     h('text', { x: pad.l - 6, y: pad.t + 8, 'text-anchor': 'end', class: 'axis' }, String(max)),
     h('text', { x: pad.l - 6, y: height - pad.b, 'text-anchor': 'end', class: 'axis' }, '0'),
   );
+  // At most about eight bucket labels, so they never overlap.
+  const every = Math.ceil(buckets.length / 8);
   buckets.forEach(([upper, n], i) => {
     const bx = pad.l + i * bw;
     svg.append(
       h('rect', { x: bx + 1, y: y(n), width: Math.max(bw - 2, 1), height: height - pad.b - y(n), class: 'hbar' },
         h('title', {}, `${n} calls (${((n / total) * 100).toFixed(1)} %) under ${fmt(upper)}`)),
-      h('text', { x: bx + bw / 2, y: height - pad.b + 14, 'text-anchor': 'middle', class: 'axis' }, `<${fmt(upper)}`),
+      i % every === 0 && h('text', { x: bx + bw / 2, y: height - pad.b + 14, 'text-anchor': 'middle', class: 'axis' }, `<${fmt(upper)}`),
     );
   });
   return svg;

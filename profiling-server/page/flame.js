@@ -183,23 +183,32 @@ export function drawFlame(container, root, { focusPath = '', search = '', weight
     });
     svg.append(g);
   }
+  // A redraw (refresh, resize) keeps the keyboard on the frame it was on.
+  const active = document.activeElement;
+  const had = active && container.contains(active) ? active.getAttribute('data-path') : null;
   container.replaceChildren(svg);
+  if (had != null) {
+    const again = [...svg.querySelectorAll('g.frame')].find((g) => g.getAttribute('data-path') === had);
+    if (again) again.focus({ preventScroll: true });
+  }
   return { matches, matchedShare: focus.total ? (matched / focus.total) * 100 : 0 };
 }
 
 /**
- * Colours for a differential graph of `target` against `base`: red where a frame's
- * subtree grew, blue where it shrank, white where it held, deep red for frames only in the
- * target. Returns `colorOf(frame)`.
+ * Colours for a differential graph of `target` against `base`. Two snapshots of one window
+ * differ in length, so frames compare by share of their graph's total: red where a
+ * subtree's share grew, blue where it shrank, white where it held, deep red for frames only
+ * in the target. Returns `colorOf(frame)` and `delta(frame)` = {base, target} shares in %.
  */
 export function diffColors(base, target) {
   let maxDelta = 0;
   const deltas = new Map();
+  const share = (f, root) => (root.total ? (f.total / root.total) * 100 : 0);
   const visit = (f) => {
     const b = find(base, f.path);
-    const d = f.total - (b ? b.total : 0);
-    deltas.set(f, { d, added: !b && f.fn != null });
-    maxDelta = Math.max(maxDelta, Math.abs(d));
+    const x = { base: b ? share(b, base) : 0, target: share(f, target), added: !b && f.fn != null };
+    deltas.set(f, x);
+    maxDelta = Math.max(maxDelta, Math.abs(x.target - x.base));
     f.children.forEach(visit);
   };
   visit(target);
@@ -208,7 +217,7 @@ export function diffColors(base, target) {
       const x = deltas.get(f);
       if (!x) return '#eee';
       if (x.added) return 'hsl(0, 75%, 60%)';
-      const r = maxDelta ? x.d / maxDelta : 0;
+      const r = maxDelta ? (x.target - x.base) / maxDelta : 0;
       const light = 96 - Math.abs(r) * 36;
       return r >= 0 ? `hsl(0, 80%, ${light}%)` : `hsl(215, 80%, ${light}%)`;
     },

@@ -116,9 +116,18 @@ function sampledCpuPanel() {
     go.disabled = true;
     fill(out, h('p', { class: 'muted' }, `sampling for ${secs.value} s…`));
     try {
-      const svg = await api(`flamegraph?source=cpu&seconds=${secs.value}`, { as: 'blob' });
-      const url = URL.createObjectURL(svg);
-      fill(out, h('object', { data: url, type: 'image/svg+xml', 'aria-label': 'sampled CPU flame graph' }, 'sampled CPU flame graph'));
+      const text = await api(`flamegraph?source=cpu&seconds=${secs.value}`, { as: 'text' });
+      // An <object> from a blob URL keeps inferno's own zoom and search scripts working.
+      const url = URL.createObjectURL(new Blob([text], { type: 'image/svg+xml' }));
+      const obj = h('object', { data: url, type: 'image/svg+xml', 'aria-label': 'sampled CPU flame graph' }, 'sampled CPU flame graph');
+      // At its own aspect ratio, in a scrolling box scrolled to the roots (at the bottom).
+      const size = /<svg[^>]*\bwidth="(\d+)"[^>]*\bheight="(\d+)"/.exec(text);
+      if (size) obj.style.aspectRatio = `${size[1]} / ${size[2]}`;
+      obj.addEventListener('load', () => {
+        out.scrollTop = out.scrollHeight;
+      });
+      fill(out, obj);
+      out.scrollTop = out.scrollHeight;
     } catch (e) {
       fill(out, h('p', { class: e.status === 501 ? 'muted' : 'alert bad' }, e.message));
     } finally {

@@ -2,7 +2,6 @@
 // column and filtered by name, and the page of one function: its figures, latency
 // histogram, callers and callees with their shares, call paths and recommendations.
 
-import { api } from './api.js';
 import { histogram } from './charts.js';
 import { buildTree, WEIGHTS } from './flame.js';
 import { bytes, count, dur, fill, h, pct } from './format.js';
@@ -19,7 +18,7 @@ const COLUMNS = [
   { key: 'p50_ns', label: 'p50', fmt: dur },
   { key: 'p99_ns', label: 'p99', fmt: dur },
   { key: 'impact_score', label: 'impact', fmt: (x) => x.toFixed(3) },
-  { key: 'classification', label: 'class', text: true },
+  { key: 'classification', label: 'class', text: true, fmt: (x) => x.replace(/_/g, ' ') },
 ];
 
 export function mount(root, ctx) {
@@ -117,14 +116,13 @@ export function mountFunction(root, ctx) {
     section('Call paths', paths, 'paths-h'),
   );
 
-  async function update(data) {
-    let f;
-    try {
-      f = await api(`functions/${encodeURIComponent(name)}`);
-      error.hidden = true;
-    } catch (e) {
-      error.hidden = false;
-      error.textContent = e.message;
+  // Everything from one refresh (the call tree carries every function's figures), so the
+  // figures, callers, callees and paths agree with each other.
+  function update(data) {
+    const f = data.tree.functions.find((x) => x.name === name);
+    error.hidden = !!f;
+    if (!f) {
+      error.textContent = `No function named ${name} has been called in this window.`;
       return;
     }
     sub.textContent = `${f.kind} · ${f.module} · ${f.file}:${f.line}`;
@@ -160,15 +158,15 @@ export function mountFunction(root, ctx) {
         : h('p', { class: 'muted' }, 'not in the ranking'),
     );
     const rel = relations(data.tree, f.id);
-    fill(callers, shareTable(rel.callers, 'caller', ctx, f.calls, f.total_wall_ns));
-    fill(callees, shareTable(rel.callees, 'callee', ctx, f.calls, f.total_wall_ns));
+    fill(callers, shareTable(rel.callers, 'caller', ctx, rel.calls, rel.wall));
+    fill(callees, shareTable(rel.callees, 'callee', ctx, rel.calls, rel.wall));
     fill(
       paths,
-      f.call_paths.length
+      rel.paths.length
         ? h('table', {}, h('thead', {}, h('tr', {}, ['path', 'calls', 'self wall', 'self CPU', ''].map((t, i) => h('th', { scope: 'col', class: i ? null : 'text' }, t)))),
-            h('tbody', {}, f.call_paths.map((p) => h('tr', {},
-              h('td', { class: 'text fn' }, p.path.join(' → ')), h('td', {}, count(p.calls)), h('td', {}, dur(p.self_wall_ns)), h('td', {}, dur(p.self_cpu_ns)),
-              h('td', {}, h('a', { href: ctx.href('flame', { focus: p.path.join(';') }) }, 'flame graph'))))))
+            h('tbody', {}, rel.paths.map((fr) => h('tr', {},
+              h('td', { class: 'text fn' }, fr.path.split(';').join(' → ')), h('td', {}, count(fr.node.calls)), h('td', {}, dur(fr.node.self_wall_ns)), h('td', {}, dur(fr.node.self_cpu_ns)),
+              h('td', {}, h('a', { href: ctx.href('flame', { focus: fr.path }) }, 'flame graph'))))))
         : h('p', { class: 'muted' }, 'none'),
     );
   }
@@ -177,7 +175,8 @@ export function mountFunction(root, ctx) {
 
 /**
  * Callers and callees of function `id` over the call tree: per other function, the calls
- * and the inclusive wall time on the edges between them.
+ * and the inclusive wall time on the edges between them; the function's calls and
+ * inclusive wall time over all its nodes, to take shares of; its nodes (call paths).
  */
 function relations(snapshot, id) {
   const root = buildTree(snapshot, WEIGHTS[0]);
@@ -189,8 +188,14 @@ function relations(snapshot, id) {
     e.wall += wall;
     m.set(name, e);
   };
+  let calls = 0;
+  let wall = 0;
+  const paths = [];
   const visit = (fr) => {
     if (fr.fn === id) {
+      paths.push(fr);
+      calls += fr.node.calls;
+      wall += fr.sums.wall;
       add(callers, fr.parent && fr.parent.fn != null ? fr.parent.name : '(root)', fr.node.calls, fr.sums.wall);
       for (const c of fr.children) add(callees, c.name, c.node.calls, c.sums.wall);
     }
@@ -198,7 +203,8 @@ function relations(snapshot, id) {
   };
   visit(root);
   const sorted = (m) => [...m.values()].sort((a, b) => b.wall - a.wall);
-  return { callers: sorted(callers), callees: sorted(callees) };
+  paths.sort((a, b) => b.node.self_wall_ns - a.node.self_wall_ns);
+  return { callers: sorted(callers), callees: sorted(callees), calls, wall, paths };
 }
 
 function shareTable(rows, what, ctx, calls, wall) {

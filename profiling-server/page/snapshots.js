@@ -99,7 +99,7 @@ export function mount(root, ctx) {
       h('section', { class: 'panel', 'aria-labelledby': 'dflame-h' },
         h('h2', { id: 'dflame-h' }, 'Differential flame graph'),
         h('div', { class: 'toolbar' }, weightSelect('diff-weight', weight.key, (w) => select({ weight: w }))),
-        h('p', { class: 'muted' }, `Frames as wide as in the target; red: the subtree's ${weight.label} grew since the base, blue: it shrank, deep red: new in the target.`),
+        h('p', { class: 'muted' }, `Frames as wide as in the target. Colour: how a subtree's share of all ${weight.label} changed since the base (red: grew, blue: shrank, white: held, deep red: new in the target).`),
         h('div', { class: 'flame-wrap' }, box, tip),
         h('p', {}, h('a', { href: `flamegraph/diff?base=${encodeURIComponent(d.base)}&target=${encodeURIComponent(d.target)}&weight=${weight.key}`, target: '_blank', rel: 'noopener' }, 'The server\'s differential SVG (profiling-full)'))),
     );
@@ -114,7 +114,9 @@ export function mount(root, ctx) {
         colorOf: colors.colorOf,
         describe: (f, share) => {
           const x = colors.delta(f);
-          return [...desc(f, share).slice(0, 1), x && x.added ? 'new in the target' : `${x && x.d >= 0 ? '+' : ''}${weight.fmt(x ? x.d : 0)} since the base`, ...desc(f, share).slice(1)];
+          const lines = desc(f, share);
+          const moved = x.added ? 'new in the target' : `share ${x.base.toFixed(1)} % → ${x.target.toFixed(1)} % (${x.target >= x.base ? '+' : ''}${(x.target - x.base).toFixed(1)} points)`;
+          return [lines[0], moved, ...lines.slice(2)];
         },
         onZoom: redraw,
       });
