@@ -3,7 +3,7 @@
 //! and the profiling routes mounted on the same port.
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --release --features profiling-full --example demo
 //! ```
 //!
 //! Then open the printed URL of the profiling page. Environment:
