@@ -11,7 +11,7 @@ const W = 600;
  * `fmt` formats a value for the axis and the label.
  */
 export function lineChart({ title, series, fmt, height = 160 }) {
-  const pad = { l: 64, r: 12, t: 10, b: 22 };
+  const pad = { l: 64, r: 12, t: 26, b: 22 };
   const pts = series.flatMap((s) => s.points);
   const label = `${title}: ${series
     .map((s) => `${s.name} ${s.points.length ? fmt(s.points[s.points.length - 1][1]) : 'no data'}`)
@@ -38,7 +38,9 @@ export function lineChart({ title, series, fmt, height = 160 }) {
     h('text', { x: pad.l, y: height - 6, class: 'axis' }, `−${secs} s`),
     h('text', { x: W - pad.r, y: height - 6, 'text-anchor': 'end', class: 'axis' }, 'now'),
   );
-  series.forEach((s, i) => {
+  // The legend above the plot, left to right: a swatch and the name of each series.
+  let lx = pad.l;
+  series.forEach((s) => {
     if (!s.points.length) return;
     svg.append(
       h('polyline', {
@@ -46,8 +48,10 @@ export function lineChart({ title, series, fmt, height = 160 }) {
         class: 'line',
         stroke: s.color,
       }),
-      h('text', { x: W - pad.r - 4, y: pad.t + 12 + i * 14, 'text-anchor': 'end', class: 'legend', fill: s.color }, s.name),
+      h('rect', { x: lx, y: 4, width: 12, height: 4, fill: s.color }),
+      h('text', { x: lx + 16, y: 10, class: 'legend' }, s.name),
     );
+    lx += 28 + s.name.length * 7;
   });
   return svg;
 }

@@ -42,10 +42,10 @@ export function clock(ms) {
   return new Date(ms).toLocaleTimeString('en-GB');
 }
 
-/** The last path segment of a Rust name: `demo::Store::get` -> `Store::get` stays readable. */
+/** A name without its crate: `demo::Store::get` -> `Store::get` (the full name goes in titles). */
 export function short(name) {
-  const parts = name.split('::');
-  return parts.length > 2 ? parts.slice(-2).join('::') : name;
+  const i = name.indexOf('::');
+  return i < 0 ? name : name.slice(i + 2);
 }
 
 /**

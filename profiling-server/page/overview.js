@@ -126,5 +126,6 @@ function alertList({ ranking, memory, samples }) {
     }
   }
   for (const n of ranking.notes) out.push(h('p', { class: 'alert note' }, n));
+  if (!out.length) out.push(h('p', { class: 'alert ok' }, 'No alert: RSS is under its thresholds; no leak analysis has run yet.'));
   return out;
 }
