@@ -331,6 +331,19 @@ async fn overview(c: &Client, base: &str) -> Result {
         js(c, "document.querySelector('nav a[aria-current=page]').dataset.view").await?,
         "overview"
     );
+    // A leak analysis run from the page lands among the alerts.
+    click(c, "section[aria-labelledby=alerts-h] button").await?;
+    let leak = wait_for(
+        c,
+        "[...document.querySelectorAll('.alert')].map(a => a.textContent).find(t => /leak suspected/i.test(t))",
+        "the leak analysis result",
+    )
+    .await?;
+    let leak = leak.as_str().unwrap_or_default();
+    assert!(
+        leak.starts_with("Leak suspected (") || leak.starts_with("No leak suspected over "),
+        "{leak}"
+    );
     screenshot(c, "overview").await
 }
 
@@ -473,6 +486,23 @@ async fn flame(c: &Client, base: &str) -> Result {
         "the zoom-out by Escape",
     )
     .await?;
+    // And Enter on a frame zooms into it.
+    c.execute(
+        "document.querySelector('svg.flame g.frame[data-name$=handle_request]').focus()",
+        vec![],
+    )
+    .await?;
+    c.find(Locator::Css("svg.flame g.frame[data-name$=handle_request]"))
+        .await?
+        .send_keys("\u{E007}")
+        .await?;
+    wait_for(
+        c,
+        "document.querySelector('svg.flame g.focus')?.dataset.name.endsWith('handle_request')",
+        "the zoom by Enter",
+    )
+    .await?;
+    click(c, "#flame-reset").await?;
     c.find(Locator::Css("#flame-search")).await?.clear().await?;
     c.execute(
         "document.getElementById('flame-search').dispatchEvent(new Event('input'))",
@@ -502,6 +532,9 @@ async fn flame(c: &Client, base: &str) -> Result {
 }
 
 async fn snapshots(c: &Client, base: &str) -> Result {
+    // A fresh window, so the calls after the slowdown weigh as much as those before it.
+    profiling_core::reset();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     c.goto(&format!("{base}#snapshots")).await?;
     wait_for(c, "document.getElementById('snap-take')", "the snapshot form").await?;
     c.find(Locator::Css("#snap-label")).await?.send_keys("before").await?;

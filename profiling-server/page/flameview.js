@@ -12,6 +12,10 @@ export function describe(functions) {
   return (fr, share) => {
     const f = byId.get(fr.fn);
     const n = fr.node;
+    if (fr.fn == null) {
+      // The root: no function, no call of its own; what lies under it.
+      return [fr.name, '100 % of the graph', `total wall ${dur(fr.sums.wall)}`, `total CPU ${dur(fr.sums.cpu)}`, `allocated ${bytes(fr.sums.alloc)}`];
+    }
     return [
       fr.name,
       `${share.toFixed(1)} % of the graph`,
