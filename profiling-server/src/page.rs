@@ -98,6 +98,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(API_PREFIX, get(|| async { Redirect::permanent(INDEX_PATH) }))
         .route(INDEX_PATH, get(index))
         .route(&format!("{API_PREFIX}/page/{{file}}"), get(asset))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
 /// `GET /api/profiling/`: the page.

@@ -130,6 +130,15 @@ async fn assets_have_their_content_types_and_revalidate_with_etags() {
     let r = get(&app, "/api/profiling/page/..%2Fsrc%2Flib.rs", &[]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/profiling/")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+
     let r = get(&app, "/api/profiling", &[]).await;
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(r.header(header::LOCATION), "/api/profiling/");
