@@ -79,7 +79,9 @@ function route() {
   const ctx = { params, setParams, refresh, href };
   state.update = (view.mount || view.mod.mount)(main, ctx);
   document.title = `${view.title} · Profiling`;
-  if (state.data && state.update) state.update(state.data);
+  if (state.data && state.update) {
+    Promise.resolve(state.update(state.data)).catch((e) => status(`drawing failed: ${e.message}`, true));
+  }
 }
 
 function schedule() {

@@ -123,10 +123,18 @@ async fn the_page_in_a_real_browser() -> Result {
     let driver = Driver::start(&chromedriver)?;
     let profile = std::env::temp_dir().join(format!("page-browser-{}", std::process::id()));
     let c = browser(&driver, &chromium, &profile).await?;
-    let outcome = drive(&c, &base, &guarded_base).await;
+    // The steps run as a task so that a failed assertion (a panic) still closes the
+    // browser before the test reports it.
+    let session = c.clone();
+    let steps = tokio::spawn(async move { drive(&session, &base, &guarded_base).await.map_err(|e| e.to_string()) });
+    let outcome = steps.await;
     let closed = c.close().await;
     let _ = std::fs::remove_dir_all(&profile);
-    outcome?;
+    match outcome {
+        Ok(result) => result?,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => return Err(join.into()),
+    }
     closed?;
     Ok(())
 }
