@@ -9,7 +9,9 @@ export function dur(ns) {
   if (a < 1e3) return `${Math.round(ns)} ns`;
   if (a < 1e6) return `${(ns / 1e3).toFixed(1)} µs`;
   if (a < 1e9) return `${(ns / 1e6).toFixed(2)} ms`;
-  return `${(ns / 1e9).toFixed(2)} s`;
+  if (a < 120e9) return `${(ns / 1e9).toFixed(2)} s`;
+  if (a < 7200e9) return `${(ns / 60e9).toFixed(1)} min`;
+  return `${(ns / 3600e9).toFixed(1)} h`;
 }
 
 /** A size in bytes, binary units. */
