@@ -164,7 +164,9 @@ mod tests {
     use super::*;
 
     fn rules(hosts: &[&str]) -> Rules {
-        let mut b = Config::builder().bind("0.0.0.0:8080".parse().unwrap());
+        let mut b = Config::builder()
+            .bind("0.0.0.0:8080".parse().unwrap())
+            .allow_remote_without_token(true);
         for h in hosts {
             b = b.allow_host(*h);
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use profiling_core::analyze::call_paths::{self, FunctionDetail, LookupError};
 use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, Snapshot, SnapshotDiff, SortKey, Window};
@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::limit::{expensive, off_workers};
+use crate::metrics;
 use crate::reports::{self, AllocationReport, CpuReport, MemoryReport};
 use crate::snapshots::{valid_id, SnapshotSummary, StoredSnapshot};
 use crate::state::{ProfilingServer, Shared};
-use crate::{html, metrics};
 
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
@@ -49,14 +49,6 @@ fn parse_sort(v: Option<&str>) -> Result<SortKey, ApiError> {
     v.map_or(Ok(SortKey::default()), |s| {
         s.parse::<SortKey>().map_err(|e| ApiError::BadRequest(e.to_string()))
     })
-}
-
-pub(crate) async fn page(State(s): Server) -> Html<String> {
-    let shared = &s.shared;
-    let ranking = rank(&shared.snapshot(), &RankOptions::new().limit(100));
-    let memory = reports::memory(shared);
-    let cpu = reports::cpu(shared);
-    Html(html::page(&ranking, &memory, &cpu, "."))
 }
 
 #[derive(Debug, Serialize)]

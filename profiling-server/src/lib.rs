@@ -57,10 +57,11 @@ pub mod config;
 mod error;
 mod extract;
 mod handlers;
-mod html;
 mod limit;
 mod metrics;
 mod overhead;
+mod page;
+mod page_api;
 #[cfg(feature = "profiling-full")]
 mod profiles;
 mod reports;

@@ -9,7 +9,6 @@
 use axum::extract::OriginalUri;
 use axum::http::Method;
 use axum::middleware;
-use axum::response::Redirect;
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -20,8 +19,6 @@ use crate::state::ProfilingServer;
 
 /// Prefix of the JSON API and the page.
 pub const API_PREFIX: &str = "/api/profiling";
-/// The page (a nested `/` would be the prefix itself, which redirects here).
-const PAGE_PATH: &str = "/api/profiling/";
 /// The health route, answered without a token.
 pub const HEALTH_PATH: &str = "/api/profiling/health";
 
@@ -43,6 +40,8 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/snapshots/{id}", get(h::snapshot))
         .route("/diff", get(h::diff))
         .route("/reset", post(h::reset))
+        .route("/call-tree", get(crate::page_api::call_tree))
+        .route("/samples", get(crate::page_api::samples))
         .merge(full_routes())
         // A route, not a fallback: it moves with the router when mounted under a prefix.
         .route("/{*unknown}", any(not_found));
@@ -52,8 +51,6 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/leaks", get(h::leak_detection))
         .route("/allocations", get(h::allocations));
     Router::new()
-        .route(API_PREFIX, get(|| async { Redirect::permanent(PAGE_PATH) }))
-        .route(PAGE_PATH, get(h::page))
         .nest(API_PREFIX, api)
         .nest("/monitoring/profiling", legacy)
         .route(&server.config().metrics_path, get(h::metrics))
@@ -62,6 +59,8 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
             auth::Guard::new(server.config()),
             auth::check,
         ))
+        // The page holds no data: served outside the token check (its scripts send the token).
+        .merge(crate::page::routes())
         .with_state(server)
 }
 
