@@ -343,10 +343,7 @@ pub(crate) async fn reset(State(s): Server) -> Json<ResetResponse> {
     })
 }
 
-pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
-    let body = metrics::render(&s.shared).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response())
-}
+pub(crate) use metrics::handler as metrics;
 
 #[cfg(test)]
 mod tests {
