@@ -2,7 +2,8 @@
 //!
 //! What lives here: text tables ([`table`]), folded stacks ([`fold`]), flamegraph SVGs
 //! ([`flamegraph`], `profiling-full`), sampled CPU profiles and pprof ([`cpu_profile`],
-//! `profiling-full`), jemalloc heap profiles ([`heap_profile`]), snapshot files and the
+//! `profiling-full`), jemalloc heap profiles ([`heap_profile`]), pprof encoding with real mappings and the
+//! instrumented tree as pprof ([`pprof`], `profiling-full`), snapshot files and the
 //! report written at exit ([`report`]).
 //!
 //! May depend on: [`crate::record`] and [`crate::analyze`].
@@ -14,5 +15,7 @@ pub mod flamegraph;
 pub mod fold;
 #[cfg(feature = "profiling-full")]
 pub mod heap_profile;
+#[cfg(feature = "profiling-full")]
+pub mod pprof;
 pub mod report;
 pub mod table;
