@@ -49,6 +49,7 @@
 
 mod auth;
 pub mod config;
+pub mod debug_pprof;
 mod error;
 mod handlers;
 mod html;

@@ -36,7 +36,7 @@ const PPROF: &str = "application/octet-stream";
 
 type Server = State<ProfilingServer>;
 
-fn core_error(e: profiling_core::Error) -> ApiError {
+pub(crate) fn core_error(e: profiling_core::Error) -> ApiError {
     match e {
         profiling_core::Error::ProfilerBusy => ApiError::Busy,
         profiling_core::Error::InvalidConfig(m) => ApiError::BadRequest(m),
@@ -45,7 +45,7 @@ fn core_error(e: profiling_core::Error) -> ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))
@@ -86,7 +86,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 /// Samples the process for `d` without holding a blocking thread while waiting: the sampler
 /// starts here (429 if one is running), the wait is async, symbolizing is blocking. A client
 /// that disconnects drops the future, and with it the sampler.
-async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
+pub(crate) async fn sample_cpu(d: Duration) -> Result<cpu_profile::CpuProfile, ApiError> {
     let sampler = CpuSampler::start(cpu_profile::DEFAULT_FREQUENCY_HZ).map_err(core_error)?;
     tokio::time::sleep(d).await;
     blocking(move || sampler.finish()).await?.map_err(core_error)

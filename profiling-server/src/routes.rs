@@ -48,6 +48,7 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .route("/monitoring/profiling/leaks", get(h::leak_detection))
         .route("/monitoring/profiling/allocations", get(h::allocations))
         .merge(full_routes())
+        .merge(crate::debug_pprof::routes(crate::debug_pprof::DEFAULT_PREFIX))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     api.layer(middleware::from_fn_with_state(server.clone(), auth::require_token))
         .with_state(server)

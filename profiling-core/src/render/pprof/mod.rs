@@ -187,3 +187,10 @@ pub(crate) fn unix_nanos(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
+
+/// A valid profile with `sample_types` (`(type, unit)`) and no sample: what a scraper gets
+/// for a kind of profile this process has nothing of (goroutines, mutexes).
+pub fn empty_profile(sample_types: &[(&str, &str)]) -> protos::Profile {
+    let (ty, unit) = sample_types.first().copied().unwrap_or(("samples", "count"));
+    ProfileBuilder::new().finish(sample_types, (ty, unit, 1), unix_nanos(std::time::SystemTime::now()), 0)
+}
