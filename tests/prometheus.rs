@@ -242,3 +242,28 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The Prometheus configuration shown in docs/fleet.md is one `promtool` accepts.
+#[test]
+fn the_documented_scrape_config_passes_promtool() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    let doc = include_str!("../docs/fleet.md");
+    let start = doc.find("```yaml\n# prometheus.yml").expect("the block") + "```yaml\n".len();
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let path = std::env::temp_dir().join(format!("fleet-prometheus-{}.yml", std::process::id()));
+    std::fs::write(&path, block).unwrap();
+    let out = Command::new(promtool)
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
