@@ -57,6 +57,8 @@ mod metrics;
 mod overhead;
 #[cfg(feature = "profiling-full")]
 mod profiles;
+#[cfg(feature = "push")]
+pub mod push;
 mod reports;
 mod routes;
 mod serve;

@@ -29,6 +29,7 @@
 //! | `{p}_threads` | gauge | threads in the process |
 //! | `{p}_recording_overhead_ratio` | gauge | estimated recording cost over the last interval, fraction (0-1) of process CPU |
 //! | `{p}_recording_enabled` | gauge | 1 when calls are being recorded |
+//! | `{p}_push_sent_total`, `{p}_push_dropped_total` | counter | profiles pushed, and dropped (queue full or retries exhausted); `push` feature |
 //! | `{p}_build_info` | gauge (OpenMetrics: info) | always 1; labels `version` (profiling-server) |
 //!
 //! The `function_*` counters cover the current window and so drop to 0 at a reset, which
@@ -302,11 +303,25 @@ pub(crate) fn render(shared: &Shared, format: Format) -> Result<String, std::fmt
         .and_then(|(a, b)| reports::cpu_between(&a, &b))
         .map_or(0.0, |c| c.0 / 100.0);
     let threads = profiling_core::process_stats().map_or(0, |p| p.threads);
-    let counters = vec![(
+    #[allow(unused_mut)] // extended with the `push` feature
+    let mut counters = vec![(
         "process_cpu_seconds",
         "CPU time (user + system) of the whole process since it started.",
         profiling_core::process_cpu_ns() as f64 / 1e9,
     )];
+    #[cfg(feature = "push")]
+    counters.extend([
+        (
+            "push_sent",
+            "Profiles pushed and accepted by the backend.",
+            crate::push::sent() as f64,
+        ),
+        (
+            "push_dropped",
+            "Profiles dropped instead of pushed: queue full or retries exhausted.",
+            crate::push::dropped() as f64,
+        ),
+    ]);
     let mut gauges = vec![
         ("memory_rss_bytes", "Resident set size, bytes.", mem.rss_bytes as f64),
         (
