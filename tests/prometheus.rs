@@ -145,8 +145,8 @@ async fn text_format_unless_openmetrics_is_asked_for_and_promtool_accepts_it() {
     handle.shutdown().await.unwrap();
 }
 
-/// Prometheus HTTP API: the first value of an instant query's vector, if any.
-async fn query(prom: SocketAddr, q: &str) -> Option<f64> {
+/// Prometheus HTTP API: an instant query's answer, checked to be a success.
+async fn query_json(prom: SocketAddr, q: &str) -> Option<serde_json::Value> {
     let enc: String = q
         .bytes()
         .map(|b| match b {
@@ -157,7 +157,15 @@ async fn query(prom: SocketAddr, q: &str) -> Option<f64> {
     let r = http_get(prom, &format!("/api/v1/query?query={enc}"), &[]).await.ok()?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
     assert_eq!(v["status"], "success", "{q}: {v}");
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    Some(v)
+}
+
+/// The first value of an instant query's vector, if any.
+async fn query(prom: SocketAddr, q: &str) -> Option<f64> {
+    query_json(prom, q).await?["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +238,7 @@ async fn a_real_prometheus_scrapes_and_queries_it() {
     assert!((0.005..=0.050).contains(&p50), "p50 latency: {p50} s");
     let info = query(prom, "myapp_build_info").await;
     assert_eq!(info, Some(1.0));
+    dashboard_queries_answer(prom).await;
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join().unwrap();
@@ -266,4 +275,34 @@ fn the_documented_scrape_config_passes_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every query of docs/grafana-dashboard.json is valid PromQL that returns data from a live
+/// target (the first query of each panel; the rest only need to parse), with the dashboard's
+/// variables filled in as Grafana would and this test's prefix.
+async fn dashboard_queries_answer(prom: SocketAddr) {
+    let dash: serde_json::Value = serde_json::from_str(include_str!("../docs/grafana-dashboard.json")).unwrap();
+    assert!(dash["schemaVersion"].as_u64().is_some());
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    for panel in panels {
+        for (i, target) in panel["targets"].as_array().unwrap().iter().enumerate() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5s")
+                .replace("$job", "profiling")
+                .replace("profiling_", "myapp_");
+            let v = query_json(prom, &expr).await.expect("an answer");
+            if i == 0 {
+                assert!(
+                    !v["data"]["result"].as_array().unwrap().is_empty(),
+                    "{}: no data for {expr}",
+                    panel["title"]
+                );
+            }
+        }
+    }
 }
