@@ -1,5 +1,5 @@
 //! pprof `profile.proto` encoding shared by every profile this crate writes: a builder that
-//! interns strings, functions, locations and mappings ([`ProfileBuilder`]), the process's
+//! interns strings, functions, locations and mappings (`ProfileBuilder`), the process's
 //! executable mappings read from `/proc/self/maps` with their ELF build ids ([`maps`]), and
 //! the instrumented call tree as a pprof profile ([`tree`]).
 //!
