@@ -105,12 +105,19 @@ fn pprof_protobuf_decodes_and_names_hot_function() {
         .map(|f| f.id)
         .collect();
     assert!(!hot_fn.is_empty(), "no function named hot_spin_for_profile");
-    // Locations are 1:1 with functions in pprof-rs output (location id == function id).
+    // A location is an address; its lines name the functions there (inlined ones included).
+    let hot_loc: Vec<u64> = p
+        .location
+        .iter()
+        .filter(|l| l.line.iter().any(|line| hot_fn.contains(&line.function_id)))
+        .map(|l| l.id)
+        .collect();
+    assert!(p.location.iter().all(|l| l.address != 0), "real addresses");
     let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
     let hot: i64 = p
         .sample
         .iter()
-        .filter(|x| x.location_id.iter().any(|l| hot_fn.contains(l)))
+        .filter(|x| x.location_id.iter().any(|l| hot_loc.contains(l)))
         .map(|x| x.value[0])
         .sum();
     assert!(hot * 100 >= total * 70, "hot {hot} of {total}");

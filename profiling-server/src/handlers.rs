@@ -292,12 +292,7 @@ pub(crate) async fn reset(State(s): Server) -> Result<Json<ResetResponse>, ApiEr
     }))
 }
 
-pub(crate) async fn metrics(State(s): Server) -> Result<Response, ApiError> {
-    let body = off_workers(&s.shared, metrics::render)
-        .await?
-        .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response())
-}
+pub(crate) use metrics::handler as metrics;
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,7 @@
 
 mod auth;
 pub mod config;
+pub mod debug_pprof;
 mod error;
 mod extract;
 mod handlers;
@@ -64,6 +65,8 @@ mod page;
 mod page_api;
 #[cfg(feature = "profiling-full")]
 mod profiles;
+#[cfg(feature = "push")]
+pub mod push;
 mod reports;
 mod routes;
 mod serve;

@@ -71,7 +71,7 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
 /// if one is running) and the wait is async: a client that disconnects drops the sampler and
 /// nothing goes on. Symbolizing and rendering then run as an expensive request, waiting for
 /// the permit rather than throwing the samples away.
-async fn sample_cpu<T, F>(shared: &Arc<Shared>, d: Duration, render: F) -> Result<T, ApiError>
+pub(crate) async fn sample_cpu<T, F>(shared: &Arc<Shared>, d: Duration, render: F) -> Result<T, ApiError>
 where
     F: FnOnce(&cpu_profile::CpuProfile) -> profiling_core::Result<T> + Send + 'static,
     T: Send + 'static,

@@ -54,6 +54,7 @@ pub(crate) fn router(server: ProfilingServer) -> Router {
         .nest(API_PREFIX, api)
         .nest("/monitoring/profiling", legacy)
         .route(&server.config().metrics_path, get(h::metrics))
+        .merge(crate::debug_pprof::routes(crate::debug_pprof::DEFAULT_PREFIX))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
             auth::Guard::new(server.config()),

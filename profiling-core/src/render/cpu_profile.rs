@@ -15,6 +15,7 @@
 //!
 //! Only with the `profiling-full` feature.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ pub use pprof::protos;
 use crate::error::{Error, Result};
 use crate::render::flamegraph::{self, SvgOptions, Unit};
 use crate::render::fold::{self, FoldedStack};
+use crate::render::pprof::maps::Mappings;
+use crate::render::pprof::{unix_nanos, FrameInfo, ProfileBuilder};
 
 /// Default sampling frequency, Hz: not a multiple of common timer periods, so sampling does
 /// not lock step with periodic work.
@@ -105,12 +108,15 @@ impl CpuSampler {
             return Err(Error::Profiler("sampler already finished".to_owned()));
         };
         // Should this panic, `self` still holds the guard and its drop clears RUNNING.
-        let report = guard.report().build().map_err(|e| Error::Profiler(e.to_string()));
-        // Stop the timer before the (slow) conversion below, and let the next profile start.
+        let report = guard
+            .report()
+            .build_unresolved()
+            .map_err(|e| Error::Profiler(e.to_string()));
+        // Stop the timer before the (slow) symbolization below, and let the next profile start.
         drop(self.guard.take());
         RUNNING.store(false, Ordering::Release);
         let report = report?;
-        CpuProfile::from_report(&report, cpu_ns, wall, self.frequency_hz)
+        Ok(CpuProfile::from_unresolved(&report, cpu_ns, wall, self.frequency_hz))
     }
 }
 
@@ -196,63 +202,116 @@ fn is_profiler_frame(name: &str) -> bool {
         || name == "__restore_rt"
 }
 
-/// Function names of one sample, innermost first, with the profiler's frames removed.
-fn sample_names(frames: &pprof::Frames) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for frame in &frames.frames {
-        for symbol in frame {
-            names.push(strip_hash(&symbol.name()).to_owned());
-        }
-    }
-    // Everything up to the signal trampoline (innermost side) is the profiler.
-    if let Some(last) = names.iter().rposition(|n| is_profiler_frame(n)) {
-        names.drain(..=last);
-    }
-    names
+/// The functions at `addr`, innermost inlined frame first; empty when unknown.
+fn resolve(cache: &mut HashMap<u64, Vec<FrameInfo>>, addr: u64) -> Vec<FrameInfo> {
+    cache
+        .entry(addr)
+        .or_insert_with(|| {
+            let mut frames = Vec::new();
+            backtrace::resolve(addr as usize as *mut std::ffi::c_void, |sym| {
+                let Some(name) = sym.name() else { return };
+                frames.push(FrameInfo {
+                    name: strip_hash(&format!("{name:#}")).to_owned(),
+                    system_name: name.as_str().unwrap_or_default().to_owned(),
+                    file: sym.filename().map(|f| f.display().to_string()).unwrap_or_default(),
+                    line: sym.lineno().map_or(0, i64::from),
+                });
+            });
+            frames
+        })
+        .clone()
 }
 
 impl CpuProfile {
-    fn from_report(report: &pprof::Report, cpu_ns: u64, wall: Duration, frequency_hz: i32) -> Result<Self> {
-        let mut by_stack: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-        let mut samples = 0u64;
+    /// Symbolizes the raw samples: each frame's instruction address becomes a pprof location
+    /// in the mapping that holds it (`/proc/self/maps`); the interrupted (leaf) frame keeps
+    /// its exact address, callers use `return address - 1` (inside the call instruction), the
+    /// address that both this symbolizer and `go tool pprof BINARY` resolve. Frames of the
+    /// profiler itself (innermost, up to the signal trampoline) are removed.
+    fn from_unresolved(report: &pprof::UnresolvedReport, cpu_ns: u64, wall: Duration, frequency_hz: i32) -> Self {
+        let samples: u64 = report.data.values().map(|&c| c.max(0) as u64).sum();
+        let per_sample = cpu_ns.checked_div(samples).unwrap_or(0);
+        let maps = Mappings::current();
+        let mut b = ProfileBuilder::new();
+        let mut mapping_ids: HashMap<usize, u64> = HashMap::new();
+        if let Some(main) = maps.0.first() {
+            mapping_ids.insert(0, b.mapping(main));
+        }
+        let mut symbols: HashMap<u64, Vec<FrameInfo>> = HashMap::new();
+        let mut by_stack: BTreeMap<String, u64> = BTreeMap::new();
         for (frames, &count) in &report.data {
             let count = count.max(0) as u64;
             if count == 0 {
                 continue;
             }
-            samples += count;
-            let names = sample_names(frames);
-            let mut stack = fold::sanitize_frame(&frames.thread_name_or_id());
-            for n in names.iter().rev() {
-                stack.push(';');
-                stack.push_str(&fold::sanitize_frame(n));
+            let ips: Vec<u64> = frames.frames.iter().map(|f| f.ip() as u64).collect();
+            let callers: Vec<Vec<FrameInfo>> = ips
+                .iter()
+                .map(|&ip| resolve(&mut symbols, ip.saturating_sub(1)))
+                .collect();
+            let mut leaf = callers
+                .iter()
+                .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
+                .map_or(0, |i| i + 1);
+            // The signal trampoline (`__restore_rt`) has no symbol in a stripped libc: the
+            // unnamed frame right after the handler is it, not the interrupted code.
+            if leaf > 0 && callers.get(leaf).is_some_and(Vec::is_empty) {
+                leaf += 1;
             }
-            *by_stack.entry(stack).or_default() += count;
+            let len = frames.thread_name_length.min(frames.thread_name.len());
+            let thread = match String::from_utf8_lossy(&frames.thread_name[..len]) {
+                n if n.is_empty() => format!("{:?}", frames.thread_id),
+                n => n.into_owned(),
+            };
+            let mut locations = Vec::new();
+            let mut stack: Vec<String> = Vec::new();
+            // An outermost frame with a null return address ends the stack.
+            for (i, &ip) in ips.iter().enumerate().skip(leaf).take_while(|&(_, &ip)| ip > 1) {
+                let (addr, info) = if i == leaf {
+                    (ip, resolve(&mut symbols, ip))
+                } else {
+                    (ip.saturating_sub(1), callers[i].clone())
+                };
+                let mapping_id = match maps.find(addr) {
+                    Some(m) => *mapping_ids.entry(m).or_insert_with(|| b.mapping(&maps.0[m])),
+                    None => 0,
+                };
+                if info.is_empty() {
+                    stack.push(format!("{addr:#x}"));
+                }
+                stack.extend(info.iter().map(|f| fold::sanitize_frame(&f.name)));
+                locations.push(b.location(addr, mapping_id, &info));
+            }
+            let cpu = count.saturating_mul(per_sample);
+            b.sample(
+                locations,
+                vec![count as i64, i64::try_from(cpu).unwrap_or(i64::MAX)],
+                &[("thread", &thread)],
+            );
+            stack.push(fold::sanitize_frame(&thread));
+            stack.reverse();
+            *by_stack.entry(stack.join(";")).or_default() += count;
         }
         let stacks = by_stack
             .into_iter()
             .map(|(stack, value)| FoldedStack { stack, value })
             .collect();
-
-        let mut profile = report.pprof().map_err(|e| Error::Profiler(e.to_string()))?;
-        // Replace the nominal `count * 1e9 / frequency` with measured CPU per sample.
-        let per_sample = cpu_ns.checked_div(samples).unwrap_or(0);
-        for s in &mut profile.sample {
-            if let [count, time, ..] = s.value.as_mut_slice() {
-                *time = (*count).max(0).saturating_mul(per_sample as i64);
-            }
-        }
-        if per_sample > 0 {
-            profile.period = per_sample as i64;
-        }
-        Ok(Self {
+        let nominal = 1_000_000_000 / i64::from(frequency_hz.max(1));
+        let period = if per_sample > 0 { per_sample as i64 } else { nominal };
+        let profile = b.finish(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            ("cpu", "nanoseconds", period),
+            unix_nanos(report.timing.start_time),
+            i64::try_from(report.timing.duration.as_nanos()).unwrap_or(i64::MAX),
+        );
+        Self {
             stacks,
             samples,
             cpu_ns,
             wall,
             frequency_hz,
             profile,
-        })
+        }
     }
 
     /// Samples taken (after the blocklist).
