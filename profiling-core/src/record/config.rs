@@ -5,6 +5,7 @@
 //! | `ENABLE_PROFILING` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) | `true` |
 //! | `PROFILING_MAX_CALL_TREE_NODES` | cap on distinct call paths, see [`set_max_call_tree_nodes`] | 16384 |
 //! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded as large | 50 MiB |
+//! | `PROFILING_HEAP_SAMPLE_BYTES` | mean live-heap sampling interval, 0 (off) or 64..=2^30 | 524288 |
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -93,6 +94,9 @@ pub fn init_from_env() -> Result<()> {
     }
     if let Ok(v) = std::env::var("PROFILING_LARGE_ALLOC_BYTES") {
         crate::record::alloc::set_large_allocation_threshold(parse_u64("PROFILING_LARGE_ALLOC_BYTES", &v)?);
+    }
+    if let Ok(v) = std::env::var("PROFILING_HEAP_SAMPLE_BYTES") {
+        crate::record::heap_sample::set_heap_sample_bytes(parse_u64("PROFILING_HEAP_SAMPLE_BYTES", &v)?)?;
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! What lives here: the `#[profiled]` guards and futures ([`guard`], [`future`]), the
 //! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`], [`storage`], [`tree`],
 //! [`histogram`]), the clocks ([`clock`], [`cpu`]: where CPU time is measured), the counting
-//! allocator ([`alloc`]), function registration ([`callsite`]), the run-time switches
+//! allocator ([`alloc`]) and its live-heap sampler ([`heap_sample`]), function registration
+//! ([`callsite`]), the run-time switches
 //! ([`config`]), process readings ([`process`]) and the [`snapshot`] types every other part
 //! reads.
 //!
@@ -17,6 +18,7 @@ pub mod config;
 pub(crate) mod cpu;
 pub(crate) mod future;
 pub(crate) mod guard;
+pub mod heap_sample;
 pub(crate) mod histogram;
 pub mod layer;
 pub mod process;
