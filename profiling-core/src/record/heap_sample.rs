@@ -46,7 +46,7 @@ const BUCKETS: usize = 4096;
 /// Slots in the live-sample table: at most this many sampled blocks are tracked at once.
 pub const CAPACITY: usize = BUCKETS * WAYS;
 /// While sampling is off, a thread looks at the switch again after this many bytes.
-const RECHECK_WHEN_OFF: i64 = 4 << 20;
+const RECHECK_WHEN_OFF: i64 = 64 << 10;
 const NODES: usize = MAX_CALL_TREE_NODES_LIMIT as usize;
 
 static RATE: AtomicU64 = AtomicU64::new(DEFAULT_HEAP_SAMPLE_BYTES);
@@ -101,7 +101,7 @@ thread_local! {
 
 /// Sets the mean sampling interval in bytes: 0 turns sampling off, otherwise
 /// [`MIN_HEAP_SAMPLE_BYTES`]`..=`[`MAX_HEAP_SAMPLE_BYTES`]. Threads pick a new interval up at
-/// their next sample (or within 4 MiB of allocation when sampling was off).
+/// their next sample (or within 64 KiB of allocation when sampling was off).
 pub fn set_heap_sample_bytes(bytes: u64) -> Result<()> {
     if bytes != 0 && !(MIN_HEAP_SAMPLE_BYTES..=MAX_HEAP_SAMPLE_BYTES).contains(&bytes) {
         return Err(Error::InvalidConfig(format!(
