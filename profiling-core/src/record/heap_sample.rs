@@ -10,7 +10,7 @@
 //! `scaleHeapSample`); the figures derived from samples are *estimates*.
 //!
 //! **What a sample records.** The call-tree node current on the allocating thread (the
-//! recorder sets it on every frame push and pop, [`set_current_node`]), the size, the scale
+//! recorder sets it on every frame push and pop, `set_current_node`), the size, the scale
 //! `1 / p` and the time. It lives in a fixed table of [`CAPACITY`] slots keyed by address,
 //! 8 slots per 64-byte bucket; a sample whose bucket is full is counted in
 //! [`HeapSamplerStats::dropped_samples`] and still counts in the allocated totals.
@@ -23,7 +23,9 @@
 //!
 //! **Frees on any thread.** A block's record is removed by whichever thread frees it,
 //! before the block is handed back to the allocator (so its address cannot be reused and
-//! sampled again while the old record is still there).
+//! sampled again while the old record is still there). `realloc` removes the old block's
+//! record first and may sample the new block; a failed `realloc` (out of memory) thus forgets
+//! the sample of a block that is still live.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
