@@ -37,6 +37,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::heap_sample;
+
 /// Number of power-of-two size buckets: bucket `i` holds sizes in `[2^i, 2^(i+1))`
 /// (bucket 0 also holds size 0).
 pub const SIZE_BUCKETS: usize = 48;
@@ -497,6 +499,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ProfilingAllocator<A> {
         let p = unsafe { self.inner.alloc(layout) };
         if !p.is_null() {
             on_alloc(layout.size());
+            heap_sample::on_alloc(p, layout.size());
         }
         p
     }
@@ -507,12 +510,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ProfilingAllocator<A> {
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if !p.is_null() {
             on_alloc(layout.size());
+            heap_sample::on_alloc(p, layout.size());
         }
         p
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        heap_sample::on_free(ptr);
         // SAFETY: forwarded contract.
         unsafe { self.inner.dealloc(ptr, layout) };
         on_free(layout.size());
@@ -520,11 +525,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ProfilingAllocator<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        heap_sample::on_free(ptr);
         // SAFETY: forwarded contract.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             on_free(layout.size());
             on_alloc(new_size);
+            heap_sample::on_alloc(p, new_size);
         }
         p
     }

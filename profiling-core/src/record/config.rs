@@ -5,6 +5,7 @@
 //! | `ENABLE_PROFILING` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) | `true` |
 //! | `PROFILING_MAX_CALL_TREE_NODES` | cap on distinct call paths (2 to 1048576), see [`set_max_call_tree_nodes`] | 16384 |
 //! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded as large (1 B to 1 TiB) | 50 MiB |
+//! | `PROFILING_HEAP_SAMPLE_BYTES` | mean live-heap sampling interval, 0 (off) or 64..=2^30 | 524288 |
 //!
 //! They are parsed in one place, [`EnvSettings`], which `profiling-server` reuses.
 
@@ -153,6 +154,9 @@ impl EnvSettings {
 pub fn init_from_env() -> Result<()> {
     ENV_APPLIED.store(1, Ordering::Relaxed);
     EnvSettings::from_env()?.apply();
+    if let Ok(v) = std::env::var("PROFILING_HEAP_SAMPLE_BYTES") {
+        crate::record::heap_sample::set_heap_sample_bytes(parse_u64("PROFILING_HEAP_SAMPLE_BYTES", &v)?)?;
+    }
     Ok(())
 }
 

@@ -4,8 +4,8 @@
 //! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`]: the frame stack; [`call`];
 //! [`storage`], [`tree`], [`histogram`]), the registry of recording threads ([`threads`])
 //! and the window they record in ([`window`]), the clocks ([`clock`], [`cpu`]: where CPU
-//! time is measured, with [`switches`]), the counting allocator ([`alloc`]) and its report
-//! ([`alloc_report`]), function registration ([`callsite`]), the run-time switches
+//! time is measured, with [`switches`]), the counting allocator ([`alloc`]), its report
+//! ([`alloc_report`]) and its live-heap sampler ([`heap_sample`]), function registration ([`callsite`]), the run-time switches
 //! ([`config`]), process readings ([`process`]), memory samples ([`memory_sample`]), the
 //! allocator's statistics ([`allocator_stats`]) and the [`snapshot`] types every other part
 //! reads.
@@ -23,6 +23,7 @@ pub mod config;
 pub(crate) mod cpu;
 pub(crate) mod future;
 pub(crate) mod guard;
+pub mod heap_sample;
 pub(crate) mod histogram;
 pub mod layer;
 pub mod memory_sample;

@@ -164,6 +164,7 @@ impl ThreadRecorder {
         let start = self.boundary(now);
         *self.depth_mut(func) += 1;
         let prev_fn = alloc::swap_current_function(func);
+        crate::record::heap_sample::set_current_node(node);
         let index = self.stack.len();
         if index == self.stack.capacity() {
             alloc::untracked(|| self.stack.reserve(index));
@@ -219,6 +220,7 @@ impl ThreadRecorder {
             *d == 0
         };
         alloc::swap_current_function(frame.prev_fn);
+        crate::record::heap_sample::set_current_node(self.stack.last().map_or(ROOT, |f| f.node));
         if let Some(p) = self.stack.last_mut() {
             p.child_busy += elapsed;
             p.child_alloc.add(&alloc);

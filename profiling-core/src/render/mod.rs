@@ -4,7 +4,8 @@
 //! ([`fold`]), flamegraph SVGs ([`flamegraph`], `profiling-full`), sampled CPU profiles
 //! ([`cpu_profile`], `profiling-full`), jemalloc heap profiles ([`heap_profile`]), pprof
 //! encoding with real mappings and the instrumented tree as pprof ([`pprof`],
-//! `profiling-full`), snapshot files ([`snapshot_file`]: the one place that writes and reads
+//! `profiling-full`), live heap by call path as folded stacks, flamegraph and pprof
+//! ([`live_heap`]), snapshot files ([`snapshot_file`]: the one place that writes and reads
 //! them) and the
 //! report written at exit ([`report`]).
 //!
@@ -18,6 +19,7 @@ pub mod flamegraph;
 pub mod fold;
 #[cfg(feature = "profiling-full")]
 pub mod heap_profile;
+pub mod live_heap;
 #[cfg(feature = "profiling-full")]
 pub mod pprof;
 pub mod report;
