@@ -134,7 +134,7 @@ mod full {
     }
 
     async fn heap(filename: &'static str) -> Result<Response, ApiError> {
-        let gz = blocking(heap_profile::heap_pprof).await?.map_err(core_error)?;
+        let gz = blocking(heap_profile::heap_pprof_or_live).await?.map_err(core_error)?;
         Ok(pprof(filename, gz))
     }
 

@@ -143,7 +143,7 @@ pub(crate) async fn pprof_cpu(State(s): Server, Query(q): Query<PprofQuery>) -> 
 }
 
 pub(crate) async fn pprof_heap(State(s): Server) -> Result<Response, ApiError> {
-    let gz = expensive(&s.shared, |_| Ok(heap_profile::heap_pprof()?)).await?;
+    let gz = expensive(&s.shared, |_| Ok(heap_profile::heap_pprof_or_live()?)).await?;
     Ok(attachment("attachment; filename=\"heap.pb.gz\"", gz))
 }
 

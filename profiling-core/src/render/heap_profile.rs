@@ -137,3 +137,21 @@ mod tests {
         assert!(heap_flamegraph().is_err());
     }
 }
+
+/// A heap profile in gzipped pprof: jemalloc's when its profiling is on, otherwise the
+/// sampled live heap by call path ([`crate::render::live_heap`]), whichever global allocator
+/// is in use; an error only when neither exists (live-heap sampling switched off).
+pub fn heap_pprof_or_live() -> Result<Vec<u8>> {
+    match heap_pprof() {
+        Ok(gz) => Ok(gz),
+        Err(Error::HeapProfilingUnavailable(reason)) => {
+            if crate::record::heap_sample::heap_sample_bytes() == 0 {
+                return Err(Error::HeapProfilingUnavailable(format!(
+                    "{reason}; live-heap sampling is off too (PROFILING_HEAP_SAMPLE_BYTES=0)"
+                )));
+            }
+            crate::render::live_heap::pprof_gzip()
+        }
+        Err(e) => Err(e),
+    }
+}
