@@ -190,9 +190,11 @@ pub fn spawn(server: &ProfilingServer, config: PushConfig) -> PushHandle {
         loop {
             let cpu = if c.cpu {
                 crate::profiles::sample_cpu(
+                    &shared,
                     c.interval
                         .saturating_sub(Duration::from_secs(1))
                         .max(Duration::from_secs(1)),
+                    |p| p.pprof_gzip(),
                 )
                 .await
                 .ok()
@@ -207,7 +209,7 @@ pub fn spawn(server: &ProfilingServer, config: PushConfig) -> PushHandle {
             if let Ok(gz) = gzip_profile(&tree) {
                 series.push(one_series(&c, "wall", gz, from, until));
             }
-            if let Some(Ok(gz)) = cpu.map(|p| p.pprof_gzip()) {
+            if let Some(gz) = cpu {
                 series.push(one_series(&c, "process_cpu", gz, from, until));
             }
             let body = prost::Message::encode_to_vec(&proto::PushRequest { series });
