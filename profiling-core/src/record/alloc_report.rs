@@ -20,7 +20,7 @@ pub struct LargeAllocation {
     pub at_unix_ms: u64,
 }
 
-/// Process-wide figures counted by [`ProfilingAllocator`].
+/// Process-wide figures counted by [`ProfilingAllocator`](crate::ProfilingAllocator).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AllocationTotals {
     /// Whether the counting allocator is installed; all figures are 0 when it is not.

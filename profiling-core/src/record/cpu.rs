@@ -11,7 +11,7 @@
 //! The method. A thread that was not switched off its CPU during a segment was running the
 //! whole segment: its CPU time *is* the segment's wall time. Whether it was switched out is
 //! known for a nanosecond per boundary from the kernel's perf metadata page
-//! ([`crate::record::switches`]). So at each read, the CPU consumed since the last read is
+//! (`record/switches.rs`). So at each read, the CPU consumed since the last read is
 //! split in two: every segment that ran without a switch gets its wall time; the rest goes to
 //! the segments that contained a switch (that blocked, slept or were preempted), and since a
 //! read follows each such segment at once, there is normally exactly one of them and it gets

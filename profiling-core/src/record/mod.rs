@@ -1,9 +1,9 @@
 //! Recording: the hot path and the measurements it takes.
 //!
-//! What lives here: the `#[profiled]` guards and futures ([`guard`], [`future`]), the
-//! `tracing` layer ([`layer`]), the per-thread engine ([`recorder`]: the frame stack; [`call`];
-//! [`storage`], [`tree`], [`histogram`]), the registry of recording threads ([`threads`])
-//! and the window they record in ([`window`]), the clocks ([`clock`], [`cpu`]: where CPU
+//! What lives here: the `#[profiled]` guards and futures (`guard.rs`, `future.rs`), the
+//! `tracing` layer ([`layer`]), the per-thread engine (`recorder.rs`: the frame stack; `call.rs`;
+//! `storage.rs`, `tree.rs`, `histogram.rs`), the registry of recording threads (`threads.rs`)
+//! and the window they record in (`window.rs`), the clocks ([`clock`], `cpu.rs`: where CPU
 //! time is measured, with [`switches`]), the counting allocator ([`alloc`]), its report
 //! ([`alloc_report`]) and its live-heap sampler ([`heap_sample`]), function registration ([`callsite`]), the run-time switches
 //! ([`config`]), process readings ([`process`]), memory samples ([`memory_sample`]), the

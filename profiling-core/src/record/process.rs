@@ -3,7 +3,7 @@
 //!
 //! The files are parsed by hand (a few fields of fixed position): no dependency, no
 //! allocation beyond one read buffer. On systems without `/proc` every reader returns
-//! [`Error::Io`](crate::Error::Io).
+//! [`crate::Error::Io`].
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@
 //! back in, and not while it runs. A thread that maps that page read-only can therefore tell
 //! whether it blocked, slept or was preempted since it last looked with one plain load, where
 //! reading its CPU clock is a system call (about 500 ns in the VMs this project is tested on).
-//! [`crate::record::cpu`] uses it to read the CPU clock only where it must (see there).
+//! `record/cpu.rs` uses it to read the CPU clock only where it must (see there).
 //!
 //! Cost and limits: one `perf_event_open` and one mapped page per recording thread, opened at
 //! the thread's first recorded call and closed when it exits. At most [`MAX_OPEN`] threads

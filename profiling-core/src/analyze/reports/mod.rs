@@ -1,7 +1,7 @@
 //! The reports the HTTP API serves, built here so that a server only transports them: the
-//! memory report ([`memory`]: readings, growth, thresholds), the CPU report ([`cpu`]: CPU
+//! memory report ([`memory()`]: readings, growth, thresholds), the CPU report ([`cpu()`]: CPU
 //! percent between samples, load, the recording overhead) and the allocation report
-//! ([`allocations`]: top allocating functions, sizes, jemalloc efficiency).
+//! ([`allocations()`]: top allocating functions, sizes, jemalloc efficiency).
 //!
 //! Each is one function of what core already holds (a [`MemorySampler`], a snapshot, the
 //! allocation totals) and returns a `Serialize` type whose JSON is documented in
