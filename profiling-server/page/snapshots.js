@@ -79,7 +79,11 @@ export function mount(root, ctx) {
     shownDiff = key;
     fill(result, h('p', { class: 'muted' }, 'comparing…'));
     try {
-      const [d, b, t] = await Promise.all([api(`diff?base=${encodeURIComponent(base)}&target=${encodeURIComponent(target)}`), api(`snapshots/${base}`), api(`snapshots/${target}`)]);
+      // One after another: the server runs requests that load whole profiles one at a time
+      // (a second concurrent one gets 429).
+      const d = await api(`diff?base=${encodeURIComponent(base)}&target=${encodeURIComponent(target)}`);
+      const b = await api(`snapshots/${base}`);
+      const t = await api(`snapshots/${target}`);
       renderDiff(d, b, t);
     } catch (e) {
       shownDiff = null;
