@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use profiling_core::report::{self, ReportBuilder};
+use profiling_core::render::report::{self, ReportBuilder};
 use profiling_core::{profiled, ProfilingAllocator};
 
 #[global_allocator]

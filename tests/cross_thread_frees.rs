@@ -6,10 +6,10 @@
 //! file that holds nothing else: another test thread exiting (and freeing its own state)
 //! in the middle of a reading would move it.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 
-use profiling_core::{allocation_totals, profiled};
+use profiling_core::profiled;
+use profiling_core::record::alloc_report::allocation_totals;
 
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();

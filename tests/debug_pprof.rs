@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_tools::{http_get, tool, HttpResponse};
-use profiling_core::cpu_profile::protos::{Message, Profile};
 use profiling_core::profiled;
+use profiling_core::render::cpu_profile::protos::{Message, Profile};
 use profiling_server::{Config, ProfilingServer, ServerHandle};
 
 #[global_allocator]

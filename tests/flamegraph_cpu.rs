@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profiling_core::cpu_profile::{self, protos, protos::Message, CpuSampler};
+use profiling_core::render::cpu_profile::{self, protos, protos::Message, CpuSampler};
 use profiling_core::Error;
 use profiling_integration::{serial, spin_cpu};
 

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use profiling_core::{fold, fold_text, profiled, snapshot, Weight};
+use profiling_core::render::fold::{self, fold, fold_text, Weight};
+use profiling_core::{profiled, snapshot};
 use profiling_integration::{serial, spin_cpu};
 
 #[profiled]

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use profiling_core::flamegraph::{render_diff, render_snapshot};
-use profiling_core::{fold, profiled, snapshot, Weight};
+use profiling_core::render::flamegraph::{render_diff, render_snapshot};
+use profiling_core::render::fold::{self, fold, Weight};
+use profiling_core::{profiled, snapshot};
 use profiling_integration::{serial, spin_cpu};
 
 #[global_allocator]

@@ -7,8 +7,9 @@ use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
-use profiling_core::cpu_profile::{self, protos, protos::Message};
-use profiling_core::{heap_profile, Error};
+use profiling_core::render::cpu_profile::{self, protos, protos::Message};
+use profiling_core::render::heap_profile;
+use profiling_core::Error;
 
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> =

@@ -193,7 +193,7 @@ fn check_pprof_and_folded(retained: u64) {
             ("inuse_space", "bytes")
         ]
     );
-    let leaf_is = |s: &profiling_core::cpu_profile::protos::Sample, name: &str| {
+    let leaf_is = |s: &profiling_core::render::cpu_profile::protos::Sample, name: &str| {
         let loc = &p.location[s.location_id[0] as usize - 1];
         let f = &p.function[loc.line[0].function_id as usize - 1];
         p.string_table[f.name as usize] == name

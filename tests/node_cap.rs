@@ -1,7 +1,8 @@
 //! The call-tree cap: state grows with distinct paths up to the cap, and paths beyond it
 //! fold into their parent while per-function figures stay exact.
 
-use profiling_core::{profiled, set_max_call_tree_nodes, snapshot};
+use profiling_core::record::config::set_max_call_tree_nodes;
+use profiling_core::{profiled, snapshot};
 
 #[profiled]
 fn leaf(_i: u32) {}

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fleet_tools::tool;
-use profiling_core::cpu_profile;
+use profiling_core::render::cpu_profile;
 use profiling_integration::{serial, spin_cpu};
 
 #[inline(never)]

@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use profiling_core::{profiled, rank, reset, snapshot, Bottleneck, Classification, RankOptions, Ranking, SortKey};
+use profiling_core::analyze::ranking::{Bottleneck, Classification, Ranking, SortKey};
+use profiling_core::{profiled, rank, reset, snapshot, RankOptions};
 use profiling_integration::{assert_covers, serial, spin_cpu, spin_for, thread_cpu, timed_spin};
 
 #[global_allocator]
@@ -64,7 +65,7 @@ fn longer_spin_outranks_shorter_by_self_time() {
     assert!((a.share - want).abs() < 0.02, "share {}, reference {want:.4}", a.share);
     assert!(a.impact_score > b.impact_score);
     assert_eq!(r.window.profiled_wall_ns, a.stats.self_wall_ns + b.stats.self_wall_ns);
-    assert_eq!(r.window.since, profiling_core::WindowStart::LastReset);
+    assert_eq!(r.window.since, profiling_core::analyze::ranking::WindowStart::LastReset);
 
     let limited = rank(&snapshot(), &RankOptions::new().limit(1));
     assert_eq!(order(&limited), ["spin_30ms"]);

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use profiling_core::{profiled, rank, snapshot, CallsiteKind, ProfilingLayer, RankOptions, Snapshot};
+use profiling_core::record::callsite::CallsiteKind;
+use profiling_core::{profiled, rank, snapshot, ProfilingLayer, RankOptions, Snapshot};
 use profiling_integration::{assert_covers, serial, spin_for, timed_spin};
 use tracing::instrument::WithSubscriber;
 use tracing::{Dispatch, Level};
@@ -28,7 +29,7 @@ fn name(short: &str) -> String {
     format!("tracing_layer::{short}")
 }
 
-fn function<'a>(s: &'a Snapshot, short: &str) -> &'a profiling_core::FunctionStats {
+fn function<'a>(s: &'a Snapshot, short: &str) -> &'a profiling_core::record::snapshot::FunctionStats {
     let n = name(short);
     s.function(&n).unwrap_or_else(|| {
         panic!(
@@ -204,7 +205,7 @@ fn spans_and_profiled_frames_nest_both_ways() {
             tracing::info_span!("nest_span_middle").in_scope(nest_profiled_outer);
         });
     });
-    assert_eq!(profiling_core::current_depth(), 0);
+    assert_eq!(profiling_core::record::current_depth(), 0);
     let s = snapshot();
     let mut inner = paths(&s, "nest_span_inner");
     inner.sort();
@@ -375,7 +376,7 @@ fn span_entered_on_several_threads_at_once() {
             std::thread::spawn(move || {
                 barrier.wait();
                 span.in_scope(|| spin_for(Duration::from_millis(5)));
-                profiling_core::current_depth()
+                profiling_core::record::current_depth()
             })
         })
         .collect();

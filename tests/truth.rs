@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use profiling_core::{profiled, snapshot, FunctionStats, Snapshot};
+use profiling_core::record::snapshot::FunctionStats;
+use profiling_core::{profiled, snapshot, Snapshot};
 use profiling_integration::{assert_covers, serial, spin_cpu, within};
 
 #[global_allocator]
@@ -348,10 +349,14 @@ fn outer_of_panic(fail: bool) -> u32 {
 #[test]
 fn panic_through_annotated_frames_leaves_state_consistent() {
     let _serial = serial();
-    let depth = profiling_core::current_depth();
+    let depth = profiling_core::record::current_depth();
     let r = std::panic::catch_unwind(|| outer_of_panic(true));
     assert!(r.is_err());
-    assert_eq!(profiling_core::current_depth(), depth, "frames popped during unwinding");
+    assert_eq!(
+        profiling_core::record::current_depth(),
+        depth,
+        "frames popped during unwinding"
+    );
     spin_20ms_after_panic();
     let s = snapshot();
     assert_eq!(func(&s, "panics_inside").calls, 1);

@@ -70,7 +70,7 @@ fn an_excluded_thread_never_shows_alive_or_exited() {
         for _ in 0..5 {
             on_excluded_thread();
         }
-        profiling_core::exclude_current_thread();
+        profiling_core::record::exclude_current_thread();
         on_excluded_thread();
         ready_tx.send(()).unwrap();
         done_rx.recv().unwrap();

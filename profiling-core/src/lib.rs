@@ -37,8 +37,25 @@
 //!   busy time is the sum of its polls. A future that sleeps 20 ms has ~20 ms latency and
 //!   ~0 busy time.
 //! - **CPU time** is the thread CPU clock, read at most once per 50 µs of wall time and shared
-//!   among the frames that ran in between (see `cpu.rs` and `docs/guide.md`).
+//!   among the frames that ran in between, split at context switches (see [`guide`]).
 //! - **Windows**: figures accumulate from process start until [`reset`].
+//!
+//! ## Where things live
+//!
+//! The crate root holds what a program writes: [`profiled`], [`ProfilingAllocator`],
+//! [`ProfilingLayer`], [`snapshot`] and [`Snapshot`], [`rank`] with [`RankOptions`], the
+//! switches [`set_enabled`], [`is_enabled`], [`init_from_env`] and [`reset`], and [`Error`].
+//! Everything else is reached through three modules, each depending only on the ones before it:
+//!
+//! - [`record`]: the hot path and its measurements (clocks, CPU attribution, the counting
+//!   allocator, the call tree, the snapshot types), e.g.
+//!   [`record::alloc_report::allocation_totals`], [`record::snapshot::FunctionStats`].
+//! - [`analyze`]: what the figures mean (rankings, diffs, memory trends, leaks, the live heap),
+//!   e.g. [`analyze::leak::analyze`], [`analyze::diff::diff`], [`analyze::ranking::SortKey`].
+//! - [`render`]: figures as text, files and profiles (tables, folded stacks, flamegraphs,
+//!   pprof, snapshot files), e.g. [`render::fold::fold`], [`render::table::render_table`].
+//!
+//! Human units (`1.5 MiB`, `20.0 ms`) are formatted by [`units`].
 //!
 //! ## Performance
 //!
@@ -53,41 +70,17 @@ pub mod record;
 pub mod render;
 pub mod units;
 
-#[cfg(feature = "profiling-full")]
-pub use render::{cpu_profile, flamegraph, heap_profile};
-pub use render::{fold, report};
-
-pub use analyze::diff::{diff as diff_snapshots, DeltaStatus, FunctionDelta, PerCall, SnapshotDiff, UNCHANGED_PERCENT};
-pub use analyze::leak::{analyze as analyze_leaks, LeakOptions, LeakReport, LeakSuspect, SuspectKind};
-pub use analyze::memory::{
-    allocator_stats, growth, read_sample, regression, AllocatorStats, FunctionObservation, FunctionRetention, Growth,
-    MemorySample, MemorySampler, MemoryThresholds, Regression, SamplerConfig, MIB,
-};
-pub use analyze::ranking::{
-    classify, impact_score, rank, thresholds as ranking_thresholds, Bottleneck, Classification, ParseSortKeyError,
-    Profile, RankOptions, Ranking, RankingWindow, Shares, SortKey, WindowStart,
-};
+// The crate root holds what a user writes; everything else is reached through the three
+// wings, by paths that say where it lives (`profiling_core::analyze::leak::LeakReport`,
+// `profiling_core::render::fold::fold`, `profiling_core::record::alloc_report::allocation_totals`).
+pub use analyze::ranking::{rank, RankOptions};
 pub use error::{Error, Result};
 pub use profiling_macros::profiled;
-pub use record::alloc::{
-    counting_allocator_installed, set_large_allocation_threshold, AllocCounters, ProfilingAllocator, SIZE_BUCKETS,
-};
-pub use record::alloc_report::{allocation_totals, AllocationTotals, LargeAllocation, SizeBucket};
-pub use record::callsite::{CallsiteKind, FunctionMeta, MAX_FUNCTIONS};
-pub use record::clock::{process_cpu_ns, uses_tsc};
-pub use record::config::{
-    init_from_env, is_enabled, max_call_tree_nodes, parse_bool, set_enabled, set_max_call_tree_nodes,
-    DEFAULT_MAX_CALL_TREE_NODES, MAX_CALL_TREE_NODES_LIMIT,
-};
-pub use record::cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
+pub use record::alloc::ProfilingAllocator;
+pub use record::config::{init_from_env, is_enabled, set_enabled};
 pub use record::layer::ProfilingLayer;
-pub use record::process::{available_cpus, load_average, process_stats, LoadAverage, ProcessStats};
-pub use record::recorder::{current_depth, exclude_current_thread};
-pub use record::snapshot::{snapshot, CallTreeNode, FunctionStats, Snapshot, ThreadCounts, Window};
-pub use record::threads::reset;
-pub use render::fold::{fold, fold_text, FoldedStack, Weight};
-pub use render::table::render_table;
-pub use units::{fmt_bytes, fmt_count, fmt_ns};
+pub use record::reset;
+pub use record::snapshot::{snapshot, Snapshot};
 
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;

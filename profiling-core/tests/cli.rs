@@ -46,12 +46,12 @@ fn s(p: &Path) -> &str {
 fn snapshots(d: &Path) -> (PathBuf, PathBuf) {
     std::hint::black_box(cli_parent());
     let a = d.join("base.json");
-    profiling_core::report::save_snapshot(&profiling_core::snapshot(), &a).unwrap();
+    profiling_core::render::report::save_snapshot(&profiling_core::snapshot(), &a).unwrap();
     for _ in 0..5 {
         std::hint::black_box(cli_parent());
     }
     let b = d.join("target.json");
-    profiling_core::report::save_snapshot(&profiling_core::snapshot(), &b).unwrap();
+    profiling_core::render::report::save_snapshot(&profiling_core::snapshot(), &b).unwrap();
     (a, b)
 }
 

@@ -4,7 +4,9 @@
 //!
 //! One test: the recorder is process-global.
 
-use profiling_core::{profiled, snapshot, CallsiteKind, FunctionStats, Snapshot};
+use profiling_core::record::callsite::CallsiteKind;
+use profiling_core::record::snapshot::FunctionStats;
+use profiling_core::{profiled, snapshot, Snapshot};
 use std::num::ParseIntError;
 
 #[profiled]

@@ -29,8 +29,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use profiling_core::analyze::leak::LeakOptions;
+use profiling_core::analyze::memory::MemoryThresholds;
 use profiling_core::render::snapshot_file::DiskLimits;
-use profiling_core::{LeakOptions, MemoryThresholds};
 
 use crate::error::{Error, Result};
 

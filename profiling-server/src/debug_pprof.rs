@@ -79,9 +79,10 @@ mod full {
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use axum::Router;
-    use profiling_core::cpu_profile;
+    use profiling_core::render::cpu_profile;
+    use profiling_core::render::fold::Weight;
+    use profiling_core::render::heap_profile;
     use profiling_core::render::pprof::{gzip_profile, tree_profile, tree_profile_delta};
-    use profiling_core::{heap_profile, Weight};
     use serde::Deserialize;
 
     use crate::error::ApiError;

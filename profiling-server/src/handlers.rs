@@ -7,7 +7,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use profiling_core::analyze::call_paths::{self, FunctionDetail, LookupError};
-use profiling_core::{rank, FunctionStats, LeakReport, RankOptions, Ranking, Snapshot, SnapshotDiff, SortKey, Window};
+use profiling_core::analyze::diff::SnapshotDiff;
+use profiling_core::analyze::leak::LeakReport;
+use profiling_core::analyze::ranking::{Ranking, SortKey};
+use profiling_core::record::snapshot::{FunctionStats, Window};
+use profiling_core::{rank, RankOptions, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -16,7 +20,7 @@ use crate::limit::{expensive, off_workers};
 use crate::metrics;
 use crate::reports::{self, AllocationReport, CpuReport, MemoryReport};
 use crate::snapshots::{valid_id, SnapshotSummary, StoredSnapshot};
-use crate::state::{ProfilingServer, Shared};
+use crate::state::{ProfilingServer, ServerState};
 
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
@@ -85,7 +89,7 @@ pub(crate) struct Functions {
 }
 
 pub(crate) async fn functions(State(s): Server) -> Result<Json<Functions>, ApiError> {
-    let snap = off_workers(&s.shared, Shared::snapshot).await?;
+    let snap = off_workers(&s.shared, ServerState::snapshot).await?;
     Ok(Json(Functions {
         window: snap.window,
         allocations_counted: snap.allocations_counted,
@@ -123,7 +127,11 @@ pub(crate) async fn allocations(
 ) -> Result<Json<AllocationReport>, ApiError> {
     let limit = parse_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
     let report = off_workers(&s.shared, move |shared| {
-        reports::allocations(&shared.snapshot(), profiling_core::allocation_totals(), limit)
+        reports::allocations(
+            &shared.snapshot(),
+            profiling_core::record::alloc_report::allocation_totals(),
+            limit,
+        )
     });
     Ok(Json(report.await?))
 }
@@ -159,7 +167,7 @@ pub(crate) async fn take_snapshot(
             profile,
             memory: reports::memory(shared),
             cpu: reports::cpu(shared),
-            allocations: profiling_core::allocation_totals(),
+            allocations: profiling_core::record::alloc_report::allocation_totals(),
         };
         Ok(shared.store.insert(snap)?)
     })
@@ -184,7 +192,7 @@ pub(crate) async fn snapshots(State(s): Server) -> Json<SnapshotList> {
 }
 
 /// A stored snapshot by id: 400 for a malformed id, 404 for an unknown one.
-pub(crate) fn lookup(shared: &Shared, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
+pub(crate) fn lookup(shared: &ServerState, id: &str) -> Result<Arc<StoredSnapshot>, ApiError> {
     if !valid_id(id) {
         return Err(ApiError::BadRequest(format!(
             "malformed snapshot id {id:?}: expected 1 to 64 of A-Z a-z 0-9 _ -"
@@ -222,7 +230,7 @@ impl DiffTarget {
 /// The two sides of a diff: snapshot `base`, and snapshot `target` or, without one, the live
 /// window.
 pub(crate) fn lookup_pair(
-    shared: &Shared,
+    shared: &ServerState,
     base: &str,
     target: Option<&str>,
 ) -> Result<(Arc<StoredSnapshot>, DiffTarget), ApiError> {
@@ -266,7 +274,7 @@ pub(crate) async fn diff(State(s): Server, Query(q): Query<DiffQuery>) -> Result
     let diff = expensive(&s.shared, move |shared| {
         let (base, target) = lookup_pair(shared, &base_id, q.target.as_deref())?;
         Ok(DiffResponse {
-            diff: profiling_core::diff_snapshots(&base.profile, target.profile()),
+            diff: profiling_core::analyze::diff::diff(&base.profile, target.profile()),
             base: base_id,
             target: target.id(),
         })

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::ServerState;
 
 /// Runs `f` on tokio's blocking pool, off the async workers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -23,9 +23,9 @@ where
 
 /// Runs `f` off the async workers without the permit: reads that build the current window
 /// (rankings, metrics) but not a whole rendered profile, and must not queue behind one.
-pub(crate) async fn off_workers<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, ApiError>
+pub(crate) async fn off_workers<T, F>(shared: &Arc<ServerState>, f: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Shared) -> T + Send + 'static,
+    F: FnOnce(&ServerState) -> T + Send + 'static,
     T: Send + 'static,
 {
     let shared = Arc::clone(shared);
@@ -34,18 +34,18 @@ where
 
 /// The one expensive-request permit, owned: released when dropped, wherever that happens.
 #[derive(Debug)]
-struct Permit(Arc<Shared>);
+struct Permit(Arc<ServerState>);
 
 impl Permit {
     /// The permit, or 429 when an expensive request is running.
-    fn try_acquire(shared: &Arc<Shared>) -> Result<Self, ApiError> {
+    fn try_acquire(shared: &Arc<ServerState>) -> Result<Self, ApiError> {
         shared.try_expensive()?.forget();
         Ok(Self(Arc::clone(shared)))
     }
 
     /// The permit, once the running expensive request (if any) ends.
     #[cfg(feature = "profiling-full")]
-    async fn acquire(shared: &Arc<Shared>) -> Result<Self, ApiError> {
+    async fn acquire(shared: &Arc<ServerState>) -> Result<Self, ApiError> {
         let permit = shared
             .expensive
             .acquire()
@@ -65,7 +65,7 @@ impl Drop for Permit {
 /// Runs `work` in a blocking task that owns `permit`.
 async fn run<T, F>(permit: Permit, work: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&ServerState) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
     blocking(move || work(&permit.0)).await?
@@ -73,9 +73,9 @@ where
 
 /// Runs `work` off the async workers as the one expensive request allowed at a time: 429
 /// ([`ApiError::Busy`]) when another is running.
-pub(crate) async fn expensive<T, F>(shared: &Arc<Shared>, work: F) -> Result<T, ApiError>
+pub(crate) async fn expensive<T, F>(shared: &Arc<ServerState>, work: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&ServerState) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
     run(Permit::try_acquire(shared)?, work).await
@@ -84,9 +84,9 @@ where
 /// [`expensive`] that waits for the permit instead of answering 429: for work the client has
 /// already paid for (the samples of a CPU profile, which has its own one-at-a-time rule).
 #[cfg(feature = "profiling-full")]
-pub(crate) async fn expensive_queued<T, F>(shared: &Arc<Shared>, work: F) -> Result<T, ApiError>
+pub(crate) async fn expensive_queued<T, F>(shared: &Arc<ServerState>, work: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&ServerState) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
     run(Permit::acquire(shared).await?, work).await
@@ -101,7 +101,7 @@ mod tests {
     use crate::config::Config;
     use crate::state::ProfilingServer;
 
-    fn shared() -> Arc<Shared> {
+    fn shared() -> Arc<ServerState> {
         let config = Config::builder().leak_check_interval(None).build().unwrap();
         Arc::clone(&ProfilingServer::new(config).unwrap().shared)
     }

@@ -47,7 +47,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
 use crate::reports;
-use crate::state::{ProfilingServer, Shared};
+use crate::state::{ProfilingServer, ServerState};
 
 /// Content type of the OpenMetrics exposition (served when asked for).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -277,7 +277,7 @@ impl Collector for Collected {
 const MIB_PER_HOUR: f64 = 1024.0 * 1024.0 / 3600.0;
 
 /// Renders the exposition for the current state.
-pub(crate) fn render(shared: &Shared, format: Format) -> Result<String, std::fmt::Error> {
+pub(crate) fn render(shared: &ServerState, format: Format) -> Result<String, std::fmt::Error> {
     let snap = shared.snapshot();
     let functions = snap
         .functions
@@ -302,12 +302,12 @@ pub(crate) fn render(shared: &Shared, format: Format) -> Result<String, std::fmt
         .last_two()
         .and_then(|(a, b)| reports::cpu_between(&a, &b))
         .map_or(0.0, |c| c.0 / 100.0);
-    let threads = profiling_core::process_stats().map_or(0, |p| p.threads);
+    let threads = profiling_core::record::process::process_stats().map_or(0, |p| p.threads);
     #[allow(unused_mut)] // extended with the `push` feature
     let mut counters = vec![(
         "process_cpu_seconds",
         "CPU time (user + system) of the whole process since it started.",
-        profiling_core::process_cpu_ns() as f64 / 1e9,
+        profiling_core::record::clock::process_cpu_ns() as f64 / 1e9,
     )];
     #[cfg(feature = "push")]
     counters.extend([

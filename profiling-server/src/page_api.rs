@@ -11,7 +11,9 @@
 
 use axum::extract::State;
 use axum::Json;
-use profiling_core::{LeakReport, MemorySample, Snapshot};
+use profiling_core::analyze::leak::LeakReport;
+use profiling_core::analyze::memory::MemorySample;
+use profiling_core::Snapshot;
 use serde::Serialize;
 
 use crate::error::ApiError;

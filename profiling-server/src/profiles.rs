@@ -20,15 +20,17 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use profiling_core::cpu_profile::{self, CpuSampler};
-use profiling_core::{flamegraph, fold, heap_profile, Weight};
+use profiling_core::render::cpu_profile::{self, CpuSampler};
+use profiling_core::render::flamegraph;
+use profiling_core::render::fold::{self, Weight};
+use profiling_core::render::heap_profile;
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::handlers::{lookup_pair, missing_base};
 use crate::limit::{expensive, expensive_queued};
-use crate::state::{ProfilingServer, Shared};
+use crate::state::{ProfilingServer, ServerState};
 
 /// Default length of a sampled CPU profile, seconds.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -71,7 +73,7 @@ fn seconds(s: Option<u64>) -> Result<Duration, ApiError> {
 /// if one is running) and the wait is async: a client that disconnects drops the sampler and
 /// nothing goes on. Symbolizing and rendering then run as an expensive request, waiting for
 /// the permit rather than throwing the samples away.
-pub(crate) async fn sample_cpu<T, F>(shared: &Arc<Shared>, d: Duration, render: F) -> Result<T, ApiError>
+pub(crate) async fn sample_cpu<T, F>(shared: &Arc<ServerState>, d: Duration, render: F) -> Result<T, ApiError>
 where
     F: FnOnce(&cpu_profile::CpuProfile) -> profiling_core::Result<T> + Send + 'static,
     T: Send + 'static,

@@ -21,8 +21,8 @@ use axum::http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use profiling_core::render::fold::Weight;
 use profiling_core::render::pprof::{gzip_profile, tree_profile_delta};
-use profiling_core::Weight;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

@@ -2,18 +2,18 @@
 //! `profiling-core` ([`profiling_core::analyze::reports`]); this module only hands core the
 //! server's sampler, and re-exports the types under their former `profiling_server` paths.
 
+use profiling_core::analyze::memory::MemorySample;
 pub use profiling_core::analyze::reports::{AllocationReport, CpuReport, FunctionAllocations, MemoryReport};
-use profiling_core::MemorySample;
 
-use crate::state::Shared;
+use crate::state::ServerState;
 
 /// `GET /api/profiling/memory`.
-pub(crate) fn memory(shared: &Shared) -> MemoryReport {
+pub(crate) fn memory(shared: &ServerState) -> MemoryReport {
     profiling_core::analyze::reports::memory(&shared.sampler)
 }
 
 /// `GET /api/profiling/cpu`.
-pub(crate) fn cpu(shared: &Shared) -> CpuReport {
+pub(crate) fn cpu(shared: &ServerState) -> CpuReport {
     profiling_core::analyze::reports::cpu(&shared.sampler)
 }
 
@@ -23,7 +23,7 @@ pub(crate) fn cpu_between(a: &MemorySample, b: &MemorySample) -> Option<(f64, f6
 }
 
 /// Recording overhead over the last sampling interval.
-pub(crate) fn overhead_percent(shared: &Shared) -> Option<f64> {
+pub(crate) fn overhead_percent(shared: &ServerState) -> Option<f64> {
     profiling_core::analyze::reports::overhead_percent(&shared.sampler)
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use profiling_core::{MemorySampler, SamplerConfig, Snapshot};
+use profiling_core::analyze::memory::{MemorySampler, SamplerConfig};
+use profiling_core::Snapshot;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::Config;
@@ -16,7 +17,7 @@ use crate::overhead;
 use crate::snapshots::SnapshotStore;
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ServerState {
     pub(crate) config: Config,
     pub(crate) sampler: MemorySampler,
     pub(crate) store: SnapshotStore,
@@ -24,7 +25,7 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
 }
 
-impl Shared {
+impl ServerState {
     /// A permit for an expensive request, or 429 when one is running.
     pub(crate) fn try_expensive(&self) -> Result<SemaphorePermit<'_>, ApiError> {
         self.expensive.try_acquire().map_err(|_| ApiError::Busy)
@@ -53,7 +54,7 @@ impl Shared {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ProfilingServer {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<ServerState>,
 }
 
 impl ProfilingServer {
@@ -63,7 +64,7 @@ impl ProfilingServer {
         if let Some(on) = config.enabled {
             profiling_core::set_enabled(on);
         }
-        profiling_core::set_large_allocation_threshold(config.leak.large_allocation_bytes);
+        profiling_core::record::alloc::set_large_allocation_threshold(config.leak.large_allocation_bytes);
         let store = SnapshotStore::open(config.snapshot_dir.clone(), config.max_snapshots, config.snapshot_disk)?;
         // Measure the recording cost before the first sample, off the request path.
         let _ = overhead::calibration();
@@ -76,7 +77,7 @@ impl ProfilingServer {
             thresholds: config.thresholds,
         })?;
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ServerState {
                 config,
                 sampler,
                 store,

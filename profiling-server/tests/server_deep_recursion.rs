@@ -10,7 +10,9 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use profiling_core::{allocation_totals, profiled, set_max_call_tree_nodes, snapshot, ProfilingAllocator};
+use profiling_core::record::alloc_report::allocation_totals;
+use profiling_core::record::config::set_max_call_tree_nodes;
+use profiling_core::{profiled, snapshot, ProfilingAllocator};
 use profiling_server::{Config, ProfilingServer};
 use tower::ServiceExt;
 

@@ -105,7 +105,7 @@ fn health_answers_during_a_cpu_profile() {
         rt.block_on(request(addr, "GET", "/api/profiling/pprof?seconds=2"))
     });
     let started = std::time::Instant::now();
-    while !profiling_core::cpu_profile::is_running() {
+    while !profiling_core::render::cpu_profile::is_running() {
         assert!(started.elapsed() < Duration::from_secs(5), "the profile never started");
         std::thread::sleep(Duration::from_millis(5));
     }

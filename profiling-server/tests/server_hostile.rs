@@ -310,7 +310,7 @@ fn arbitrary_requests_never_panic_nor_fail_on_our_side_and_errors_are_json() {
     let app = rt.block_on(async { server(quick()).standalone_router() });
     // A CPU profile runs for seconds: keep the profiler busy so they all answer 429 at once.
     #[cfg(feature = "profiling-full")]
-    let _busy = profiling_core::cpu_profile::CpuSampler::start(1).unwrap();
+    let _busy = profiling_core::render::cpu_profile::CpuSampler::start(1).unwrap();
 
     let config = ProptestConfig {
         cases: 128,

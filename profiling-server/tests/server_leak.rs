@@ -3,7 +3,7 @@
 //! yields no suspect.
 //!
 //! The synthetic-series cases (exact growth rates, old windows, large allocations) are unit
-//! tests of `profiling_core::analyze_leaks` in `profiling-core/src/leak.rs`.
+//! tests of `profiling_core::analyze::leak::analyze` in `profiling-core/src/leak.rs`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use profiling_core::report::{load_snapshot, render_diff_table};
-use profiling_core::{flamegraph, fold, rank, render_table, Error, RankOptions, SortKey, Weight};
+use profiling_core::analyze::ranking::SortKey;
+use profiling_core::render::flamegraph;
+use profiling_core::render::fold::{self, Weight};
+use profiling_core::render::report::{load_snapshot, render_diff_table};
+use profiling_core::render::table::render_table;
+use profiling_core::{rank, Error, RankOptions};
 
 /// Flamegraphs, diffs and rankings from saved profiling snapshots.
 #[derive(Debug, Parser)]
@@ -131,7 +135,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let b = load_snapshot(&base)?;
             let t = load_snapshot(&target)?;
-            let mut diff = profiling_core::diff_snapshots(&b, &t);
+            let mut diff = profiling_core::analyze::diff::diff(&b, &t);
             if limit > 0 {
                 diff.functions.truncate(limit);
             }

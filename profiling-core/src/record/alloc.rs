@@ -21,7 +21,7 @@
 //! difference of these counters between entry and exit, so bytes and counts are exact
 //! requested sizes.
 //! (Underneath, jemalloc rounds sizes up to its size classes; its own statistics, read by
-//! [`crate::allocator_stats`], show that rounding.)
+//! [`crate::analyze::memory::allocator_stats`], show that rounding.)
 //!
 //! Process-wide figures (live heap, the size distribution) are exact over every thread,
 //! whether or not it records calls: a thread's first counted event links its counters

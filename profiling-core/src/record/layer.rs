@@ -17,8 +17,7 @@ use tracing_subscriber::Layer;
 
 use crate::record::call::{InFlightCall, Locator};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
-use crate::record::config;
-use crate::record::recorder;
+use crate::record::{config, recorder};
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.
@@ -247,7 +246,7 @@ mod tests {
     #[test]
     fn out_of_order_exit_leaves_the_stack_clean() {
         let subscriber = tracing_subscriber::registry().with(ProfilingLayer::new());
-        let depth = crate::current_depth();
+        let depth = crate::record::current_depth();
         tracing::subscriber::with_default(subscriber, || {
             let a = tracing::info_span!(target: "layer_unit", "out_of_order_a");
             let b = tracing::info_span!(target: "layer_unit", "out_of_order_b");
@@ -257,7 +256,7 @@ mod tests {
             drop(ga);
             drop(gb);
         });
-        assert_eq!(crate::current_depth(), depth);
+        assert_eq!(crate::record::current_depth(), depth);
         let snap = crate::snapshot();
         assert_eq!(snap.function("layer_unit::out_of_order_a").map(|f| f.calls), Some(1));
     }

@@ -26,7 +26,7 @@ pub struct MemorySample {
     pub system_cpu_ns: u64,
     /// Calls recorded in the current window, all functions together.
     pub profiled_calls: u64,
-    /// The profiling window (see [`crate::Window::epoch`]) the call count belongs to.
+    /// The profiling window (see [`crate::record::snapshot::Window::epoch`]) the call count belongs to.
     pub window_epoch: u64,
 }
 

@@ -35,3 +35,7 @@ pub mod switches;
 pub(crate) mod threads;
 pub(crate) mod tree;
 pub(crate) mod window;
+
+pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
+pub use recorder::{current_depth, exclude_current_thread};
+pub use threads::reset;

@@ -23,7 +23,7 @@ use crate::record::window;
 pub(crate) struct ThreadTables {
     /// The window these figures belong to.
     pub(crate) epoch: AtomicU64,
-    /// Set by [`crate::exclude_current_thread`]: never read into a snapshot, never retired.
+    /// Set by [`crate::record::exclude_current_thread`]: never read into a snapshot, never retired.
     pub(crate) excluded: AtomicBool,
     pub(crate) nodes: Chunked<NodeCell, NODE_CHUNK>,
     pub(crate) fns: Chunked<FnCell, FN_CHUNK>,

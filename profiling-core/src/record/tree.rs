@@ -5,7 +5,7 @@
 //! moves between threads keeps its place. Threads cache `(parent, function) -> node` in a
 //! small direct-mapped table and come here, under a mutex, only on a miss.
 //!
-//! The table is capped ([`crate::set_max_call_tree_nodes`]); a new path past the cap is
+//! The table is capped ([`crate::record::config::set_max_call_tree_nodes`]); a new path past the cap is
 //! folded into its parent (the parent's id is returned), so memory is bounded by the cap.
 //! Threads cache folded answers too (checked against the cap they were given under), so
 //! once the table is full a folded path costs no lock per call either.

@@ -19,7 +19,7 @@ use crate::record::snapshot::{CallTreeNode, Snapshot};
 
 /// Which figure of a call-tree node a flamegraph frame is as wide as.
 ///
-/// Names are `snake_case` (`wall`, `off_cpu`, ...), the spelling of [`crate::SortKey`];
+/// Names are `snake_case` (`wall`, `off_cpu`, ...), the spelling of [`crate::analyze::ranking::SortKey`];
 /// parsing is case-insensitive and takes `-` for `_`, plus the aliases `self_wall`, `time`,
 /// `self_cpu`, `offcpu`, `bytes`, `allocs` and `allocations`.
 #[derive(

@@ -6,12 +6,12 @@
 //! ```no_run
 //! # fn main() -> profiling_core::Result<()> {
 //! // Writes profile.svg (with `profiling-full`), profile.folded and profile.json at the end of main.
-//! let _report = profiling_core::report::ReportBuilder::new()
+//! let _report = profiling_core::render::report::ReportBuilder::new()
 //!     .flamegraph("target/profile.svg")
-//!     .weight(profiling_core::Weight::Cpu)
+//!     .weight(profiling_core::render::fold::Weight::Cpu)
 //!     .build()?;
 //! // Or from the environment: PROFILING_FLAMEGRAPH=target/profile.svg
-//! let _from_env = profiling_core::report::from_env()?;
+//! let _from_env = profiling_core::render::report::from_env()?;
 //! # Ok(())
 //! # }
 //! ```

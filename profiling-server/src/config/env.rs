@@ -108,7 +108,8 @@ impl ConfigBuilder {
             c.auth_token = Some(v.trim().to_owned());
         }
         if let Some(v) = lookup("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN") {
-            c.allow_remote_without_token = profiling_core::parse_bool("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN", &v)?;
+            c.allow_remote_without_token =
+                profiling_core::record::config::parse_bool("PROFILING_ALLOW_REMOTE_WITHOUT_TOKEN", &v)?;
         }
         if let Some(v) = lookup("PROFILING_MEMORY_INTERVAL_SECS") {
             let n = ranged("PROFILING_MEMORY_INTERVAL_SECS", &v, ranges::MEMORY_INTERVAL_SECS)?;

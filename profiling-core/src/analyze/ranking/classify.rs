@@ -16,7 +16,7 @@ pub mod thresholds {
     pub const IMPACT_WEIGHT_ALLOC: f64 = 0.15;
 
     /// Below this much self wall time a function's CPU/wait profile is not judged: the CPU
-    /// clock is attributed per window of [`crate::CPU_ATTRIBUTION_WINDOW_NS`], too coarse for less.
+    /// clock is attributed per window of [`crate::record::CPU_ATTRIBUTION_WINDOW_NS`], too coarse for less.
     pub const MIN_JUDGED_SELF_WALL_NS: u64 = 1_000_000;
     /// `cpu_bound` when self CPU time is at least this fraction of self wall time.
     pub const CPU_BOUND_MIN_CPU_RATIO: f64 = 0.7;

@@ -246,7 +246,7 @@ impl Serialize for Bottleneck {
     }
 }
 
-/// A ranking, as served by the HTTP API and rendered by [`crate::render_table`].
+/// A ranking, as served by the HTTP API and rendered by [`crate::render::table::render_table`].
 ///
 #[doc = include_str!("../../../../docs/rankings.md")]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,7 +266,8 @@ pub struct Ranking {
 /// Ties on the sort key are broken by self wall time, then by name.
 ///
 /// ```
-/// use profiling_core::{profiled, rank, RankOptions, SortKey};
+/// use profiling_core::{profiled, rank, RankOptions};
+/// use profiling_core::analyze::ranking::SortKey;
 ///
 /// #[profiled]
 /// fn work() -> u64 {
