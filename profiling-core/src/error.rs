@@ -12,7 +12,7 @@ pub enum Error {
         /// The value found.
         value: String,
         /// What was expected.
-        reason: &'static str,
+        reason: std::borrow::Cow<'static, str>,
     },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]

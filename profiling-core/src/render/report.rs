@@ -90,7 +90,7 @@ impl ReportBuilder {
             b.weight = w.parse().map_err(|_| Error::InvalidEnv {
                 name: ENV_FLAMEGRAPH_WEIGHT,
                 value: w.clone(),
-                reason: "expected wall, cpu, off_cpu, alloc_bytes, alloc_count or calls",
+                reason: "expected wall, cpu, off_cpu, alloc_bytes, alloc_count or calls".into(),
             })?;
         }
         Ok(Some(b))

@@ -46,12 +46,12 @@ pub mod ranges {
     pub const SAMPLE_CAPACITY: RangeInclusive<usize> = 2..=1_000_000;
 }
 
-fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidEnv {
+fn invalid(name: &'static str, value: &str, reason: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::Core(profiling_core::Error::InvalidEnv {
         name,
         value: value.to_owned(),
         reason: reason.into(),
-    }
+    })
 }
 
 /// A whole number in `range`, or an error that names the variable and the range.
