@@ -29,7 +29,13 @@ use profiling_core::profiled;
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
 
-const READERS: usize = 4;
+/// Snapshot readers of the storm; `THREAD_STALL_READERS=0` gives the baseline without them.
+fn readers() -> usize {
+    std::env::var("THREAD_STALL_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
 const THREADS: usize = 64;
 /// Depth of the recursion each thread makes: one call-tree node per level, so every live
 /// thread has tables for readers to merge.
@@ -58,7 +64,7 @@ struct Storm {
 impl Storm {
     fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let readers = (0..READERS)
+        let readers = (0..readers())
             .map(|_| {
                 let stop = Arc::clone(&stop);
                 std::thread::spawn(move || {
@@ -191,9 +197,10 @@ fn report_worst_case() {
         v[((v.len() - 1) as f64 * q) as usize]
     };
     eprintln!(
-        "thread_stall: {} threads ({} waves of {THREADS}) under {READERS} snapshot readers",
+        "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers",
         all.len(),
-        all.len() / THREADS
+        all.len() / THREADS,
+        readers()
     );
     let rows: [(&str, Field); 4] = [
         ("first call, wall", |b| b.first_call),
