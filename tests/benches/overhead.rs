@@ -65,6 +65,64 @@ fn base3_c(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
+#[inline(never)]
+async fn baseline_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[profiled]
+#[inline(never)]
+async fn profiled_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+/// Polls `fut` once, as an executor does a future that completes on its first poll.
+fn poll_once<F: std::future::Future<Output = u64>>(fut: F) -> u64 {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(fut).as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("the body never awaits"),
+    }
+}
+
+#[inline(never)]
+fn puffin_fn(x: u64) -> u64 {
+    puffin::profile_function!();
+    black_box(x).wrapping_mul(3)
+}
+
+#[inline(never)]
+fn puffin3_a(x: u64) -> u64 {
+    puffin::profile_function!();
+    puffin3_b(x)
+}
+
+#[inline(never)]
+fn puffin3_b(x: u64) -> u64 {
+    puffin::profile_function!();
+    puffin3_c(x)
+}
+
+#[inline(never)]
+fn puffin3_c(x: u64) -> u64 {
+    puffin::profile_function!();
+    black_box(x).wrapping_mul(3)
+}
+
+/// Calls `f` `iters` times, starting a new puffin frame every 100 calls as an application
+/// does once per frame or request (puffin keeps every scope of the current frame until then).
+fn in_puffin_frames(iters: u64, f: fn(u64) -> u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..iters {
+        black_box(f(black_box(i)));
+        if i % 100 == 99 {
+            puffin::GlobalProfiler::lock().new_frame();
+        }
+    }
+    puffin::GlobalProfiler::lock().new_frame();
+    t.elapsed()
+}
+
 #[tracing::instrument(skip_all)]
 #[inline(never)]
 fn tracing_fn(x: u64) -> u64 {
@@ -152,6 +210,13 @@ fn per_call(c: &mut Criterion) {
     g.bench_function("baseline_depth3", |b| b.iter(|| base3_a(black_box(7))));
     g.bench_function("profiled_depth3", |b| b.iter(|| depth3_a(black_box(7))));
 
+    g.bench_function("baseline_async_first_poll", |b| {
+        b.iter(|| poll_once(baseline_async(black_box(7))))
+    });
+    g.bench_function("profiled_async_first_poll", |b| {
+        b.iter(|| poll_once(profiled_async(black_box(7))))
+    });
+
     g.bench_function("baseline_4_threads", |b| {
         b.iter_custom(|iters| on_threads(4, iters, baseline))
     });
@@ -196,6 +261,15 @@ fn per_call(c: &mut Criterion) {
             t.elapsed()
         })
     });
+
+    puffin::set_scopes_on(true);
+    g.bench_function("puffin_profile_function", |b| {
+        b.iter_custom(|iters| in_puffin_frames(iters, puffin_fn))
+    });
+    g.bench_function("puffin_depth3", |b| {
+        b.iter_custom(|iters| in_puffin_frames(iters, puffin3_a))
+    });
+    puffin::set_scopes_on(false);
 
     {
         let _guard = hotpath::HotpathGuardBuilder::new("bench").build();
