@@ -161,6 +161,19 @@ fn samples_in_system_calls_are_kept() {
     assert!((spin_got - spin_true).abs() <= 10.0, "spin share: {report}");
     assert!((read_got - read_true).abs() <= 10.0, "read share: {report}");
     assert!((sys_got - sys_true).abs() <= 10.0, "system call share: {report}");
+    // The pprof protobuf holds every sample and says how many were taken and unwound.
+    let p = profile.pprof();
+    let in_pprof: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(in_pprof as u64, counts.taken, "{report}");
+    let comments: Vec<&str> = p.comment.iter().map(|&i| p.string_table[i as usize].as_str()).collect();
+    assert!(
+        comments.contains(&format!("samples_taken={}", counts.taken).as_str()),
+        "{comments:?}"
+    );
+    assert!(
+        comments.contains(&format!("samples_unwound={}", counts.unwound).as_str()),
+        "{comments:?}"
+    );
     // The samples stand for the measured CPU: folded values add up to it.
     let folded: u64 = profile.folded().iter().map(|l| l.value).sum();
     let cpu = profile.cpu_ns();

@@ -314,6 +314,32 @@ fn leaf_samples(
     (leaves, total)
 }
 
+// Samples that were not unwound get, as their location's address, the address of one of
+// these functions (as Go's profiles do with `runtime._System`): a real address in the main
+// mapping, whose location is named after the leaf. Bodies differ so they are never folded.
+#[inline(never)]
+fn system_call_marker() -> u32 {
+    std::hint::black_box(1)
+}
+#[inline(never)]
+fn in_libc_marker() -> u32 {
+    std::hint::black_box(2)
+}
+#[inline(never)]
+fn not_unwound_marker() -> u32 {
+    std::hint::black_box(3)
+}
+
+/// The address of the marker function of a leaf frame (see above).
+fn marker_address(frame: &str) -> u64 {
+    let f: fn() -> u32 = match frame {
+        SYSTEM_CALL_FRAME => system_call_marker,
+        IN_LIBC_FRAME => in_libc_marker,
+        _ => not_unwound_marker,
+    };
+    f as usize as u64
+}
+
 /// Rust legacy mangling leaves a `::h0123456789abcdef` hash on demangled names.
 fn strip_hash(name: &str) -> &str {
     match name.rfind("::h") {
@@ -433,7 +459,12 @@ impl CpuProfile {
                 file: String::new(),
                 line: 0,
             };
-            let location = b.location(0, 0, &[info]);
+            let addr = marker_address(frame);
+            let mapping_id = match maps.find(addr) {
+                Some(m) => *mapping_ids.entry(m).or_insert_with(|| b.mapping(&maps.0[m])),
+                None => 0,
+            };
+            let location = b.location(addr, mapping_id, &[info]);
             let cpu = count.saturating_mul(per_sample);
             b.sample(
                 vec![location],
@@ -599,6 +630,66 @@ mod tests {
         assert_eq!(strip_hash("app::f::h0123456789abcdef"), "app::f");
         assert_eq!(strip_hash("app::hash"), "app::hash");
         assert_eq!(strip_hash("app::f::h0123"), "app::f::h0123");
+    }
+
+    #[test]
+    fn every_sample_is_accounted_for_under_its_thread() {
+        // pprof unwound 3 samples of pthread 7 ("worker") and 4 of pthread 9, which our
+        // handler never saw (the moment before it was installed).
+        let mut report = pprof::UnresolvedReport {
+            data: HashMap::new(),
+            timing: Default::default(),
+        };
+        // The frames type is not exported by pprof: take it from the (empty) map.
+        let mut frames = report.data.keys().next().cloned().unwrap_or_default();
+        frames.thread_id = 7;
+        frames.thread_name[..6].copy_from_slice(b"worker");
+        frames.thread_name_length = 6;
+        report.data.insert(frames.clone(), 3);
+        frames.thread_id = 9;
+        frames.thread_name_length = 0;
+        report.data.insert(frames, 4);
+        let row = |tid, pthread, name: &str, system_call, in_libc, chained| sample_guard::ThreadCounts {
+            tid,
+            pthread,
+            name: name.to_owned(),
+            system_call,
+            in_libc,
+            chained,
+        };
+        let counts = [
+            row(70, 7, "comm-name", 5, 1, 5),
+            row(80, 8, "idle", 2, 0, 0),
+            row(0, 0, "", 1, 0, 0),
+        ];
+        let (leaves, total) = leaf_samples(&report, &counts);
+        assert_eq!(
+            total,
+            SampleCounts {
+                taken: 7 + 6 + 2 + 2 + 1,
+                unwound: 7,
+                system_call: 8,
+                in_libc: 1,
+                not_unwound: 2,
+            }
+        );
+        let leaves: Vec<(&str, &str, u64)> = leaves.iter().map(|(t, f, n)| (t.as_str(), *f, *n)).collect();
+        assert_eq!(
+            leaves,
+            [
+                ("worker", SYSTEM_CALL_FRAME, 5),
+                ("worker", IN_LIBC_FRAME, 1),
+                ("worker", NOT_UNWOUND_FRAME, 2),
+                ("idle", SYSTEM_CALL_FRAME, 2),
+                ("[other threads]", SYSTEM_CALL_FRAME, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_addresses_are_distinct_functions() {
+        let a = [SYSTEM_CALL_FRAME, IN_LIBC_FRAME, NOT_UNWOUND_FRAME].map(marker_address);
+        assert!(a[0] != a[1] && a[1] != a[2] && a[0] != a[2] && a.iter().all(|&x| x != 0));
     }
 
     #[test]
