@@ -16,6 +16,10 @@
 //!   `d4000001`) or the address is in the vDSO, else as [in libc](Kind::InLibc);
 //! - otherwise it is counted as [chained](Kind::Chained) and pprof's handler runs and unwinds.
 //!
+//! The system-call test reads the code bytes before the address: an instruction elsewhere in
+//! libc that happens to end in the same bytes would be counted as a system call rather than
+//! as in libc (both are leaves under the thread; only the label would be wrong).
+//!
 //! Every invocation while the profile runs is counted, so the report knows how many samples
 //! were taken; comparing a thread's chained count with the samples pprof recorded for it
 //! also shows the ones pprof could not record (its lock was busy on another thread).
@@ -111,14 +115,16 @@ mod imp {
     }
 
     impl Slot {
-        const EMPTY: Self = Self {
-            tid: AtomicI32::new(0),
-            pthread: AtomicU64::new(0),
-            name: [AtomicU64::new(0), AtomicU64::new(0)],
-            system_call: AtomicU64::new(0),
-            in_libc: AtomicU64::new(0),
-            chained: AtomicU64::new(0),
-        };
+        const fn new() -> Self {
+            Self {
+                tid: AtomicI32::new(0),
+                pthread: AtomicU64::new(0),
+                name: [AtomicU64::new(0), AtomicU64::new(0)],
+                system_call: AtomicU64::new(0),
+                in_libc: AtomicU64::new(0),
+                chained: AtomicU64::new(0),
+            }
+        }
 
         fn counter(&self, kind: Kind) -> &AtomicU64 {
             match kind {
@@ -155,17 +161,16 @@ mod imp {
         }
     }
 
-    #[allow(clippy::declare_interior_mutable_const)]
-    const RANGE_EMPTY: AtomicRange = AtomicRange {
-        start: AtomicUsize::new(0),
-        end: AtomicUsize::new(0),
-        flags: AtomicUsize::new(0),
-    };
-
-    static RANGES: [AtomicRange; MAX_RANGES] = [RANGE_EMPTY; MAX_RANGES];
+    static RANGES: [AtomicRange; MAX_RANGES] = [const {
+        AtomicRange {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            flags: AtomicUsize::new(0),
+        }
+    }; MAX_RANGES];
     static RANGE_COUNT: AtomicUsize = AtomicUsize::new(0);
-    static TABLE: [Slot; SLOTS] = [Slot::EMPTY; SLOTS];
-    static OVERFLOW: Slot = Slot::EMPTY;
+    static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+    static OVERFLOW: Slot = Slot::new();
     /// pprof's `sa_sigaction` (or `sa_handler`), and whether it takes `siginfo`.
     static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
     static PREVIOUS_SIGINFO: AtomicBool = AtomicBool::new(false);
@@ -299,21 +304,20 @@ mod imp {
     /// to the instruction to restart an interrupted call) is a system call. `[start, end)`
     /// is readable code holding `pc`.
     fn is_syscall_site(pc: usize, start: usize, end: usize) -> bool {
+        // Checked arithmetic throughout: nothing in a signal handler may panic.
+        let inside = |a: usize, len: usize| a >= start && a.checked_add(len).is_some_and(|e| e <= end);
         #[cfg(target_arch = "x86_64")]
         {
-            let at = |a: usize| {
-                // SAFETY: `a..a + 2` lies inside the readable mapping `[start, end)`.
-                a >= start && a + 2 <= end && unsafe { std::ptr::read_unaligned(a as *const [u8; 2]) } == [0x0f, 0x05]
-            };
-            at(pc.wrapping_sub(2)) || at(pc)
+            // SAFETY: `a..a + 2` lies inside the readable mapping `[start, end)`.
+            let at =
+                |a: usize| inside(a, 2) && unsafe { std::ptr::read_unaligned(a as *const [u8; 2]) } == [0x0f, 0x05];
+            pc.checked_sub(2).is_some_and(at) || at(pc)
         }
         #[cfg(target_arch = "aarch64")]
         {
-            let at = |a: usize| {
-                // SAFETY: `a..a + 4` lies inside the readable mapping `[start, end)`, aligned.
-                a >= start && a + 4 <= end && a % 4 == 0 && unsafe { std::ptr::read(a as *const u32) } == 0xd400_0001
-            };
-            at(pc.wrapping_sub(4)) || at(pc)
+            // SAFETY: `a..a + 4` lies inside the readable mapping `[start, end)`, aligned.
+            let at = |a: usize| a % 4 == 0 && inside(a, 4) && unsafe { std::ptr::read(a as *const u32) } == 0xd400_0001;
+            pc.checked_sub(4).is_some_and(at) || at(pc)
         }
     }
 
