@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use profiling_core::cpu_profile::{self, CpuSampler, SYSTEM_CALL_FRAME};
+use profiling_core::render::cpu_profile::{self, CpuSampler, SYSTEM_CALL_FRAME};
 use profiling_integration::{serial, thread_cpu};
 
 const THREAD: &str = "syscall-mix";
