@@ -19,11 +19,20 @@
 //!   exceed the previous one by at least `max(min_growth_bytes, 1%)`.
 //!
 //! A steady workload, whose heap goes up and down around a level, meets none of these.
+//!
+//! Besides, the report names where the live memory was allocated, which needs no history:
+//! [`LeakReport::live_heap`], the functions whose sampled allocations are still live
+//! ([`crate::analyze::live_heap::suspects`]), with estimated bytes, ages, the number of
+//! samples behind each figure and its confidence. Live memory is not by itself a leak (a
+//! cache holds memory too), so these entries do not make `leak_suspected` true; a function
+//! named there that is also a retaining function, or whose bytes grow from one report to the
+//! next, is the leak. They are there at once, in a window too short for the growth analyses.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::live_heap::{self, LiveHeapSuspect, SuspectOptions};
 use crate::analyze::trend::{growth, MIB};
 use crate::record::alloc_report::LargeAllocation;
 use crate::record::memory_sample::{tracked_series, FunctionObservation, MemorySample};
@@ -43,6 +52,14 @@ pub struct LeakOptions {
     pub min_growth_bytes: u64,
     /// Segments compared for a rising peak (default 4).
     pub peak_segments: usize,
+    /// Estimated live bytes from which a function is listed in [`LeakReport::live_heap`]
+    /// (default 1 MiB).
+    #[serde(default = "default_live_heap_min_bytes")]
+    pub live_heap_min_bytes: u64,
+}
+
+fn default_live_heap_min_bytes() -> u64 {
+    1024 * 1024
 }
 
 impl Default for LeakOptions {
@@ -54,6 +71,7 @@ impl Default for LeakOptions {
             min_r_squared: 0.6,
             min_growth_bytes: 1024 * 1024,
             peak_segments: 4,
+            live_heap_min_bytes: default_live_heap_min_bytes(),
         }
     }
 }
@@ -108,6 +126,40 @@ pub struct LeakReport {
     pub options: LeakOptions,
     /// Why an analysis could not run (too few samples, ...).
     pub notes: Vec<String>,
+    /// Functions whose sampled allocations are still live (at least
+    /// `options.live_heap_min_bytes`), largest first: estimated bytes and blocks, oldest and
+    /// median age, samples behind the estimate, its 95% relative error and a confidence.
+    /// Where the live memory is, whether or not it grows; see the module docs. Empty when
+    /// heap sampling is off or the counting allocator is not installed (a note says which).
+    #[serde(default)]
+    pub live_heap: Vec<LiveHeapSuspect>,
+}
+
+impl LeakReport {
+    /// Adds the live-heap figures of this moment ([`live_heap_suspects`]).
+    #[must_use]
+    pub fn with_live_heap(mut self) -> Self {
+        let stats = crate::record::heap_sample::heap_sampler_stats();
+        let note = if stats.sample_bytes == 0 {
+            Some("live heap: allocation sampling is off (PROFILING_HEAP_SAMPLE_BYTES=0), no function named".to_owned())
+        } else if stats.samples_taken == 0 {
+            Some("live heap: no allocation sampled yet (is ProfilingAllocator the global allocator?)".to_owned())
+        } else {
+            None
+        };
+        self.notes.extend(note);
+        self.live_heap = live_heap_suspects(&self.options);
+        self
+    }
+}
+
+/// The functions whose sampled allocations are live now, with at least
+/// `options.live_heap_min_bytes` estimated, whatever their age.
+pub fn live_heap_suspects(options: &LeakOptions) -> Vec<LiveHeapSuspect> {
+    live_heap::suspects(&SuspectOptions {
+        min_age: std::time::Duration::ZERO,
+        min_inuse_bytes: options.live_heap_min_bytes,
+    })
 }
 
 /// Formats bytes as a human figure (`3.1 MiB`): [`crate::units::fmt_signed_bytes`].
@@ -180,6 +232,7 @@ pub fn analyze(
         r_squared: g.map(|g| g.r_squared),
         options: options.clone(),
         notes,
+        live_heap: Vec::new(),
     }
 }
 
@@ -442,6 +495,21 @@ mod tests {
         );
         assert!(s.evidence.starts_with("2 allocation(s)"), "{}", s.evidence);
         assert!(r.notes[0].contains("0 samples"));
+    }
+
+    #[test]
+    fn reports_and_options_of_older_versions_still_read() {
+        // Written before the live heap was part of the report.
+        let o: LeakOptions = serde_json::from_str(
+            r#"{"growth_threshold_mb_per_hour":10.0,"large_allocation_bytes":52428800,"min_samples":6,
+                "min_r_squared":0.6,"min_growth_bytes":1048576,"peak_segments":4}"#,
+        )
+        .unwrap();
+        assert_eq!(o, LeakOptions::default());
+        let mut v = serde_json::to_value(analyze(&[], &[], &[], &o)).unwrap();
+        v.as_object_mut().unwrap().remove("live_heap");
+        let r: LeakReport = serde_json::from_value(v).unwrap();
+        assert!(r.live_heap.is_empty());
     }
 
     #[test]

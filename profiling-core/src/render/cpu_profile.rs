@@ -6,11 +6,23 @@
 //!   [`DEFAULT_FREQUENCY_HZ`] by default. The kernel tick caps what a process receives
 //!   (about 250 signals per second here), so samples are converted to time from the process
 //!   CPU time measured over the profile, not from the nominal rate: each sample stands for
-//!   `measured CPU / samples`.
+//!   `measured CPU / samples taken`.
 //! - pprof's default unwinder is used (libgcc's, through `backtrace`), which keeps the
-//!   innermost frame; its `frame-pointer` unwinder drops it. Samples taken while the
-//!   interrupted code was in libc, libgcc, pthread or the vDSO are discarded
-//!   (`blocklist`): unwinding from there can deadlock.
+//!   innermost frame; its `frame-pointer` unwinder drops it.
+//! - Every sample is accounted for. Unwinding from libc, libgcc, the loader or the vDSO
+//!   ([`BLOCKLIST`]) can deadlock, so a handler placed in front of pprof's (Linux, x86_64 and
+//!   aarch64) looks at the interrupted instruction first: in blocklisted code it counts the
+//!   sample, with atomics only, as a leaf under its thread, [`SYSTEM_CALL_FRAME`] when the
+//!   thread was interrupted at a system call (the instruction before is `syscall` / `svc #0`)
+//!   or in the vDSO, else [`IN_LIBC_FRAME`]; elsewhere pprof unwinds it. A sample the handler
+//!   passed on but pprof did not record (its lock was busy on another thread) is the leaf
+//!   [`NOT_UNWOUND_FRAME`]. All of them share the measured CPU equally, so time spent in
+//!   system calls is no longer credited to the user code that happened to be unwound.
+//!   [`CpuProfile::sample_counts`] says how many samples were taken and how many unwound
+//!   (also in the flamegraph subtitle and the pprof comments). Elsewhere, samples in
+//!   blocklisted code are dropped, as pprof does, and only unwound samples are counted.
+//! - What is not known: the functions that called into libc or made the system call (their
+//!   time shows under the thread, not under them).
 //! - One profile at a time per process: a second request gets [`Error::ProfilerBusy`].
 //!
 //! Only with the `profiling-full` feature.
@@ -36,8 +48,27 @@ use crate::render::pprof::{unix_nanos, FrameInfo, ProfileBuilder};
 pub const DEFAULT_FREQUENCY_HZ: i32 = 99;
 /// Longest profile [`profile_cpu`] accepts, seconds.
 pub const MAX_SECONDS: u64 = 60;
-/// Libraries whose frames are never unwound from (see the module docs).
-pub const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
+/// Code that is never unwound from (see the module docs): mappings whose path contains one
+/// of these. Matched on the path (`/libc.so`, not `libc`, which would also catch
+/// `libcrypto` or `libcurl`).
+pub const BLOCKLIST: [&str; 8] = [
+    "/libc.so",
+    "/libc-",
+    "/libgcc_s",
+    "/libpthread",
+    "/ld-linux",
+    "/ld-musl",
+    "/libc.musl",
+    "vdso",
+];
+/// Leaf of samples taken at a system call or in the vDSO, under their thread.
+pub const SYSTEM_CALL_FRAME: &str = "[system call]";
+/// Leaf of samples taken elsewhere in blocklisted code, under their thread.
+pub const IN_LIBC_FRAME: &str = "[in libc]";
+/// Leaf of samples passed to the unwinder that it did not record, under their thread.
+pub const NOT_UNWOUND_FRAME: &str = "[not unwound]";
+
+mod sample_guard;
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
@@ -51,6 +82,7 @@ pub fn is_running() -> bool {
 #[must_use = "sampling stops when the sampler is dropped"]
 pub struct CpuSampler {
     guard: Option<pprof::ProfilerGuard<'static>>,
+    counter: Option<sample_guard::Guard>,
     frequency_hz: i32,
     started: Instant,
     cpu_at_start: u64,
@@ -81,6 +113,11 @@ impl CpuSampler {
         {
             return Err(Error::ProfilerBusy);
         }
+        // Computed before sampling starts: the handler only reads them.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let ranges = sample_guard::blocklisted_ranges(&maps, &BLOCKLIST);
+        // pprof keeps the same blocklist: it drops what reaches it in blocklisted code in
+        // the moment before our handler is in front of its own.
         let guard = pprof::ProfilerGuardBuilder::default()
             .frequency(frequency_hz)
             .blocklist(&BLOCKLIST)
@@ -92,8 +129,17 @@ impl CpuSampler {
                 return Err(Error::Profiler(e.to_string()));
             }
         };
+        let counter = match sample_guard::Guard::install(&ranges) {
+            Ok(c) => c,
+            Err(e) => {
+                drop(guard);
+                RUNNING.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok(Self {
             guard: Some(guard),
+            counter: Some(counter),
             frequency_hz,
             started: Instant::now(),
             cpu_at_start: crate::record::clock::process_cpu_ns(),
@@ -107,6 +153,9 @@ impl CpuSampler {
         let Some(guard) = &self.guard else {
             return Err(Error::Profiler("sampler already finished".to_owned()));
         };
+        // Our handler stops counting and stops passing samples to pprof's: both sets of
+        // counts are final from here.
+        let counts = self.counter.as_mut().map(sample_guard::Guard::stop).unwrap_or_default();
         // Should this panic, `self` still holds the guard and its drop clears RUNNING.
         let report = guard
             .report()
@@ -114,14 +163,23 @@ impl CpuSampler {
             .map_err(|e| Error::Profiler(e.to_string()));
         // Stop the timer before the (slow) symbolization below, and let the next profile start.
         drop(self.guard.take());
+        drop(self.counter.take());
         RUNNING.store(false, Ordering::Release);
         let report = report?;
-        Ok(CpuProfile::from_unresolved(&report, cpu_ns, wall, self.frequency_hz))
+        Ok(CpuProfile::from_unresolved(
+            &report,
+            &counts,
+            cpu_ns,
+            wall,
+            self.frequency_hz,
+        ))
     }
 }
 
 impl Drop for CpuSampler {
     fn drop(&mut self) {
+        // Ours first: it stops passing samples to pprof's handler before that one goes.
+        drop(self.counter.take());
         if self.guard.take().is_some() {
             RUNNING.store(false, Ordering::Release);
         }
@@ -166,7 +224,7 @@ pub fn profile_cpu_while<R>(frequency_hz: i32, f: impl FnOnce() -> R) -> Result<
 pub struct CpuProfile {
     /// Folded stacks, thread name first, values in samples.
     stacks: Vec<FoldedStack>,
-    samples: u64,
+    counts: SampleCounts,
     cpu_ns: u64,
     wall: Duration,
     frequency_hz: i32,
@@ -176,13 +234,110 @@ pub struct CpuProfile {
 impl std::fmt::Debug for CpuProfile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuProfile")
-            .field("samples", &self.samples)
+            .field("counts", &self.counts)
             .field("cpu_ns", &self.cpu_ns)
             .field("wall", &self.wall)
             .field("frequency_hz", &self.frequency_hz)
             .field("stacks", &self.stacks.len())
             .finish()
     }
+}
+
+/// What became of the samples of a profile. `taken = unwound + system_call + in_libc +
+/// not_unwound`: every sample is in the profile, each standing for the same share of the
+/// measured CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SampleCounts {
+    /// Samples taken (`SIGPROF` signals handled while the profile ran).
+    pub taken: u64,
+    /// Samples unwound into call stacks.
+    pub unwound: u64,
+    /// Samples taken at a system call or in the vDSO ([`SYSTEM_CALL_FRAME`]).
+    pub system_call: u64,
+    /// Samples taken elsewhere in blocklisted code ([`IN_LIBC_FRAME`]).
+    pub in_libc: u64,
+    /// Samples passed to the unwinder that it did not record ([`NOT_UNWOUND_FRAME`]).
+    pub not_unwound: u64,
+}
+
+/// The name pprof recorded for a sample's thread, else its id.
+fn thread_label(name: &[u8], len: usize, id: u64) -> String {
+    match String::from_utf8_lossy(&name[..len.min(name.len())]) {
+        n if n.is_empty() => format!("{id:?}"),
+        n => n.into_owned(),
+    }
+}
+
+/// The samples of `counts` that pprof did not unwind, as `(thread, leaf frame, samples)`, and
+/// their totals. A thread's name is the one pprof recorded for it when it has unwound samples
+/// (so its stacks merge), else its own (`PR_GET_NAME`).
+fn leaf_samples(
+    report: &pprof::UnresolvedReport,
+    counts: &[sample_guard::ThreadCounts],
+) -> (Vec<(String, &'static str, u64)>, SampleCounts) {
+    let mut unwound_by_thread: HashMap<u64, (u64, String)> = HashMap::new();
+    let mut total = SampleCounts::default();
+    for (frames, &count) in &report.data {
+        let count = count.max(0) as u64;
+        total.unwound += count;
+        let e = unwound_by_thread.entry(frames.thread_id).or_insert_with(|| {
+            (
+                0,
+                thread_label(&frames.thread_name, frames.thread_name_length, frames.thread_id),
+            )
+        });
+        e.0 += count;
+    }
+    let mut leaves = Vec::new();
+    for row in counts {
+        let (unwound, name) = match unwound_by_thread.get(&row.pthread) {
+            Some((n, name)) if row.tid != 0 => (*n, name.clone()),
+            _ if row.tid == 0 => (row.chained, "[other threads]".to_owned()),
+            _ if row.name.is_empty() => (0, row.tid.to_string()),
+            _ => (0, row.name.clone()),
+        };
+        let not_unwound = row.chained.saturating_sub(unwound);
+        total.system_call += row.system_call;
+        total.in_libc += row.in_libc;
+        total.not_unwound += not_unwound;
+        for (frame, n) in [
+            (SYSTEM_CALL_FRAME, row.system_call),
+            (IN_LIBC_FRAME, row.in_libc),
+            (NOT_UNWOUND_FRAME, not_unwound),
+        ] {
+            if n > 0 {
+                leaves.push((name.clone(), frame, n));
+            }
+        }
+    }
+    total.taken = total.unwound + total.system_call + total.in_libc + total.not_unwound;
+    (leaves, total)
+}
+
+// Samples that were not unwound get, as their location's address, the address of one of
+// these functions (as Go's profiles do with `runtime._System`): a real address in the main
+// mapping, whose location is named after the leaf. Bodies differ so they are never folded.
+#[inline(never)]
+fn system_call_marker() -> u32 {
+    std::hint::black_box(1)
+}
+#[inline(never)]
+fn in_libc_marker() -> u32 {
+    std::hint::black_box(2)
+}
+#[inline(never)]
+fn not_unwound_marker() -> u32 {
+    std::hint::black_box(3)
+}
+
+/// The address of the marker function of a leaf frame (see above).
+fn marker_address(frame: &str) -> u64 {
+    let f: fn() -> u32 = match frame {
+        SYSTEM_CALL_FRAME => system_call_marker,
+        IN_LIBC_FRAME => in_libc_marker,
+        _ => not_unwound_marker,
+    };
+    f as usize as u64
 }
 
 /// Rust legacy mangling leaves a `::h0123456789abcdef` hash on demangled names.
@@ -228,9 +383,18 @@ impl CpuProfile {
     /// its exact address, callers use `return address - 1` (inside the call instruction), the
     /// address that both this symbolizer and `go tool pprof BINARY` resolve. Frames of the
     /// profiler itself (innermost, up to the signal trampoline) are removed.
-    fn from_unresolved(report: &pprof::UnresolvedReport, cpu_ns: u64, wall: Duration, frequency_hz: i32) -> Self {
-        let samples: u64 = report.data.values().map(|&c| c.max(0) as u64).sum();
-        let per_sample = cpu_ns.checked_div(samples).unwrap_or(0);
+    ///
+    /// Then the samples that were not unwound (`counts`, from our signal handler) become leaf
+    /// frames under their thread, and every sample stands for `cpu_ns / taken`.
+    fn from_unresolved(
+        report: &pprof::UnresolvedReport,
+        counts: &[sample_guard::ThreadCounts],
+        cpu_ns: u64,
+        wall: Duration,
+        frequency_hz: i32,
+    ) -> Self {
+        let (leaves, counts) = leaf_samples(report, counts);
+        let per_sample = cpu_ns.checked_div(counts.taken).unwrap_or(0);
         let maps = Mappings::current();
         let mut b = ProfileBuilder::new();
         let mut mapping_ids: HashMap<usize, u64> = HashMap::new();
@@ -258,11 +422,7 @@ impl CpuProfile {
             if leaf > 0 && callers.get(leaf).is_some_and(Vec::is_empty) {
                 leaf += 1;
             }
-            let len = frames.thread_name_length.min(frames.thread_name.len());
-            let thread = match String::from_utf8_lossy(&frames.thread_name[..len]) {
-                n if n.is_empty() => format!("{:?}", frames.thread_id),
-                n => n.into_owned(),
-            };
+            let thread = thread_label(&frames.thread_name, frames.thread_name_length, frames.thread_id);
             let mut locations = Vec::new();
             let mut stack: Vec<String> = Vec::new();
             // An outermost frame with a null return address ends the stack.
@@ -292,21 +452,52 @@ impl CpuProfile {
             stack.reverse();
             *by_stack.entry(stack.join(";")).or_default() += count;
         }
+        for (thread, frame, count) in leaves {
+            let info = FrameInfo {
+                name: frame.to_owned(),
+                system_name: frame.to_owned(),
+                file: String::new(),
+                line: 0,
+            };
+            let addr = marker_address(frame);
+            let mapping_id = match maps.find(addr) {
+                Some(m) => *mapping_ids.entry(m).or_insert_with(|| b.mapping(&maps.0[m])),
+                None => 0,
+            };
+            let location = b.location(addr, mapping_id, &[info]);
+            let cpu = count.saturating_mul(per_sample);
+            b.sample(
+                vec![location],
+                vec![count as i64, i64::try_from(cpu).unwrap_or(i64::MAX)],
+                &[("thread", &thread)],
+            );
+            let stack = format!("{};{frame}", fold::sanitize_frame(&thread));
+            *by_stack.entry(stack).or_default() += count;
+        }
+        let comments = [
+            format!("samples_taken={}", counts.taken),
+            format!("samples_unwound={}", counts.unwound),
+            format!("samples_system_call={}", counts.system_call),
+            format!("samples_in_libc={}", counts.in_libc),
+            format!("samples_not_unwound={}", counts.not_unwound),
+        ]
+        .map(|c| b.string(&c));
         let stacks = by_stack
             .into_iter()
             .map(|(stack, value)| FoldedStack { stack, value })
             .collect();
         let nominal = 1_000_000_000 / i64::from(frequency_hz.max(1));
         let period = if per_sample > 0 { per_sample as i64 } else { nominal };
-        let profile = b.finish(
+        let mut profile = b.finish(
             &[("samples", "count"), ("cpu", "nanoseconds")],
             ("cpu", "nanoseconds", period),
             unix_nanos(report.timing.start_time),
             i64::try_from(report.timing.duration.as_nanos()).unwrap_or(i64::MAX),
         );
+        profile.comment = comments.to_vec();
         Self {
             stacks,
-            samples,
+            counts,
             cpu_ns,
             wall,
             frequency_hz,
@@ -314,9 +505,24 @@ impl CpuProfile {
         }
     }
 
-    /// Samples taken (after the blocklist).
+    /// Samples in the profile: every sample taken, unwound or not ([`SampleCounts::taken`]).
     pub fn samples(&self) -> u64 {
-        self.samples
+        self.counts.taken
+    }
+
+    /// Samples taken ([`SampleCounts::taken`]).
+    pub fn samples_taken(&self) -> u64 {
+        self.counts.taken
+    }
+
+    /// Samples unwound into call stacks ([`SampleCounts::unwound`]).
+    pub fn samples_unwound(&self) -> u64 {
+        self.counts.unwound
+    }
+
+    /// What became of the samples: taken, unwound, and the kinds that were not unwound.
+    pub fn sample_counts(&self) -> SampleCounts {
+        self.counts
     }
 
     /// Process CPU time measured over the profile, ns.
@@ -336,7 +542,7 @@ impl CpuProfile {
 
     /// Measured CPU time each sample stands for, ns.
     pub fn ns_per_sample(&self) -> u64 {
-        self.cpu_ns.checked_div(self.samples).unwrap_or(0)
+        self.cpu_ns.checked_div(self.counts.taken).unwrap_or(0)
     }
 
     /// Folded stacks (thread name, then frames root first), values in samples.
@@ -347,7 +553,7 @@ impl CpuProfile {
     /// Folded stacks with values in ns of CPU (samples × measured CPU per sample; the values
     /// add up to the measured CPU time, give or take rounding).
     pub fn folded(&self) -> Vec<FoldedStack> {
-        let (cpu, n) = (self.cpu_ns as u128, self.samples.max(1) as u128);
+        let (cpu, n) = (self.cpu_ns as u128, self.counts.taken.max(1) as u128);
         self.stacks
             .iter()
             .map(|l| FoldedStack {
@@ -379,8 +585,10 @@ impl CpuProfile {
             self.wall.as_secs_f64()
         );
         let subtitle = format!(
-            "{} samples at {} Hz nominal; each sample = {} of measured process CPU. Root frames are threads.",
-            self.samples,
+            "{} samples taken ({} unwound) at {} Hz nominal; each sample = {} of measured process CPU. \
+             Root frames are threads; {SYSTEM_CALL_FRAME} and {IN_LIBC_FRAME} are samples that were not unwound.",
+            self.counts.taken,
+            self.counts.unwound,
             self.frequency_hz,
             flamegraph::format_value(self.ns_per_sample(), Unit::Nanoseconds)
         );
@@ -422,6 +630,66 @@ mod tests {
         assert_eq!(strip_hash("app::f::h0123456789abcdef"), "app::f");
         assert_eq!(strip_hash("app::hash"), "app::hash");
         assert_eq!(strip_hash("app::f::h0123"), "app::f::h0123");
+    }
+
+    #[test]
+    fn every_sample_is_accounted_for_under_its_thread() {
+        // pprof unwound 3 samples of pthread 7 ("worker") and 4 of pthread 9, which our
+        // handler never saw (the moment before it was installed).
+        let mut report = pprof::UnresolvedReport {
+            data: HashMap::new(),
+            timing: Default::default(),
+        };
+        // The frames type is not exported by pprof: take it from the (empty) map.
+        let mut frames = report.data.keys().next().cloned().unwrap_or_default();
+        frames.thread_id = 7;
+        frames.thread_name[..6].copy_from_slice(b"worker");
+        frames.thread_name_length = 6;
+        report.data.insert(frames.clone(), 3);
+        frames.thread_id = 9;
+        frames.thread_name_length = 0;
+        report.data.insert(frames, 4);
+        let row = |tid, pthread, name: &str, system_call, in_libc, chained| sample_guard::ThreadCounts {
+            tid,
+            pthread,
+            name: name.to_owned(),
+            system_call,
+            in_libc,
+            chained,
+        };
+        let counts = [
+            row(70, 7, "comm-name", 5, 1, 5),
+            row(80, 8, "idle", 2, 0, 0),
+            row(0, 0, "", 1, 0, 0),
+        ];
+        let (leaves, total) = leaf_samples(&report, &counts);
+        assert_eq!(
+            total,
+            SampleCounts {
+                taken: 7 + 6 + 2 + 2 + 1,
+                unwound: 7,
+                system_call: 8,
+                in_libc: 1,
+                not_unwound: 2,
+            }
+        );
+        let leaves: Vec<(&str, &str, u64)> = leaves.iter().map(|(t, f, n)| (t.as_str(), *f, *n)).collect();
+        assert_eq!(
+            leaves,
+            [
+                ("worker", SYSTEM_CALL_FRAME, 5),
+                ("worker", IN_LIBC_FRAME, 1),
+                ("worker", NOT_UNWOUND_FRAME, 2),
+                ("idle", SYSTEM_CALL_FRAME, 2),
+                ("[other threads]", SYSTEM_CALL_FRAME, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_addresses_are_distinct_functions() {
+        let a = [SYSTEM_CALL_FRAME, IN_LIBC_FRAME, NOT_UNWOUND_FRAME].map(marker_address);
+        assert!(a[0] != a[1] && a[1] != a[2] && a[0] != a[2] && a.iter().all(|&x| x != 0));
     }
 
     #[test]

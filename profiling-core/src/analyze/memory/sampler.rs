@@ -105,7 +105,7 @@ impl SamplerShared {
             (Vec::from(r.samples.clone()), Vec::from(r.functions.clone()))
         };
         let large = crate::record::alloc_report::allocation_totals().large_allocations;
-        let report = leak::analyze(&samples, &functions, &large, &self.config.leak);
+        let report = leak::analyze(&samples, &functions, &large, &self.config.leak).with_live_heap();
         for s in &report.suspects {
             tracing::warn!(kind = ?s.kind, function = s.function.as_deref().unwrap_or(""), "leak suspect: {}", s.evidence);
         }
@@ -202,12 +202,13 @@ impl MemorySampler {
         self.shared.lock().last_leak_report.clone()
     }
 
-    /// Runs the leak analysis over the samples kept now.
+    /// Runs the leak analysis over the samples kept now, with the live heap by allocating
+    /// function of this moment.
     pub fn analyze_leaks(&self, options: &LeakOptions) -> LeakReport {
         let samples = self.samples();
         let functions = self.function_history();
         let large = crate::record::alloc_report::allocation_totals().large_allocations;
-        leak::analyze(&samples, &functions, &large, options)
+        leak::analyze(&samples, &functions, &large, options).with_live_heap()
     }
 }
 
