@@ -12,13 +12,16 @@
 //!
 //! - `SOAK_SCALE` (default `1`, a positive number): calls per thread are 1,000,000 ×
 //!   `SOAK_SCALE`. `SOAK_SCALE=0.05` runs in seconds.
+//! - `SOAK_SECS` (default `60`): the workload repeats in rounds until the workers and the
+//!   storm have run this long (one round takes about 2 s on 2 cores).
 //! - `SOAK_TIMEOUT_SECS` (default `600`): the watchdog aborts the process (a failed run) if a
 //!   test has not finished by then: a deadlock does not hang the run.
 //!
-//! `soak`: 16 worker slots × 1,000,000 `#[profiled]` calls, each slot a chain of 8 threads
-//! that make their share of the calls and exit (128 threads start and exit); every 1,024th
-//! call allocates a 1 KiB buffer, half of them freed at once on a thread that never records,
-//! half kept to the end and then freed on other such threads. Meanwhile 4 readers send every
+//! `soak`: rounds of 16 worker slots × 1,000,000 `#[profiled]` calls, each slot a chain of 8
+//! threads that make their share of the calls and exit (128 threads start and exit per
+//! round); every 1,024th call allocates a 1 KiB buffer, freed at once on a thread that never
+//! records (in the first round, every other one is kept to the end and then freed on other
+//! such threads). Meanwhile 4 readers send every
 //! route of the router through `Router::oneshot` in a loop (including `POST /snapshot`, with
 //! snapshot files on disk; `POST /reset` once, at the end, since it would clear the counts
 //! under test). Then:
@@ -28,7 +31,7 @@
 //!   kept buffers on plain threads takes live bytes down by exactly their size;
 //! - no route answered 5xx; every error body is JSON; every route answered 2xx at least once;
 //! - snapshot files on disk stay within the configured count;
-//! - RSS is read before and after 10 requests of each kind and at the end:
+//! - RSS is read before and after one, then 10 more requests of each kind, and at the end:
 //!   each kind of request may add at most [`RSS_PER_KIND`], the whole run at most
 //!   [`RSS_RUN`] (figures are printed).
 //!
@@ -116,6 +119,16 @@ fn scale() -> f64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
         .unwrap_or(1.0)
+}
+
+/// Least time the workers and the storm run (`SOAK_SECS`, default 60): rounds of the
+/// workload repeat until it is over.
+fn min_duration() -> Duration {
+    let secs = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
 }
 
 fn calls_per_slot() -> u64 {
@@ -325,14 +338,14 @@ struct Work {
 
 /// 16 slots × 8 generations of threads making `calls` calls in all per slot; buffers go to a
 /// plain thread that frees every other one at once and keeps the rest.
-fn run_workers(calls: u64) -> Work {
+fn run_workers(calls: u64, keep: bool) -> Work {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(1024);
     // Never records a call: frees every other buffer as it comes, keeps the others.
     let sink = std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut freed = 0u64;
         for (n, buf) in rx.into_iter().enumerate() {
-            if n % 2 == 0 {
+            if n % 2 == 0 || !keep {
                 drop(buf);
                 freed += 1;
             } else {
@@ -441,7 +454,15 @@ fn soak() {
             })
         })
         .collect();
-    let work = run_workers(calls);
+    // The first round's kept buffers stay to the end; later rounds free every buffer.
+    let mut work = run_workers(calls, true);
+    let mut rounds = 1u64;
+    let mut freed_at_once = work.freed_at_once;
+    while t0.elapsed() < min_duration() {
+        freed_at_once += run_workers(calls, false).freed_at_once;
+        rounds += 1;
+    }
+    work.freed_at_once = freed_at_once;
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
         for r in readers {
@@ -456,11 +477,11 @@ fn soak() {
     let (work_calls, work_allocs, work_bytes) = function_calls(&snap, "soak_work");
     let (nested_calls, _, _) = function_calls(&snap, "soak_nested");
     let (buf_calls, buf_allocs, buf_bytes) = function_calls(&snap, "soak_make_buf");
-    let bufs = slots * calls.div_ceil(BUF_EVERY);
-    assert_eq!(work_calls, slots * calls, "calls of soak_work");
+    let bufs = rounds * slots * calls.div_ceil(BUF_EVERY);
+    assert_eq!(work_calls, rounds * slots * calls, "calls of soak_work");
     assert_eq!(
         nested_calls,
-        slots * calls.div_ceil(NESTED_EVERY),
+        rounds * slots * calls.div_ceil(NESTED_EVERY),
         "calls of soak_nested"
     );
     assert_eq!(buf_calls, bufs, "calls of soak_make_buf");
@@ -476,7 +497,7 @@ fn soak() {
     );
     assert_eq!(work.freed_at_once + work.kept.len() as u64, bufs);
     assert!(
-        snap.threads.exited >= (SLOTS * GENERATIONS) as u64,
+        snap.threads.exited >= rounds * (SLOTS * GENERATIONS) as u64,
         "{} threads exited",
         snap.threads.exited
     );
@@ -504,6 +525,10 @@ fn soak() {
             let path = match route {
                 Route::Get(p) | Route::Post(p) | Route::GetWithId(p) => p,
             };
+            // One request first: a kind's one-time state (pprof's sample table at the
+            // first CPU profile, see `cpu_profile_memory`) is not growth.
+            let (first, _) = rss();
+            send(&app, route, &tally).await;
             let (before, _) = rss();
             for _ in 0..PER_KIND {
                 let status = send(&app, route, &tally).await;
@@ -519,7 +544,7 @@ fn soak() {
                 );
             }
             let (after, _) = rss();
-            per_kind.push((route.label(), before, after));
+            per_kind.push((route.label(), first, before, after));
         }
     });
 
@@ -588,13 +613,14 @@ fn soak() {
     let (rss_end, hwm) = rss();
     let elapsed = t0.elapsed();
     println!(
-        "soak: SOAK_SCALE={} ({} calls per slot), profiling-full: {}",
+        "soak: SOAK_SCALE={} ({} calls per slot and round), {rounds} rounds, SOAK_SECS={}, profiling-full: {}",
         scale(),
         calls,
+        min_duration().as_secs(),
         cfg!(feature = "profiling-full")
     );
     println!(
-        "soak: {} threads x calls: soak_work {work_calls}, soak_nested {nested_calls}, soak_make_buf {buf_calls} (exact); \
+        "soak: {} threads x {rounds} rounds, calls: soak_work {work_calls}, soak_nested {nested_calls}, soak_make_buf {buf_calls} (exact); \
          {} threads exited; {} buffers freed at once on a plain thread, {kept_bufs} freed at the end: live bytes -{} (exact)",
         SLOTS * GENERATIONS,
         snap.threads.exited,
@@ -612,10 +638,11 @@ fn soak() {
         println!("soak: storm {route}: {counts:?}");
     }
     let mut worst = (String::new(), i64::MIN);
-    for (label, before, after) in &per_kind {
+    for (label, first, before, after) in &per_kind {
         let d = *after as i64 - *before as i64;
         println!(
-            "soak: rss {label}: {:.1} -> {:.1} MiB ({:+.2} MiB over {PER_KIND} requests)",
+            "soak: rss {label}: first request {:+.2} MiB; {:.1} -> {:.1} MiB ({:+.2} MiB) over {PER_KIND} more",
+            mib_i(*before as i64 - *first as i64),
             mib(*before),
             mib(*after),
             mib_i(d)
