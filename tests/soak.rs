@@ -97,10 +97,10 @@ const RSS_DURING_PROFILE: u64 = 256 << 20;
 
 #[profiled]
 fn soak_work(i: u64) -> Option<Vec<u8>> {
-    if i % NESTED_EVERY == 0 {
+    if i.is_multiple_of(NESTED_EVERY) {
         std::hint::black_box(soak_nested(i));
     }
-    (i % BUF_EVERY == 0).then(soak_make_buf)
+    i.is_multiple_of(BUF_EVERY).then(soak_make_buf)
 }
 
 #[profiled]
