@@ -24,7 +24,8 @@
 //! such threads). Meanwhile 4 readers send every
 //! route of the router through `Router::oneshot` in a loop (including `POST /snapshot`, with
 //! snapshot files on disk; `POST /reset` once, at the end, since it would clear the counts
-//! under test). Then:
+//! under test), and one more reader sends them over sockets to a standalone listener on a
+//! loopback port (`ProfilingServer::start`), stopped at the end with a 2 s grace period. Then:
 //!
 //! - call counts are exact (every call of every thread, exited or not);
 //! - the buffers' allocations are exact in the allocating function's figures, and freeing the
@@ -77,9 +78,10 @@ const PER_KIND: usize = 10;
 /// RSS that 10 requests of one kind may add (after the soak's own traffic warmed up every
 /// route).
 const RSS_PER_KIND: u64 = 16 << 20;
-/// RSS the whole soak may add, buffers freed and server dropped: the profiler's per-thread
-/// tables of 128 exited threads are folded and freed, so what remains is allocator caches
-/// (glibc keeps freed pages of per-thread arenas) and the bounded stores.
+/// RSS the whole soak may add, buffers freed and servers dropped: the tables of exited
+/// threads are folded and freed, so what remains is allocator caches (glibc keeps freed
+/// pages of its per-thread arenas), the bounded stores and, with `profiling-full`, pprof's
+/// sample table (about 70 MiB from the first CPU profile on; see `cpu_profile_memory`).
 const RSS_RUN: u64 = 128 << 20;
 /// Live heap a first CPU profile leaves for good: pprof's sample table (`pprof::Collector`,
 /// 4,096 buckets × 4 entries of up to 128 frames, 65.4 MiB measured), which the pprof crate
@@ -329,6 +331,47 @@ async fn send(app: &Router, route: Route, tally: &Tally) -> StatusCode {
     status
 }
 
+/// One request over a real socket (`Connection: close`) to the standalone listener; the
+/// status is tallied under `socket <route>`.
+async fn send_socket(addr: std::net::SocketAddr, route: Route, tally: &Tally) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (method, path) = match route {
+        Route::Get(p) => ("GET", p.to_owned()),
+        Route::Post(p) => ("POST", p.to_owned()),
+        // Ids of the other server's snapshots: 404 here, which is what is checked.
+        Route::GetWithId(p) => ("GET", format!("{p}1-1")),
+    };
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    tally.requests.fetch_add(1, Ordering::Relaxed);
+    *tally
+        .statuses
+        .lock()
+        .unwrap()
+        .entry(format!("socket {}", route.label()))
+        .or_default()
+        .entry(status.as_u16())
+        .or_default() += 1;
+    if !acceptable(&route, status) {
+        tally
+            .failures
+            .lock()
+            .unwrap()
+            .push(format!("socket {method} {path}: {head}"));
+    }
+    Ok(())
+}
+
 fn live_bytes() -> u64 {
     allocation_totals().live_bytes
 }
@@ -442,7 +485,22 @@ fn soak() {
         failures: Mutex::new(Vec::new()),
     });
 
-    // The storm: every route, in a loop, from READERS tasks, while the workers run.
+    // A standalone listener on a loopback port (its own runtime thread), read over sockets.
+    let listener = ProfilingServer::new(
+        Config::builder()
+            .bind("127.0.0.1:0".parse().unwrap())
+            .leak_check_interval(None)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+    .start()
+    .unwrap()
+    .with_shutdown_grace(Duration::from_secs(2));
+    let addr = listener.local_addr();
+
+    // The storm: every route, in a loop, from READERS tasks through `Router::oneshot` and one
+    // over sockets, while the workers run.
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..READERS)
         .map(|k| {
@@ -457,6 +515,19 @@ fn soak() {
             })
         })
         .collect();
+    let socket_reader = {
+        let (tally, stop) = (Arc::clone(&tally), Arc::clone(&stop));
+        rt.spawn(async move {
+            let routes = routes();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = send_socket(addr, routes[i % routes.len()], &tally).await {
+                    tally.failures.lock().unwrap().push(format!("socket {addr}: {e}"));
+                }
+                i += 1;
+            }
+        })
+    };
     // The first round's kept buffers stay to the end; later rounds free every buffer.
     let mut work = run_workers(calls, true);
     let mut rounds = 1u64;
@@ -471,7 +542,10 @@ fn soak() {
         for r in readers {
             r.await.unwrap();
         }
+        socket_reader.await.unwrap();
     });
+    // Stops the listener: requests in flight get the grace period, then it is joined.
+    drop(listener);
     let t_work = t0.elapsed();
 
     // Exact call counts, and exact allocations of the allocating function.
