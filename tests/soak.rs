@@ -40,6 +40,9 @@
 //! and flamegraph requests. The live heap may keep pprof's sample table (`PPROF_TABLE`) and
 //! nothing else; after the first profile, each leaves at most `RSS_AFTER_PROFILE` of RSS;
 //! while one runs, RSS may rise by `RSS_DURING_PROFILE` (symbolization).
+//!
+//! (Over 500 lines on purpose: one on-demand scenario whose workers, readers, route table and
+//! RSS watch share its constants and its watchdog; read it from `soak()` down.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
