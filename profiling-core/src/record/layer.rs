@@ -428,13 +428,12 @@ where
                 (None, Some((place, _))) => Some(place.node),
                 (None, None) => None,
             };
-            // Read before the frame opens, so a span entered once has latency >= busy time.
-            let now = if node.is_none() { recorder::now_ns() } else { 0 };
             let Some(opened) = recorder::push_poll(h.func, node, key) else {
                 return;
             };
             if node.is_none() {
-                h.start = Some((opened.place, now));
+                // Read before the frame's start, so a span entered once has latency >= busy.
+                h.start = Some((opened.place, opened.at.unix_ns()));
             }
             h.entered += 1;
         });
@@ -533,12 +532,11 @@ where
         return;
     }
     let node = view.call.map(|c| c.place.node);
-    let now = if node.is_none() { recorder::now_ns() } else { 0 };
     let Some(opened) = recorder::push_poll(view.func, node, id.into_u64()) else {
         return;
     };
     if node.is_none() {
-        view.start = Some((opened.place, now));
+        view.start = Some((opened.place, opened.at.unix_ns()));
         view_from_extensions(layer, id, &mut view, true, ctx);
     }
 }

@@ -185,6 +185,7 @@ impl ThreadRecorder {
         OpenedFrame {
             index,
             place: TreePlace { node, folded, parent },
+            at: now,
         }
     }
 
