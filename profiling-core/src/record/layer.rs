@@ -225,6 +225,22 @@ impl Hot {
         }
     }
 
+    /// Makes this slot a fresh view, field by field (a whole `Hot` built on the stack and
+    /// copied in costs a store-forwarding stall).
+    #[inline(always)]
+    fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64) {
+        self.id = id;
+        self.layer = layer;
+        self.func = func;
+        self.gen = gen;
+        self.entered = 0;
+        self.call = None;
+        self.last_exit_ns = 0;
+        self.start = None;
+        self.busy_ns = 0;
+        self.child_latency_ns = 0;
+    }
+
     #[inline(always)]
     fn valid(&self) -> bool {
         self.gen == GEN.load(Relaxed)
@@ -237,18 +253,18 @@ impl Hot {
 
     /// The call as this thread knows it: published figures plus its own unpublished ones.
     fn merged_call(&self) -> Option<InFlightCall> {
-        let mut call = self.call;
-        merge_into(&mut call, self.func, self);
-        call
+        merged(self.call, self.func, self)
     }
 
     /// Publishes this view's own figures into `t`, then takes `t` as the new view.
     fn sync(&mut self, t: &mut SpanTiming, gen: u64) {
-        merge_into(&mut t.call, t.func, self);
-        t.last_exit_ns = t.last_exit_ns.max(self.last_exit_ns);
+        let call = merged(t.call, t.func, self);
+        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns);
+        t.call = call;
+        t.last_exit_ns = last_exit_ns;
         self.func = t.func;
-        self.call = t.call;
-        self.last_exit_ns = t.last_exit_ns;
+        self.call = call;
+        self.last_exit_ns = last_exit_ns;
         self.start = None;
         self.busy_ns = 0;
         self.child_latency_ns = 0;
@@ -256,18 +272,31 @@ impl Hot {
     }
 }
 
+/// `call` with the unpublished figures of `h` added. Built whole rather than updated field
+/// by field: the result is copied at once, and a wide read of narrow writes stalls.
+#[inline(always)]
+fn merged(call: Option<InFlightCall>, func: u32, h: &Hot) -> Option<InFlightCall> {
+    match (call, h.start) {
+        (None, None) => None,
+        (None, Some((place, started_ns))) => Some(InFlightCall {
+            func,
+            place,
+            started_ns,
+            busy_ns: h.busy_ns,
+            child_latency_ns: h.child_latency_ns,
+        }),
+        (Some(c), start) => Some(InFlightCall {
+            started_ns: start.map_or(c.started_ns, |(_, s)| c.started_ns.min(s)),
+            busy_ns: c.busy_ns + h.busy_ns,
+            child_latency_ns: c.child_latency_ns + h.child_latency_ns,
+            ..c
+        }),
+    }
+}
+
 /// Adds the unpublished figures of `h` to `call`.
 fn merge_into(call: &mut Option<InFlightCall>, func: u32, h: &Hot) {
-    if let Some((place, started_ns)) = h.start {
-        match call {
-            None => *call = Some(InFlightCall::new(func, place, started_ns)),
-            Some(c) => c.started_ns = c.started_ns.min(started_ns),
-        }
-    }
-    if let Some(c) = call {
-        c.busy_ns += h.busy_ns;
-        c.child_latency_ns += h.child_latency_ns;
-    }
+    *call = merged(*call, func, h);
 }
 
 thread_local! {
@@ -392,7 +421,7 @@ where
         let key = id.into_u64();
         let _ = with_hot(|hot| {
             if let Some(i) = find(hot, self.instance, key).or_else(|| free_slot(hot)) {
-                hot[i] = Hot::new(self.instance, key, func, gen);
+                hot[i].reset(self.instance, key, func, gen);
             }
         });
     }
