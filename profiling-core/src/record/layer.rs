@@ -162,18 +162,35 @@ struct NotRecorded;
 // written once per exit (to publish the entry for other threads) instead of once per
 // callback.
 //
-// Coherence: a thread's view of a span ([`Hot`]) is *valid* while `GEN` has not moved since
-// the view was taken. `GEN` moves whenever a thread reads or writes a span's extension state
-// without holding a valid view (the slow path), so at most one thread holds a valid view of
+// Coherence: a thread's view of a span ([`Hot`]) is *valid* while the span's generation
+// counter (one of `GEN`, by a hash of the span) has not moved since the view was taken. It
+// moves whenever a thread reads or writes the span's extension state without holding a
+// valid view (the slow path), so at most one thread holds a valid view of
 // a span at a time, and that thread knows every figure of the span: the published ones plus
-// its own unpublished entry. A thread without a valid view (another thread touched some span
-// since) takes the slow path, which merges what it holds into the extension and reads the
+// its own unpublished entry. A thread without a valid view (another thread took the slow path
+// on a span of the same stripe since) takes the slow path, which merges what it holds into the extension and reads the
 // result back. Figures are merged, never overwritten: busy time and child latency add up,
 // the start is the earliest, the last exit the latest; the first published start keeps the
 // call's place in the tree.
 
-/// Moves when a thread took a view of a span through its extensions (see above).
-static GEN: AtomicU64 = AtomicU64::new(1);
+/// Generation counters, one per stripe of spans, each on its own cache line: a slow path
+/// moves the counter of its span's stripe only (see above).
+static GEN: [Stripe; STRIPES] = [const { Stripe(AtomicU64::new(1)) }; STRIPES];
+const STRIPES: usize = 64;
+
+#[repr(align(64))]
+struct Stripe(AtomicU64);
+
+/// The generation counter of span `id` of layer `layer`.
+#[inline(always)]
+fn gen_of(layer: u64, id: u64) -> &'static AtomicU64 {
+    &GEN[stripe_of(layer, id)].0
+}
+
+#[inline(always)]
+fn stripe_of(layer: u64, id: u64) -> usize {
+    ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
+}
 
 /// Spans a thread keeps a view of. Nesting deeper than this still works, through the
 /// extensions.
@@ -187,8 +204,10 @@ struct Hot {
     /// ...and the layer that saw it ([`ProfilingLayer::instance`]).
     layer: u64,
     func: u32,
-    /// `GEN` when the view was taken: the view is valid while `GEN` still reads this.
+    /// The span's generation when the view was taken: valid while it still reads this.
     gen: u64,
+    /// The span's stripe of `GEN`.
+    stripe: u8,
     /// Open entries of the span on this thread.
     entered: u32,
     /// The call as published when the view was taken (exact while the view is valid).
@@ -205,6 +224,7 @@ impl Hot {
     const EMPTY: Hot = Hot {
         id: 0,
         layer: 0,
+        stripe: 0,
         func: 0,
         gen: 0,
         entered: 0,
@@ -219,6 +239,7 @@ impl Hot {
         Hot {
             id,
             layer,
+            stripe: stripe_of(layer, id) as u8,
             func,
             gen,
             ..Hot::EMPTY
@@ -231,6 +252,7 @@ impl Hot {
     fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64) {
         self.id = id;
         self.layer = layer;
+        self.stripe = stripe_of(layer, id) as u8;
         self.func = func;
         self.gen = gen;
         self.entered = 0;
@@ -243,7 +265,7 @@ impl Hot {
 
     #[inline(always)]
     fn valid(&self) -> bool {
-        self.gen == GEN.load(Relaxed)
+        self.gen == GEN[self.stripe as usize % STRIPES].0.load(Relaxed)
     }
 
     /// Whether the view holds figures the extension lacks.
@@ -341,7 +363,7 @@ where
         }
         // The view about to be taken is invalidated by the next slow path anywhere, and so
         // is every other thread's current view by this one.
-        let gen = GEN.fetch_add(1, Relaxed) + 1;
+        let gen = gen_of(layer, id.into_u64()).fetch_add(1, Relaxed) + 1;
         if !held {
             *view = Hot::new(layer, id.into_u64(), 0, gen);
         }
@@ -417,7 +439,7 @@ where
         let func = function_id(meta);
         // The creating thread holds the span's only view: nothing is published until it is
         // entered and exited (another thread entering it first publishes it then).
-        let gen = GEN.load(Relaxed);
+        let gen = gen_of(self.instance, id.into_u64()).load(Relaxed);
         let key = id.into_u64();
         let _ = with_hot(|hot| {
             if let Some(i) = find(hot, self.instance, key).or_else(|| free_slot(hot)) {
@@ -495,7 +517,7 @@ where
             true
         });
         if viewed != Some(true) {
-            exit_unviewed(id, &out, &ctx);
+            exit_unviewed(self.instance, id, &out, &ctx);
         }
     }
 
@@ -504,21 +526,22 @@ where
         let viewed = with_hot(|hot| {
             let i = find(hot, self.instance, key)?;
             let h = &mut hot[i];
+            let valid = h.valid();
             h.id = 0;
-            if h.valid() {
+            if valid {
                 // Every figure of the span is in the view: no lookup. A span never entered
                 // is not a call.
                 if let Some(call) = &h.merged_call() {
                     recorder::complete(call, h.last_exit_ns, false);
                 }
             } else {
-                close_unviewed(&id, Some(h), &ctx);
+                close_unviewed(self.instance, &id, Some(h), &ctx);
             }
             Some(())
         })
         .flatten();
         if viewed.is_none() {
-            close_unviewed(&id, None, &ctx);
+            close_unviewed(self.instance, &id, None, &ctx);
         }
     }
 }
@@ -527,7 +550,7 @@ where
 /// figures of the thread's stale view (`held`), if any.
 #[cold]
 #[inline(never)]
-fn close_unviewed<S>(id: &Id, held: Option<&Hot>, ctx: &Context<'_, S>)
+fn close_unviewed<S>(layer: u64, id: &Id, held: Option<&Hot>, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -537,7 +560,7 @@ where
         return;
     };
     // Views of the span elsewhere are stale (a span's id is reused once closed).
-    GEN.fetch_add(1, Relaxed);
+    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
     if let Some(h) = held {
         merge_into(&mut t.call, t.func, h);
         t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
@@ -573,7 +596,7 @@ where
 /// Books the exit of an entry this thread holds no view of, through the extensions.
 #[cold]
 #[inline(never)]
-fn exit_unviewed<S>(id: &Id, out: &PollOutcome, ctx: &Context<'_, S>)
+fn exit_unviewed<S>(layer: u64, id: &Id, out: &PollOutcome, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -583,7 +606,7 @@ where
         return;
     };
     // Other threads' views of the span are stale from here on.
-    GEN.fetch_add(1, Relaxed);
+    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
     if let Some(call) = &mut t.call {
         call.add_poll(out);
     }
