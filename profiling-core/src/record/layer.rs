@@ -4,7 +4,10 @@
 //! last exit; its busy time is the sum of its entries. Each entry is a poll frame on the
 //! recorder's stack of the entering thread, so spans and `#[profiled]` frames nest under each
 //! other in both directions, and CPU time and allocations are attributed to the innermost
-//! of them. Per-span state lives in the span's extensions in the `Registry`.
+//! of them. Per-span state lives in the span's extensions in the `Registry`; a thread serves
+//! the spans it touches from a small table of views of that state, and publishes each entry
+//! to the extensions as it exits (one lookup per entry, not one per callback: see the
+//! thread-local fast path below).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -43,8 +46,10 @@ pub(crate) const PROFILED_FIELD: &str = "profiled";
 ///   not recorded.
 ///
 /// A span entered on several threads at once records one entry per thread on each thread's
-/// stack; its busy time is the sum of all of them (and may exceed its latency). Entries
-/// exited out of order are closed by owner, and frames left open above them are dropped.
+/// stack; its busy time is the sum of all of them (and may exceed its latency); if its first
+/// entries race on two threads, the call takes the tree place of the first one published.
+/// Entries exited out of order are closed by owner, and frames left open above them are
+/// dropped.
 ///
 /// # Example
 ///
@@ -554,13 +559,14 @@ fn close_unviewed<S>(layer: u64, id: &Id, held: Option<&Hot>, ctx: &Context<'_, 
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    // Views of the span elsewhere (its creator's, if it never entered it) are stale from
+    // here on: the span's id may come back with a later span.
+    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
     let Some(span) = ctx.span(id) else { return };
     let mut ext = span.extensions_mut();
     let Some(mut t) = ext.remove::<SpanTiming>() else {
         return;
     };
-    // Views of the span elsewhere are stale (a span's id is reused once closed).
-    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
     if let Some(h) = held {
         merge_into(&mut t.call, t.func, h);
         t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
