@@ -391,3 +391,163 @@ fn span_entered_on_several_threads_at_once() {
     assert!(f.busy_ns >= 20 * MS, "busy {} ns", f.busy_ns);
     assert!(f.total_wall_ns >= 5 * MS, "latency {} ns", f.total_wall_ns);
 }
+
+// --- A span's figures follow it across threads ------------------------------------------------
+//
+// The layer serves a span's callbacks on its thread from a per-thread view and publishes each
+// entry to the span's extensions as it exits; these tests move spans between threads at each
+// step where a figure could be left behind. Tolerances: busy time covers every entry's spin
+// (measured inside the entry) and is covered by the entries' calls (measured around them,
+// outside the span): a lost entry falls short, a doubled one overshoots; one span is one call.
+
+/// Enters `span` once to spin `ms`: (the spin measured inside, the call measured around it).
+fn entry(span: &tracing::Span, ms: u64) -> (u64, u64) {
+    let t = std::time::Instant::now();
+    let inside = span.in_scope(|| timed_spin(ms));
+    (inside.as_nanos() as u64, t.elapsed().as_nanos() as u64)
+}
+
+fn assert_between(got: u64, (inside, around): (u64, u64), what: &str) {
+    assert!(
+        got >= inside && got <= around,
+        "{what}: {got} ns, want {inside}..={around} ns"
+    );
+}
+
+fn sum(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
+#[test]
+fn span_created_here_is_entered_first_on_another_thread() {
+    let _serial = serial();
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let span = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("moved_before_entry"));
+    let elsewhere = {
+        let span = span.clone();
+        std::thread::spawn(move || entry(&span, 3)).join().unwrap()
+    };
+    let here = entry(&span, 3);
+    drop(span);
+    let s = snapshot();
+    let f = function(&s, "moved_before_entry");
+    assert_eq!(f.calls, 1);
+    assert_between(f.busy_ns, sum(elsewhere, here), "busy of both entries");
+    assert!(
+        f.total_wall_ns >= f.busy_ns,
+        "latency {} < busy {}",
+        f.total_wall_ns,
+        f.busy_ns
+    );
+}
+
+#[test]
+fn span_exited_here_is_entered_and_closed_on_another_thread() {
+    let _serial = serial();
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let (span, here) = tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!("moved_after_entry");
+        let here = entry(&span, 3);
+        (span, here)
+    });
+    // The last handle goes to the other thread, which enters the span and closes it.
+    let elsewhere = std::thread::spawn(move || {
+        let d = entry(&span, 3);
+        drop(span);
+        d
+    })
+    .join()
+    .unwrap();
+    let s = snapshot();
+    let f = function(&s, "moved_after_entry");
+    assert_eq!(f.calls, 1);
+    assert_between(f.busy_ns, sum(here, elsewhere), "busy of both entries");
+    assert!(
+        f.total_wall_ns >= here.0 + elsewhere.0,
+        "latency {} ns",
+        f.total_wall_ns
+    );
+}
+
+#[test]
+fn span_entered_by_its_creator_and_another_thread_at_once() {
+    let _serial = serial();
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let span = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("entered_twice_at_once"));
+    let (here, elsewhere) = span.in_scope(|| {
+        let other = span.clone();
+        let t = std::thread::spawn(move || other.in_scope(|| timed_spin(3)));
+        let here = timed_spin(3);
+        (here, t.join().unwrap())
+    });
+    drop(span);
+    let s = snapshot();
+    let f = function(&s, "entered_twice_at_once");
+    assert_eq!(f.calls, 1);
+    // The creator's entry covers its own spin and the wait for the other thread.
+    assert!(
+        f.busy_ns >= (here + elsewhere).as_nanos() as u64,
+        "busy {} ns, entries of {here:?} and {elsewhere:?}",
+        f.busy_ns
+    );
+    assert_eq!(profiling_core::current_depth(), 0);
+}
+
+/// Opens `depth` nested spans, more than a thread keeps views of, and spins in the innermost.
+fn nested_spans(depth: usize) -> Duration {
+    if depth == 0 {
+        return timed_spin(2);
+    }
+    tracing::info_span!("deep_nest", depth).in_scope(|| nested_spans(depth - 1))
+}
+
+#[test]
+fn spans_nested_deeper_than_the_thread_keeps_views_of() {
+    let _serial = serial();
+    let depth = 20;
+    let (inner, around) = tracing::subscriber::with_default(profiling_subscriber(), || {
+        let t = std::time::Instant::now();
+        let inner = nested_spans(depth).as_nanos() as u64;
+        (inner, t.elapsed().as_nanos() as u64)
+    });
+    assert_eq!(profiling_core::current_depth(), 0);
+    let s = snapshot();
+    let f = function(&s, "deep_nest");
+    assert_eq!(f.calls, depth as u64);
+    // One node per depth, each the only child of the one above.
+    let mut p = paths(&s, "deep_nest");
+    p.sort_by_key(Vec::len);
+    assert_eq!(p.len(), depth);
+    for (i, path) in p.iter().enumerate() {
+        assert_eq!(path.len(), i + 1, "{path:?}");
+        assert!(path.iter().all(|n| n == "deep_nest"), "{path:?}");
+    }
+    // Recursion is counted once in total time: the outermost call covers the spin.
+    assert_between(f.total_wall_ns, (inner, around), "outermost span");
+    let innermost = s
+        .call_tree
+        .iter()
+        .find(|n| s.path(n.id).len() == depth && n.function == Some(f.id));
+    let innermost = innermost.expect("innermost node");
+    assert_between(innermost.self_wall_ns, (inner, around), "innermost self");
+}
+
+#[test]
+fn two_subscribers_on_one_thread_keep_their_spans_apart() {
+    let _serial = serial();
+    // Span ids are per subscriber: both first spans likely share an id.
+    let a = Dispatch::new(profiling_subscriber());
+    let b = Dispatch::new(profiling_subscriber());
+    let sa = tracing::dispatcher::with_default(&a, || tracing::info_span!("two_subscribers_a"));
+    let sb = tracing::dispatcher::with_default(&b, || tracing::info_span!("two_subscribers_b"));
+    let da = entry(&sa, 2);
+    let db = entry(&sb, 4);
+    let da2 = entry(&sa, 2);
+    drop((sa, sb));
+    let s = snapshot();
+    let fa = function(&s, "two_subscribers_a");
+    let fb = function(&s, "two_subscribers_b");
+    assert_eq!((fa.calls, fb.calls), (1, 1));
+    assert_between(fa.busy_ns, sum(da, da2), "a");
+    assert_between(fb.busy_ns, db, "b");
+}

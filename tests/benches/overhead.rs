@@ -32,6 +32,28 @@ fn profiled_fn(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
+#[inline(never)]
+async fn baseline_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[profiled]
+#[inline(never)]
+async fn profiled_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+/// Polls `fut` once, as an executor polls a call that completes on its first poll.
+#[inline(never)]
+fn poll_ready(fut: impl std::future::Future<Output = u64>) -> u64 {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => 0,
+    }
+}
+
 #[profiled]
 #[inline(never)]
 fn depth3_a(x: u64) -> u64 {
@@ -202,6 +224,15 @@ fn per_call(c: &mut Criterion) {
 
     profiling_core::set_enabled(true);
     g.bench_function("profiled_enabled", |b| b.iter(|| profiled_fn(black_box(7))));
+
+    // An `async fn` that completes on its first poll, against the same body uninstrumented
+    // and polled the same way.
+    g.bench_function("baseline_async_ready", |b| {
+        b.iter(|| poll_ready(baseline_async(black_box(7))))
+    });
+    g.bench_function("profiled_async_ready", |b| {
+        b.iter(|| poll_ready(profiled_async(black_box(7))))
+    });
 
     profiling_core::set_enabled(false);
     g.bench_function("profiled_disabled", |b| b.iter(|| profiled_fn(black_box(7))));

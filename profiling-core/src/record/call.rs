@@ -36,6 +36,9 @@ pub(crate) struct OpenedFrame {
     /// Its index on the thread's frame stack.
     pub(crate) index: usize,
     pub(crate) place: TreePlace,
+    /// The clock when the frame was asked for, read before its start (so a call's latency
+    /// measured from here covers its busy time).
+    pub(crate) at: Timestamp,
 }
 
 /// One async call or span, from its first poll (or entry) until it completes: what it has

@@ -61,10 +61,26 @@ impl<F: Future> Instrumented<F> {
 struct PollFrame<'a> {
     idx: usize,
     state: &'a mut CallState,
+    /// Closed by [`PollFrame::complete`].
+    closed: bool,
+}
+
+impl PollFrame<'_> {
+    /// Closes the frame of the poll that completed the call, and records the call.
+    fn complete(mut self) {
+        if let CallState::Running(call) = &*self.state {
+            recorder::pop_last_poll(self.idx, call);
+        }
+        *self.state = CallState::Done;
+        self.closed = true;
+    }
 }
 
 impl Drop for PollFrame<'_> {
     fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
         let out = recorder::pop_poll(Locator::Index(self.idx));
         if let (Some(out), CallState::Running(call)) = (out, &mut *self.state) {
             call.add_poll(&out);
@@ -92,25 +108,24 @@ impl<F: Future> Future for Instrumented<F> {
             }
             CallState::Running(call) => (call.func, Some(call.place.node)),
         };
-        let first_poll = match this.state {
-            CallState::NotStarted => recorder::now_ns(),
-            _ => 0,
-        };
         let Some(opened) = recorder::push_poll(func, node, 0) else {
             return inner.poll(cx);
         };
         if let CallState::NotStarted = this.state {
-            this.state = CallState::Running(InFlightCall::new(func, opened.place, first_poll));
+            // Read before the frame's start, so the call's latency covers its busy time.
+            let started_ns = opened.at.unix_ns();
+            this.state = CallState::Running(InFlightCall::new(func, opened.place, started_ns));
         }
-        let result = {
-            let _frame = PollFrame {
-                idx: opened.index,
-                state: &mut this.state,
-            };
-            inner.poll(cx)
+        let frame = PollFrame {
+            idx: opened.index,
+            state: &mut this.state,
+            closed: false,
         };
+        let result = inner.poll(cx);
         if result.is_ready() {
-            this.finish(false);
+            frame.complete();
+        } else {
+            drop(frame);
         }
         result
     }
@@ -129,5 +144,112 @@ impl<F> Drop for Instrumented<F> {
     fn drop(&mut self) {
         // A future dropped before completion is a cancelled call: it still took time.
         self.finish(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::record::callsite::CallsiteKind;
+
+    const MS: u64 = 1_000_000;
+
+    fn spin(ms: u64) -> u64 {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(ms) {
+            std::hint::black_box(0);
+        }
+        t.elapsed().as_nanos() as u64
+    }
+
+    /// Pending once, then ready.
+    struct YieldOnce(bool);
+
+    impl Future for YieldOnce {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_until_ready<F: Future>(fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    static READY: Callsite = Callsite::new(
+        None,
+        "ready_at_once",
+        "future_unit",
+        "future.rs",
+        1,
+        CallsiteKind::Async,
+    );
+    static CHILD: Callsite = Callsite::new(None, "ready_child", "future_unit", "future.rs", 2, CallsiteKind::Sync);
+    static TWO_POLLS: Callsite = Callsite::new(None, "two_polls", "future_unit", "future.rs", 3, CallsiteKind::Async);
+
+    // Tolerances: busy time covers the reference interval measured inside the call (its
+    // whole body) plus at most 2 ms; self and total identities hold to the nanosecond.
+    #[test]
+    fn call_ready_on_its_first_poll_is_booked_in_full() {
+        CHILD.id(None);
+        let inside = poll_until_ready(Instrumented::new(&READY, async {
+            let t = Instant::now();
+            spin(2);
+            let _g = crate::record::guard::enter(&CHILD);
+            spin(2);
+            t.elapsed().as_nanos() as u64
+        }));
+        let s = crate::snapshot();
+        let f = s.function("future_unit::ready_at_once").expect("recorded");
+        let c = s.function("future_unit::ready_child").expect("child recorded");
+        assert_eq!((f.calls, f.cancelled, c.calls), (1, 0, 1));
+        assert!(
+            f.busy_ns >= inside && f.busy_ns <= inside + 2 * MS,
+            "busy {} ns, body {inside} ns",
+            f.busy_ns
+        );
+        assert!(
+            f.total_wall_ns >= f.busy_ns,
+            "latency {} < busy {}",
+            f.total_wall_ns,
+            f.busy_ns
+        );
+        assert_eq!(f.total_wall_ns, f.self_wall_ns + c.total_wall_ns);
+        assert_eq!(crate::current_depth(), 0);
+    }
+
+    #[test]
+    fn call_ready_on_a_later_poll_sums_its_polls() {
+        let (a, b) = poll_until_ready(Instrumented::new(&TWO_POLLS, async {
+            let a = spin(2);
+            YieldOnce(false).await;
+            (a, spin(2))
+        }));
+        let s = crate::snapshot();
+        let f = s.function("future_unit::two_polls").expect("recorded");
+        assert_eq!(f.calls, 1);
+        assert!(f.busy_ns >= a + b, "busy {} ns, polls of {a} and {b} ns", f.busy_ns);
+        assert!(
+            f.total_wall_ns >= f.busy_ns,
+            "latency {} < busy {}",
+            f.total_wall_ns,
+            f.busy_ns
+        );
+        assert_eq!(f.total_wall_ns, f.self_wall_ns);
+        assert_eq!(crate::current_depth(), 0);
     }
 }

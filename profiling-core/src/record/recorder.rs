@@ -185,6 +185,7 @@ impl ThreadRecorder {
         OpenedFrame {
             index,
             place: TreePlace { node, folded, parent },
+            at: now,
         }
     }
 
@@ -381,6 +382,37 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
         })
     })
     .flatten()
+}
+
+/// Closes the poll frame at `idx`, the last of `call`, and records the call as it ends with
+/// this poll: one pass over the recorder for what [`pop_poll`] then [`complete`] book, ended
+/// at the poll's end.
+#[inline]
+pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
+    let end = Timestamp::now();
+    let alloc_end = alloc::thread_counters();
+    with_recorder(|r| {
+        if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
+            return;
+        }
+        let Some(p) = r.pop(idx, end, alloc_end) else {
+            return;
+        };
+        // The frame's node is the call's: every poll after the first reopens it.
+        r.book_call(&Call {
+            func: call.func,
+            node: p.frame.node,
+            folded: call.place.folded,
+            parent: Some(call.place.parent),
+            wall: end.unix_ns().saturating_sub(call.started_ns),
+            busy: call.busy_ns + p.elapsed,
+            child_wall: call.child_latency_ns + p.frame.child_wall,
+            cancelled: false,
+            // Its own frames are closed: any open frame of `func` is an enclosing call.
+            outermost: p.outermost,
+            frame_self: Some(p.frame_self()),
+        });
+    });
 }
 
 /// Records one finished (or cancelled) async call or span, ended at `end_ns` (ns since the
