@@ -490,7 +490,7 @@ fn span_entered_by_its_creator_and_another_thread_at_once() {
         "busy {} ns, entries of {here:?} and {elsewhere:?}",
         f.busy_ns
     );
-    assert_eq!(profiling_core::current_depth(), 0);
+    assert_eq!(profiling_core::record::current_depth(), 0);
 }
 
 /// Opens `depth` nested spans, more than a thread keeps views of, and spins in the innermost.
@@ -510,7 +510,7 @@ fn spans_nested_deeper_than_the_thread_keeps_views_of() {
         let inner = nested_spans(depth).as_nanos() as u64;
         (inner, t.elapsed().as_nanos() as u64)
     });
-    assert_eq!(profiling_core::current_depth(), 0);
+    assert_eq!(profiling_core::record::current_depth(), 0);
     let s = snapshot();
     let f = function(&s, "deep_nest");
     assert_eq!(f.calls, depth as u64);

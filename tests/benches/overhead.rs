@@ -88,26 +88,6 @@ fn base3_c(x: u64) -> u64 {
 }
 
 #[inline(never)]
-async fn baseline_async(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-#[profiled]
-#[inline(never)]
-async fn profiled_async(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
-/// Polls `fut` once, as an executor does a future that completes on its first poll.
-fn poll_once<F: std::future::Future<Output = u64>>(fut: F) -> u64 {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::pin!(fut).as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => unreachable!("the body never awaits"),
-    }
-}
-
-#[inline(never)]
 fn puffin_fn(x: u64) -> u64 {
     puffin::profile_function!();
     black_box(x).wrapping_mul(3)
@@ -240,13 +220,6 @@ fn per_call(c: &mut Criterion) {
 
     g.bench_function("baseline_depth3", |b| b.iter(|| base3_a(black_box(7))));
     g.bench_function("profiled_depth3", |b| b.iter(|| depth3_a(black_box(7))));
-
-    g.bench_function("baseline_async_first_poll", |b| {
-        b.iter(|| poll_once(baseline_async(black_box(7))))
-    });
-    g.bench_function("profiled_async_first_poll", |b| {
-        b.iter(|| poll_once(profiled_async(black_box(7))))
-    });
 
     g.bench_function("baseline_4_threads", |b| {
         b.iter_custom(|iters| on_threads(4, iters, baseline))

@@ -229,7 +229,7 @@ mod tests {
             f.busy_ns
         );
         assert_eq!(f.total_wall_ns, f.self_wall_ns + c.total_wall_ns);
-        assert_eq!(crate::current_depth(), 0);
+        assert_eq!(crate::record::current_depth(), 0);
     }
 
     #[test]
@@ -250,6 +250,6 @@ mod tests {
             f.busy_ns
         );
         assert_eq!(f.total_wall_ns, f.self_wall_ns);
-        assert_eq!(crate::current_depth(), 0);
+        assert_eq!(crate::record::current_depth(), 0);
     }
 }

@@ -7,9 +7,8 @@
 //! of them. Per-span state lives in the span's extensions in the `Registry`; a thread serves
 //! the spans it touches from a small table of views of that state, and publishes each entry
 //! to the extensions as it exits (one lookup per entry, not one per callback: see the
-//! thread-local fast path below).
+//! thread-local fast path in `layer/views.rs`).
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use tracing_core::span::{Attributes, Id};
@@ -19,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::record::alloc;
-use crate::record::call::{InFlightCall, Locator, PollOutcome, TreePlace};
+use crate::record::call::{InFlightCall, Locator, PollOutcome};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
 use crate::record::{config, recorder};
 
@@ -157,198 +156,9 @@ struct SpanTiming {
 #[derive(Debug)]
 struct NotRecorded;
 
-// --- The thread-local fast path ------------------------------------------------------------
-//
-// Looking a span up in the `Registry` (a sharded-slab read with two atomic reference count
-// updates) costs about as much as the registry's whole work for a span, so the common life
-// of a span, created, entered, exited and closed on one thread, is served from a small
-// per-thread table of the spans this thread touched last, and the extensions are read and
-// written once per exit (to publish the entry for other threads) instead of once per
-// callback.
-//
-// Coherence: a thread's view of a span ([`Hot`]) is *valid* while the span's generation
-// counter (one of `GEN`, by a hash of the span) has not moved since the view was taken. It
-// moves whenever a thread reads or writes the span's extension state without holding a
-// valid view (the slow path), so at most one thread holds a valid view of
-// a span at a time, and that thread knows every figure of the span: the published ones plus
-// its own unpublished entry. A thread without a valid view (another thread took the slow path
-// on a span of the same stripe since) takes the slow path, which merges what it holds into the extension and reads the
-// result back. Figures are merged, never overwritten: busy time and child latency add up,
-// the start is the earliest, the last exit the latest; the first published start keeps the
-// call's place in the tree.
+mod views;
 
-/// Generation counters, one per stripe of spans, each on its own cache line: a slow path
-/// moves the counter of its span's stripe only (see above).
-static GEN: [Stripe; STRIPES] = [const { Stripe(AtomicU64::new(1)) }; STRIPES];
-const STRIPES: usize = 64;
-
-#[repr(align(64))]
-struct Stripe(AtomicU64);
-
-/// The generation counter of span `id` of layer `layer`.
-#[inline(always)]
-fn gen_of(layer: u64, id: u64) -> &'static AtomicU64 {
-    &GEN[stripe_of(layer, id)].0
-}
-
-#[inline(always)]
-fn stripe_of(layer: u64, id: u64) -> usize {
-    ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
-}
-
-/// Spans a thread keeps a view of. Nesting deeper than this still works, through the
-/// extensions.
-const HOT_SPANS: usize = 8;
-
-/// One thread's view of a span it touched.
-#[derive(Clone, Copy, Debug)]
-struct Hot {
-    /// The span's id (`0`: free slot; registry ids are non-zero)...
-    id: u64,
-    /// ...and the layer that saw it ([`ProfilingLayer::instance`]).
-    layer: u64,
-    func: u32,
-    /// The span's generation when the view was taken: valid while it still reads this.
-    gen: u64,
-    /// The span's stripe of `GEN`.
-    stripe: u8,
-    /// Open entries of the span on this thread.
-    entered: u32,
-    /// The call as published when the view was taken (exact while the view is valid).
-    call: Option<InFlightCall>,
-    last_exit_ns: u64,
-    /// Not yet published: where and when this thread's first entry started the call...
-    start: Option<(TreePlace, u64)>,
-    /// ...and what this thread's exited entries measured since the last publication.
-    busy_ns: u64,
-    child_latency_ns: u64,
-}
-
-impl Hot {
-    const EMPTY: Hot = Hot {
-        id: 0,
-        layer: 0,
-        stripe: 0,
-        func: 0,
-        gen: 0,
-        entered: 0,
-        call: None,
-        last_exit_ns: 0,
-        start: None,
-        busy_ns: 0,
-        child_latency_ns: 0,
-    };
-
-    fn new(layer: u64, id: u64, func: u32, gen: u64) -> Hot {
-        Hot {
-            id,
-            layer,
-            stripe: stripe_of(layer, id) as u8,
-            func,
-            gen,
-            ..Hot::EMPTY
-        }
-    }
-
-    /// Makes this slot a fresh view, field by field (a whole `Hot` built on the stack and
-    /// copied in costs a store-forwarding stall).
-    #[inline(always)]
-    fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64) {
-        self.id = id;
-        self.layer = layer;
-        self.stripe = stripe_of(layer, id) as u8;
-        self.func = func;
-        self.gen = gen;
-        self.entered = 0;
-        self.call = None;
-        self.last_exit_ns = 0;
-        self.start = None;
-        self.busy_ns = 0;
-        self.child_latency_ns = 0;
-    }
-
-    #[inline(always)]
-    fn valid(&self) -> bool {
-        self.gen == GEN[self.stripe as usize % STRIPES].0.load(Relaxed)
-    }
-
-    /// Whether the view holds figures the extension lacks.
-    fn unpublished(&self) -> bool {
-        self.start.is_some() || self.busy_ns != 0 || self.child_latency_ns != 0
-    }
-
-    /// The call as this thread knows it: published figures plus its own unpublished ones.
-    fn merged_call(&self) -> Option<InFlightCall> {
-        merged(self.call, self.func, self)
-    }
-
-    /// Publishes this view's own figures into `t`, then takes `t` as the new view.
-    fn sync(&mut self, t: &mut SpanTiming, gen: u64) {
-        let call = merged(t.call, t.func, self);
-        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns);
-        t.call = call;
-        t.last_exit_ns = last_exit_ns;
-        self.func = t.func;
-        self.call = call;
-        self.last_exit_ns = last_exit_ns;
-        self.start = None;
-        self.busy_ns = 0;
-        self.child_latency_ns = 0;
-        self.gen = gen;
-    }
-}
-
-/// `call` with the unpublished figures of `h` added. Built whole rather than updated field
-/// by field: the result is copied at once, and a wide read of narrow writes stalls.
-#[inline(always)]
-fn merged(call: Option<InFlightCall>, func: u32, h: &Hot) -> Option<InFlightCall> {
-    match (call, h.start) {
-        (None, None) => None,
-        (None, Some((place, started_ns))) => Some(InFlightCall {
-            func,
-            place,
-            started_ns,
-            busy_ns: h.busy_ns,
-            child_latency_ns: h.child_latency_ns,
-        }),
-        (Some(c), start) => Some(InFlightCall {
-            started_ns: start.map_or(c.started_ns, |(_, s)| c.started_ns.min(s)),
-            busy_ns: c.busy_ns + h.busy_ns,
-            child_latency_ns: c.child_latency_ns + h.child_latency_ns,
-            ..c
-        }),
-    }
-}
-
-/// Adds the unpublished figures of `h` to `call`.
-fn merge_into(call: &mut Option<InFlightCall>, func: u32, h: &Hot) {
-    *call = merged(*call, func, h);
-}
-
-thread_local! {
-    static HOT: RefCell<[Hot; HOT_SPANS]> = const { RefCell::new([Hot::EMPTY; HOT_SPANS]) };
-}
-
-/// Runs `f` on this thread's table of views (`None` during thread teardown or re-entry).
-#[inline(always)]
-fn with_hot<R>(f: impl FnOnce(&mut [Hot; HOT_SPANS]) -> R) -> Option<R> {
-    HOT.try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
-        .ok()
-        .flatten()
-}
-
-#[inline(always)]
-fn find(hot: &mut [Hot; HOT_SPANS], layer: u64, id: u64) -> Option<usize> {
-    hot.iter().position(|h| h.id == id && h.layer == layer)
-}
-
-/// A slot for a new view: a free one, else one that holds nothing unpublished and is not
-/// entered (dropping it loses nothing), else `None`.
-fn free_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
-    hot.iter()
-        .position(|h| h.id == 0)
-        .or_else(|| hot.iter().rposition(|h| h.entered == 0 && !h.unpublished()))
-}
+use views::{find, free_slot, gen_of, merge_into, with_hot, Hot};
 
 /// The slow path: takes a view of span `id` into `view` through its extensions, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
