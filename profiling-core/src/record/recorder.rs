@@ -315,6 +315,26 @@ struct Call {
     frame_self: Option<FrameSelf>,
 }
 
+impl Call {
+    /// An async call or span `call`, under `node`, as it ends at `end_ns` with the figures it
+    /// has gathered (its closed polls).
+    #[inline(always)]
+    fn ended(call: &InFlightCall, node: u32, end_ns: u64, cancelled: bool, outermost: bool) -> Call {
+        Call {
+            func: call.func,
+            node,
+            folded: call.place.folded,
+            parent: Some(call.place.parent),
+            wall: end_ns.saturating_sub(call.started_ns),
+            busy: call.busy_ns,
+            child_wall: call.child_latency_ns,
+            cancelled,
+            outermost,
+            frame_self: None,
+        }
+    }
+}
+
 /// Opens a frame for a synchronous call of `func`. Returns its stack index.
 #[inline(never)]
 pub(crate) fn push_sync(func: u32) -> Option<usize> {
@@ -398,19 +418,14 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
         let Some(p) = r.pop(idx, end, alloc_end) else {
             return;
         };
-        // The frame's node is the call's: every poll after the first reopens it.
+        // The frame's node is the call's: every poll after the first reopens it. Its own
+        // frames are closed: any open frame of `func` is an enclosing call.
+        let ended = Call::ended(call, p.frame.node, end.unix_ns(), false, p.outermost);
         r.book_call(&Call {
-            func: call.func,
-            node: p.frame.node,
-            folded: call.place.folded,
-            parent: Some(call.place.parent),
-            wall: end.unix_ns().saturating_sub(call.started_ns),
-            busy: call.busy_ns + p.elapsed,
-            child_wall: call.child_latency_ns + p.frame.child_wall,
-            cancelled: false,
-            // Its own frames are closed: any open frame of `func` is an enclosing call.
-            outermost: p.outermost,
+            busy: ended.busy + p.elapsed,
+            child_wall: ended.child_wall + p.frame.child_wall,
             frame_self: Some(p.frame_self()),
+            ..ended
         });
     });
 }
@@ -423,18 +438,7 @@ pub(crate) fn complete(call: &InFlightCall, end_ns: u64, cancelled: bool) {
         r.check_epoch();
         // Its own poll frames are closed: any open frame of `func` is an enclosing call.
         let outermost = r.depth.get(call.func as usize).copied().unwrap_or(0) == 0;
-        r.book_call(&Call {
-            func: call.func,
-            node: call.place.node,
-            folded: call.place.folded,
-            parent: Some(call.place.parent),
-            wall: end_ns.saturating_sub(call.started_ns),
-            busy: call.busy_ns,
-            child_wall: call.child_latency_ns,
-            cancelled,
-            outermost,
-            frame_self: None,
-        })
+        r.book_call(&Call::ended(call, call.place.node, end_ns, cancelled, outermost))
     });
 }
 
