@@ -11,13 +11,12 @@ mod fleet_tools;
 
 use std::io::Read;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_tools::{http_get, tool, HttpResponse};
 use profiling_core::profiled;
 use profiling_core::render::cpu_profile::protos::{Message, Profile};
+use profiling_integration::Background;
 use profiling_server::{Config, ProfilingServer, ServerHandle};
 
 #[global_allocator]
@@ -140,20 +139,13 @@ async fn go_paths_answer_profiles_or_json_errors() {
 async fn cpu_profile_over_http_has_real_mappings_and_reads_in_go_tool_pprof() {
     let _g = LOCK.lock().await;
     let h = serve(None).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                window_worker_spin();
-            }
-        })
-    };
+    let worker = Background::run(|| {
+        window_worker_spin();
+    });
     let r = http_get(h.local_addr(), "/debug/pprof/profile?seconds=1", &[])
         .await
         .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    worker.stop();
     assert_eq!(
         r.header("content-disposition"),
         Some("attachment; filename=\"profile\"")
@@ -196,20 +188,13 @@ async fn wall_is_a_delta_of_exactly_the_window() {
     for _ in 0..10 {
         before_the_window();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                window_worker_spin();
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let worker = Background::run(|| {
+        window_worker_spin();
+        std::thread::sleep(Duration::from_millis(5));
+    });
     let r = http_get(addr, "/debug/pprof/wall?seconds=1", &[]).await.unwrap();
     let whole = http_get(addr, "/debug/pprof/calls", &[]).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    worker.stop();
     assert_eq!(r.header("content-disposition"), Some("attachment; filename=\"wall\""));
     let p = decode(&r);
     assert_eq!(

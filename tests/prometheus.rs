@@ -178,16 +178,10 @@ async fn a_real_prometheus_scrapes_and_queries_it() {
     let handle = serve().await;
     let target = handle.local_addr();
     // The workload: spin 6 ms, sleep 4 ms, until the test ends.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                spin_heavy();
-                std::thread::sleep(Duration::from_millis(4));
-            }
-        })
-    };
+    let worker = profiling_integration::Background::run(|| {
+        spin_heavy();
+        std::thread::sleep(Duration::from_millis(4));
+    });
 
     let dir = tempfile_dir();
     let config = format!(
@@ -240,8 +234,7 @@ async fn a_real_prometheus_scrapes_and_queries_it() {
     assert_eq!(info, Some(1.0));
     dashboard_queries_answer(prom).await;
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    worker.join().unwrap();
+    worker.stop();
     handle.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,8 +9,6 @@
 mod fleet_tools;
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -61,16 +59,10 @@ async fn pushes_the_instrumented_window_with_labels_and_auth() {
     let _g = LOCK.lock().await;
     let (url, mut rx) = receiver(StatusCode::OK).await;
     let s = server();
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                pushed_worker();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let worker = profiling_integration::Background::run(|| {
+        pushed_worker();
+        std::thread::sleep(Duration::from_millis(2));
+    });
     let sent_before = push::sent();
     let handle = push::spawn(
         &s,
@@ -94,8 +86,7 @@ async fn pushes_the_instrumented_window_with_labels_and_auth() {
     }
     assert!(push::sent() >= sent_before + 2);
     drop(handle);
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    worker.stop();
 
     for (headers, body) in &got {
         assert_eq!(headers["content-type"], "application/proto");

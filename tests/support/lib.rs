@@ -1,6 +1,7 @@
 //! Workloads whose true cost is known, shared by the truth tests, examples and benchmarks.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Burns CPU on the calling thread for `d` of wall time.
@@ -67,4 +68,33 @@ pub fn assert_covers(got_ns: u64, reference: Duration, slack_ns: u64, what: &str
         got_ns >= r && got_ns <= r + slack_ns,
         "{what}: recorded {got_ns} ns, reference {r} ns (+0..{slack_ns} ns)"
     );
+}
+
+/// A workload running in a loop on a thread of its own until [`Background::stop`].
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Background {
+    /// Runs `round` again and again on a new thread.
+    pub fn run(round: impl Fn() + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    round();
+                }
+            })
+        };
+        Background { stop, thread }
+    }
+
+    /// Stops after the current round and waits for the thread.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the background workload does not panic");
+    }
 }
