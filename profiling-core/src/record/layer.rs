@@ -158,7 +158,7 @@ struct NotRecorded;
 
 mod views;
 
-use views::{find, free_slot, gen_of, merge_into, with_hot, Hot};
+use views::{find, free_slot, gen_of, merged, with_hot, Hot};
 
 /// The slow path: takes a view of span `id` into `view` through its extensions, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
@@ -377,7 +377,7 @@ where
         return;
     };
     if let Some(h) = held {
-        merge_into(&mut t.call, t.func, h);
+        t.call = merged(t.call, t.func, h);
         t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
     }
     // A span never entered is not a call.

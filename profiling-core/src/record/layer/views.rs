@@ -88,14 +88,9 @@ impl Hot {
     };
 
     pub(super) fn new(layer: u64, id: u64, func: u32, gen: u64) -> Hot {
-        Hot {
-            id,
-            layer,
-            stripe: stripe_of(layer, id) as u8,
-            func,
-            gen,
-            ..Hot::EMPTY
-        }
+        let mut h = Hot::EMPTY;
+        h.reset(layer, id, func, gen);
+        h
     }
 
     /// Makes this slot a fresh view, field by field (a whole `Hot` built on the stack and
@@ -166,11 +161,6 @@ pub(super) fn merged(call: Option<InFlightCall>, func: u32, h: &Hot) -> Option<I
             ..c
         }),
     }
-}
-
-/// Adds the unpublished figures of `h` to `call`.
-pub(super) fn merge_into(call: &mut Option<InFlightCall>, func: u32, h: &Hot) {
-    *call = merged(*call, func, h);
 }
 
 thread_local! {
