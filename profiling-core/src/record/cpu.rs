@@ -40,7 +40,7 @@
 
 use crate::record::clock::{nanos_for_ticks, thread_cpu_ns, ticks_for_nanos, Timestamp};
 use crate::record::storage::{bump, Chunked, NodeCell, NODE_CHUNK};
-use crate::record::switches::SwitchDetector;
+use crate::record::switches::{Requested, SwitchDetector};
 
 /// Wall time between two reads of the thread CPU clock, at least, without switch detection.
 pub const WINDOW_NS: u64 = 50_000;
@@ -58,6 +58,8 @@ pub(crate) struct CpuAttribution {
     pending: [Segment; PENDING],
     len: usize,
     switches: Option<SwitchDetector>,
+    /// The detector asked for and not yet answered (see `record/switches.rs`).
+    requested: Option<Requested>,
     /// The detector's sequence at the last boundary.
     last_sequence: u32,
 }
@@ -72,23 +74,34 @@ struct Segment {
 }
 
 impl CpuAttribution {
+    /// Attribution by windows until the detector asked for here arrives.
     pub(crate) fn new() -> Self {
-        let switches = SwitchDetector::open();
-        let last_sequence = switches.as_ref().map_or(0, SwitchDetector::sequence);
         let now = Timestamp::now();
         Self {
-            window_ticks: ticks_for_nanos(if switches.is_some() {
-                DETECTED_WINDOW_NS
-            } else {
-                WINDOW_NS
-            }),
+            window_ticks: ticks_for_nanos(WINDOW_NS),
             last_boundary: now,
             last_read_at: now,
             last_cpu: thread_cpu_ns(),
             pending: [Segment::default(); PENDING],
             len: 0,
-            switches,
-            last_sequence,
+            switches: None,
+            requested: SwitchDetector::request(),
+            last_sequence: 0,
+        }
+    }
+
+    /// Starts detecting switches if the detector asked for has arrived. Called right after a
+    /// read, when no segment is pending but the one the read opened (which ran on the CPU).
+    #[cold]
+    fn adopt_detector(&mut self) {
+        let Some(answer) = self.requested.as_mut().and_then(Requested::take) else {
+            return;
+        };
+        self.requested = None;
+        if let Some(d) = answer {
+            self.last_sequence = d.sequence();
+            self.window_ticks = ticks_for_nanos(DETECTED_WINDOW_NS);
+            self.switches = Some(d);
         }
     }
 
@@ -158,6 +171,9 @@ impl CpuAttribution {
         }
         self.last_read_at = now;
         self.last_boundary = now;
+        if self.requested.is_some() {
+            self.adopt_detector();
+        }
         now
     }
 

@@ -8,8 +8,11 @@
 //! bounded by distinct functions and paths.
 //!
 //! The registry's lock is held only to push, move or copy `Arc`s: readers merge outside it,
-//! and so does the thread folding exited tables. A thread's first call and its exit wait
-//! for at most a list copy, never for a merge.
+//! and so does the thread folding exited tables. Nothing is allocated or freed under it
+//! either (lists grow, and old buffers and totals are dropped, outside), since an allocator
+//! can itself wait (for an arena, for the kernel's memory-map lock) and every thread queued
+//! on the registry would wait with it. A thread's first call and its exit wait for at most
+//! a list copy, never for a merge or an allocation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -81,10 +84,60 @@ fn lock() -> MutexGuard<'static, ThreadRegistry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One of the registry's lists of tables.
+type List = fn(&mut ThreadRegistry) -> &mut Vec<Arc<ThreadTables>>;
+
+/// Locks the registry with room for one more entry in `list`: a full list is grown with a
+/// buffer allocated before taking the lock, and its old buffer is freed after releasing it.
+fn lock_with_room(list: List) -> MutexGuard<'static, ThreadRegistry> {
+    loop {
+        let capacity = {
+            let mut r = lock();
+            let v = list(&mut r);
+            if v.len() < v.capacity() {
+                return r;
+            }
+            v.capacity()
+        };
+        let mut bigger = Vec::with_capacity((capacity * 2).max(16));
+        let unused = {
+            let mut r = lock();
+            let v = list(&mut r);
+            if v.capacity() == capacity {
+                bigger.append(v);
+                std::mem::replace(v, bigger)
+            } else {
+                bigger
+            }
+        };
+        drop(unused);
+    }
+}
+
+/// Clones the `Arc`s `lists` picks into a vector sized before taking the lock (retrying if
+/// the lists grew meanwhile), and returns it with `also` of the locked registry.
+fn copy_lists<R>(
+    lists: impl Fn(&ThreadRegistry) -> [&[Arc<ThreadTables>]; 2],
+    also: impl Fn(&ThreadRegistry) -> R,
+) -> (Vec<Arc<ThreadTables>>, R) {
+    let mut out = Vec::new();
+    loop {
+        let r = lock();
+        let [a, b] = lists(&r);
+        let wanted = a.len() + b.len();
+        if out.capacity() >= wanted {
+            out.extend(a.iter().chain(b).cloned());
+            return (out, also(&r));
+        }
+        drop(r);
+        out = Vec::with_capacity(wanted + 8);
+    }
+}
+
 /// Registers the calling thread: returns its (empty) tables for the current window.
 pub(crate) fn register() -> Arc<ThreadTables> {
     let tables = Arc::new(ThreadTables::new(window::epoch()));
-    lock().live.push(Arc::clone(&tables));
+    lock_with_room(|r| &mut r.live).live.push(Arc::clone(&tables));
     tables
 }
 
@@ -92,7 +145,7 @@ pub(crate) fn register() -> Arc<ThreadTables> {
 /// totals (by this thread, unless another is folding already).
 pub(crate) fn retire(tables: &Arc<ThreadTables>) {
     {
-        let mut r = lock();
+        let mut r = lock_with_room(|r| &mut r.exited_tables);
         if let Some(i) = r.live.iter().position(|d| Arc::ptr_eq(d, tables)) {
             let t = r.live.swap_remove(i);
             r.exited_tables.push(t);
@@ -111,27 +164,31 @@ fn fold_exited() {
         Err(TryLockError::WouldBlock) => return,
     };
     loop {
-        let (base, pending, epoch) = {
-            let r = lock();
-            if r.exited_tables.is_empty() {
-                return;
-            }
-            (r.retired.clone(), r.exited_tables.clone(), window::epoch())
-        };
+        let (pending, (base, epoch)) =
+            copy_lists(|r| [&r.exited_tables, &[]], |r| (r.retired.clone(), window::epoch()));
+        if pending.is_empty() {
+            return;
+        }
         let mut totals = base.as_deref().cloned().unwrap_or_default();
         for d in &pending {
             if d.counts_in(epoch) {
                 d.add_to(&mut totals);
             }
         }
-        let mut r = lock();
-        // Only the folder removes from the list and `retire` only appends: the first
-        // `pending.len()` entries are the ones just folded.
-        r.exited_tables.drain(..pending.len());
-        // After a reset, what was folded belongs to the old window: drop it.
-        if window::epoch() == epoch {
-            r.retired = Some(Arc::new(totals));
+        let mut folded = Some(Arc::new(totals));
+        {
+            let mut r = lock();
+            // Only the folder removes from the list and `retire` only appends: the first
+            // `pending.len()` entries are the ones just folded (`pending` still holds them,
+            // so none is freed here).
+            r.exited_tables.drain(..pending.len());
+            // After a reset, what was folded belongs to the old window: drop it.
+            if window::epoch() == epoch {
+                std::mem::swap(&mut r.retired, &mut folded);
+            }
         }
+        // The totals replaced (or not kept), and the folded tables, are freed unlocked.
+        drop((folded, base, pending));
     }
 }
 
@@ -147,11 +204,10 @@ pub(crate) struct Merged {
 /// Merges the current window's figures of every thread. The lists are copied under the
 /// lock; the merge itself runs outside it.
 pub(crate) fn merge() -> Merged {
-    let (retired, tables, epoch, live_threads, exited_threads) = {
-        let r = lock();
-        let tables: Vec<Arc<ThreadTables>> = r.live.iter().chain(&r.exited_tables).cloned().collect();
-        (r.retired.clone(), tables, window::epoch(), r.live.len(), r.exited)
-    };
+    let (tables, (retired, epoch, live_threads, exited_threads)) = copy_lists(
+        |r| [&r.live, &r.exited_tables],
+        |r| (r.retired.clone(), window::epoch(), r.live.len(), r.exited),
+    );
     let mut totals = retired.as_deref().cloned().unwrap_or_default();
     for d in &tables {
         if d.counts_in(epoch) {
@@ -172,7 +228,10 @@ pub(crate) fn merge() -> Merged {
 /// tables of an older window in the meantime. Calls running across the reset are recorded
 /// in the new window in full.
 pub fn reset() {
-    let mut r = lock();
-    window::begin_new();
-    r.retired = None;
+    let old = {
+        let mut r = lock();
+        window::begin_new();
+        r.retired.take()
+    };
+    drop(old);
 }

@@ -3,38 +3,119 @@
 //! Node 0 is the root (no function). Every other node is `(parent node, function)` and gets
 //! a process-wide id, so every thread's per-node figures line up and an async call that
 //! moves between threads keeps its place. Threads cache `(parent, function) -> node` in a
-//! small direct-mapped table and come here, under a mutex, only on a miss.
+//! small direct-mapped table and come here only on a miss. Nothing here takes a lock but
+//! adding a node: paths are found in a lock-free index, and readers of the shape read chunks
+//! that never move up to an atomic length, like a thread's figures.
 //!
 //! The table is capped ([`crate::record::config::set_max_call_tree_nodes`]); a new path past the cap is
 //! folded into its parent (the parent's id is returned), so memory is bounded by the cap.
 //! Threads cache folded answers too (checked against the cap they were given under), so
 //! once the table is full a folded path costs no lock per call either.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::record::callsite::MAX_FUNCTIONS;
+use crate::record::config::MAX_CALL_TREE_NODES_LIMIT;
+use crate::record::storage::Chunked;
 
 /// The root node's id.
 pub(crate) const ROOT: u32 = 0;
 /// The "function" of the root node.
 pub(crate) const NO_FUNCTION: u32 = u32::MAX;
 
-struct PathTable {
-    map: HashMap<(u32, u32), u32>,
-    parent: Vec<u32>,
-    func: Vec<u32>,
+/// Nodes per chunk of [`NODES`].
+const SHAPE_CHUNK: usize = 4096;
+
+/// `parent << 32 | function` of every node but the root, indexed by node id. Written once
+/// per node, under [`WRITER`], before [`LEN`] publishes it; read without any lock.
+static NODES: OnceLock<Chunked<AtomicU64, SHAPE_CHUNK>> = OnceLock::new();
+
+/// Number of published nodes, root included.
+static LEN: AtomicU32 = AtomicU32::new(1);
+
+/// The current [`PathIndex`] (null until the first node).
+static INDEX: AtomicPtr<PathIndex> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Held to add a node: the entries of the current [`PathIndex`].
+static WRITER: Mutex<usize> = Mutex::new(0);
+
+/// Bits of a node id, and of a function id plus one, in a [`PathIndex`] slot.
+const NODE_BITS: u32 = 21;
+const FUNC_BITS: u32 = 22;
+const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+const _: () = assert!(
+    (MAX_CALL_TREE_NODES_LIMIT as u64) < 1 << NODE_BITS && (MAX_FUNCTIONS as u64) + 2 < 1 << FUNC_BITS,
+    "a node id or function id would not fit a path-index slot"
+);
+
+/// `(parent, function) -> node`, read without a lock: open addressing over atomic slots,
+/// each `parent << 43 | (function + 1) << 21 | node` (0: empty), at most half full. Only
+/// [`WRITER`]'s holder stores into it; when it would pass half full, the holder copies it
+/// into one twice the size and publishes that. Old indexes are never freed, since a reader
+/// may still be probing one: together they take less memory than the current one.
+struct PathIndex {
+    slots: Box<[AtomicU64]>,
 }
 
-static TABLE: Mutex<Option<PathTable>> = Mutex::new(None);
+/// The key part of a slot for `(parent, func)`; node ids are below 2^21 and function ids
+/// below 2^22 - 1 (asserted above), so it never collides with the empty slot.
+#[inline(always)]
+fn key(parent: u32, func: u32) -> u64 {
+    u64::from(parent) << (NODE_BITS + FUNC_BITS) | (u64::from(func) + 1) << NODE_BITS
+}
 
-fn with_table<R>(f: impl FnOnce(&mut PathTable) -> R) -> R {
-    let mut g = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let t = g.get_or_insert_with(|| PathTable {
-        map: HashMap::new(),
-        parent: vec![ROOT],
-        func: vec![NO_FUNCTION],
-    });
-    f(t)
+impl PathIndex {
+    fn with_slots(n: usize) -> Self {
+        Self {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The node of `key`, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, key: u64) -> Result<u32, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask;
+        loop {
+            let v = self.slots[i].load(Ordering::Acquire);
+            if v == 0 {
+                return Err(i);
+            }
+            if v & !NODE_MASK == key {
+                return Ok((v & NODE_MASK) as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `key -> node` (writer only; `key` absent, the index less than half full).
+    fn insert(&self, key: u64, node: u32) {
+        if let Err(i) = self.find(key) {
+            self.slots[i].store(key | u64::from(node), Ordering::Release);
+        }
+    }
+
+    /// A copy with `slots` slots.
+    fn grown(&self, slots: usize) -> Self {
+        let bigger = Self::with_slots(slots);
+        for s in self.slots.iter() {
+            let v = s.load(Ordering::Relaxed);
+            if v != 0 {
+                bigger.insert(v & !NODE_MASK, (v & NODE_MASK) as u32);
+            }
+        }
+        bigger
+    }
+}
+
+fn index() -> Option<&'static PathIndex> {
+    // SAFETY: a non-null pointer came from `Box::leak` in `add` and is never freed; its slots were initialised before it was published with Release.
+    unsafe { INDEX.load(Ordering::Acquire).as_ref() }
+}
+
+fn nodes() -> &'static Chunked<AtomicU64, SHAPE_CHUNK> {
+    NODES.get_or_init(|| Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize))
 }
 
 /// Result of resolving a child path.
@@ -45,39 +126,76 @@ pub(crate) struct Child {
     pub(crate) folded: bool,
 }
 
-/// The node for `func` called under `parent`, creating it if the cap allows.
+/// The node for `func` called under `parent`, creating it if the cap allows. A path that
+/// exists is found without a lock (a thread's first calls resolve every path it takes, and
+/// must not queue behind each other); only a new path takes [`WRITER`].
 #[cold]
 pub(crate) fn intern(parent: u32, func: u32) -> Child {
-    crate::record::alloc::untracked(|| intern_untracked(parent, func))
+    if let Some(Ok(node)) = index().map(|i| i.find(key(parent, func))) {
+        return Child { node, folded: false };
+    }
+    crate::record::alloc::untracked(|| add(parent, func))
 }
 
-fn intern_untracked(parent: u32, func: u32) -> Child {
-    with_table(|t| {
-        if let Some(&n) = t.map.get(&(parent, func)) {
-            return Child { node: n, folded: false };
-        }
-        if t.parent.len() as u64 >= crate::record::config::max_call_tree_nodes() as u64 {
-            return Child {
-                node: parent,
-                folded: true,
-            };
-        }
-        let n = t.parent.len() as u32;
-        t.parent.push(parent);
-        t.func.push(func);
-        t.map.insert((parent, func), n);
-        Child { node: n, folded: false }
-    })
+fn add(parent: u32, func: u32) -> Child {
+    let mut entries = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let key = key(parent, func);
+    let mut current = index();
+    if let Some(Ok(node)) = current.map(|i| i.find(key)) {
+        return Child { node, folded: false };
+    }
+    let n = LEN.load(Ordering::Relaxed);
+    let folded = Child {
+        node: parent,
+        folded: true,
+    };
+    if n >= crate::record::config::max_call_tree_nodes() {
+        return folded;
+    }
+    let Some(cell) = nodes().get_or_alloc(n as usize) else {
+        return folded;
+    };
+    let slots = current.map_or(0, |i| i.slots.len());
+    if (*entries + 1) * 2 > slots {
+        let bigger = match current {
+            Some(i) => i.grown(slots * 2),
+            None => PathIndex::with_slots(1024),
+        };
+        let bigger: &'static PathIndex = Box::leak(Box::new(bigger));
+        INDEX.store(bigger as *const PathIndex as *mut PathIndex, Ordering::Release);
+        current = Some(bigger);
+    }
+    cell.store(u64::from(parent) << 32 | u64::from(func), Ordering::Relaxed);
+    LEN.store(n + 1, Ordering::Release);
+    // After the node is published: whoever finds it in the index finds it in the shape.
+    if let Some(i) = current {
+        i.insert(key, n);
+    }
+    *entries += 1;
+    Child { node: n, folded: false }
 }
 
 /// `(parent, function)` of every node, indexed by node id.
 pub(crate) fn shape() -> Vec<(u32, u32)> {
-    with_table(|t| t.parent.iter().copied().zip(t.func.iter().copied()).collect())
+    let len = LEN.load(Ordering::Acquire) as usize;
+    let Some(nodes) = NODES.get() else {
+        return vec![(ROOT, NO_FUNCTION)];
+    };
+    let mut shape = Vec::with_capacity(len);
+    shape.push((ROOT, NO_FUNCTION));
+    shape.extend((1..len).map(|i| {
+        // Every node below `len` was written before `len` was published.
+        nodes.get(i).map_or((ROOT, NO_FUNCTION), |c| {
+            let v = c.load(Ordering::Relaxed);
+            ((v >> 32) as u32, v as u32)
+        })
+    }));
+    shape
 }
 
 /// Number of nodes, root included.
 pub(crate) fn len() -> usize {
-    with_table(|t| t.parent.len())
+    LEN.load(Ordering::Acquire) as usize
 }
 
 const CACHE: usize = 1024;
@@ -184,6 +302,36 @@ mod tests {
         assert_eq!(intern(a.node, 1_000_002), b);
         let shape = shape();
         assert_eq!(shape[b.node as usize], (a.node, 1_000_002));
+    }
+
+    /// Threads racing to add and find the same paths, across several growths of the
+    /// index, all get one node per path, and the shape agrees with every answer.
+    #[test]
+    fn concurrent_interning_across_index_growth() {
+        let answers: Vec<Vec<(u32, u32, u32)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    s.spawn(move || {
+                        (0..3_000u32)
+                            .map(|k| {
+                                let func = 3_000_000 + (k + t * 700) % 3_000;
+                                let c = intern(ROOT, func);
+                                assert!(!c.folded);
+                                (ROOT, func, c.node)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let shape = shape();
+        let mut seen = std::collections::HashMap::new();
+        for (parent, func, node) in answers.into_iter().flatten() {
+            assert_eq!(*seen.entry(func).or_insert(node), node, "one node per path");
+            assert_eq!(shape[node as usize], (parent, func));
+        }
+        assert_eq!(seen.len(), 3_000);
     }
 
     /// Past the cap, the table answers once per path and cap: later calls on a folded path
