@@ -334,7 +334,11 @@ fn read_live() -> Vec<LiveSample> {
             };
             fence(Acquire);
             // Written meanwhile, freed meanwhile, or empty: leave it out.
-            if seq % 2 == 0 && !matches!(key, 0 | CLAIMED) && slot.seq.load(Relaxed) == seq && k.load(Relaxed) == key {
+            if seq.is_multiple_of(2)
+                && !matches!(key, 0 | CLAIMED)
+                && slot.seq.load(Relaxed) == seq
+                && k.load(Relaxed) == key
+            {
                 live.push(sample);
             }
         }
