@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench thread_stall -- --warm-up-time 1 --measurement-time 2
+//! cargo bench --features jemalloc --bench thread_stall -- --warm-up-time 1 --measurement-time 2
 //! ```
 //!
 //! Before the criterion run, it prints the worst case over rounds of 64 threads starting
@@ -27,8 +28,15 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use profiling_core::profiled;
 
+/// The system allocator by default; jemalloc (the allocator the docs recommend) with
+/// `--features jemalloc`. The allocator matters here: the process's threads share its locks.
+#[cfg(not(feature = "jemalloc"))]
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: profiling_core::ProfilingAllocator<profiling_core::Jemalloc> =
+    profiling_core::ProfilingAllocator::jemalloc();
 
 /// Snapshot readers of the storm; `THREAD_STALL_READERS=0` gives the baseline without them.
 fn readers() -> usize {
@@ -214,10 +222,15 @@ fn report_worst_case() {
         v[((v.len() - 1) as f64 * q) as usize]
     };
     eprintln!(
-        "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers",
+        "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers, {} allocator",
         all.len(),
         all.len() / THREADS,
-        readers()
+        readers(),
+        if cfg!(feature = "jemalloc") {
+            "jemalloc"
+        } else {
+            "system"
+        }
     );
     let rows: [(&str, Field); 4] = [
         ("first call, wall", |b| b.first_call),
