@@ -24,11 +24,17 @@
 //! - What is not known: the functions that called into libc or made the system call (their
 //!   time shows under the thread, not under them).
 //! - One profile at a time per process: a second request gets [`Error::ProfilerBusy`].
+//! - Samples are symbolized here (`cpu_profile/symbolize.rs`, [`SymbolizeMode`]; not `backtrace`, whose
+//!   process-wide cache holds the whole binary's parsed debug information): the ELF symbol
+//!   table, and DWARF one compilation unit at a time where there is some; [`SYMBOLIZE_ENV`]
+//!   (`PROFILING_CPU_SYMBOLIZE=debuginfo|symbols`, default `debuginfo`) chooses. Memory
+//!   figures in `docs/reliability.md`.
 //!
 //! Only with the `profiling-full` feature.
 //!
 //! (Over 500 lines with its unit tests: the code is the first 530 lines, one profile's life
-//! from start to pprof output; the signal handler and the sample accounting are submodules.)
+//! from start to pprof output; the signal handler, the sample accounting and the
+//! symbolizer are submodules.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
