@@ -107,7 +107,7 @@ const RSS_AFTER_PROFILE: u64 = 8 << 20;
 /// start resolves a backtrace through `backtrace`'s DWARF reader (+86 MiB with this test
 /// binary's line tables, +34 MiB without debug information; cleared at once) and its stop
 /// allocates a fresh sample table before it frees the old one (+65 MiB for a moment).
-/// Symbolizing the samples (`cpu_profile/symbolize.rs`) adds +14 MiB here, +2.6 MiB without
+/// Symbolizing the samples (`cpu_profile/symbolize.rs`) adds +6 MiB here, +2.6 MiB without
 /// debug information. Symbolizing through `backtrace`, as before, peaked at +148 MiB.
 #[cfg(feature = "profiling-full")]
 const RSS_DURING_PROFILE: u64 = 96 << 20;

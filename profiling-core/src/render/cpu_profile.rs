@@ -212,7 +212,7 @@ impl Drop for CpuSampler {
 /// Gives the pages freed by a symbolization back to the system: glibc's malloc keeps freed
 /// memory in its arenas otherwise, so RSS would stay 100 MiB higher after the first profile
 /// even though the live heap is back. No-op with other C libraries.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {
