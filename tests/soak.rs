@@ -108,7 +108,7 @@ const RSS_AFTER_PROFILE: u64 = 8 << 20;
 /// binary's line tables, +34 MiB without debug information; cleared at once) and its stop
 /// allocates a fresh sample table before it frees the old one (+65 MiB for a moment).
 /// Symbolizing the samples (`cpu_profile/symbolize.rs`) adds +6 MiB here, +2.6 MiB without
-/// debug information. Symbolizing through `backtrace`, as before, peaked at +148 MiB.
+/// debug information. Before (symbolizing through `backtrace`), a profile peaked at +148 MiB.
 #[cfg(feature = "profiling-full")]
 const RSS_DURING_PROFILE: u64 = 96 << 20;
 
