@@ -46,7 +46,7 @@ pub const SYMBOLIZE_ENV: &str = "PROFILING_CPU_SYMBOLIZE";
 pub(crate) const UNIT_BUDGET_BYTES: u64 = 4 << 20;
 
 /// Units parsed through one whole-file context before it is dropped and rebuilt.
-const WHOLE_FILE_UNITS: usize = 4;
+const WHOLE_FILE_UNITS: usize = 2;
 
 /// Largest DWARF (`.debug_info`, `.debug_line`, `.debug_ranges`, `.debug_rnglists`) for
 /// which a whole-file context is built; above it, units that need one are symbolized from
@@ -176,6 +176,7 @@ fn resolve_file(
         let whole_allowed = whole_file_bytes(dwarf_obj) <= WHOLE_FILE_BUDGET_BYTES;
         for (unit, addrs) in by_unit {
             // A context over this one unit: the memory it takes is that unit's.
+            let mut use_whole = false;
             let alone = match unit_dwarf(dwarf, dwarf_obj, unit) {
                 UnitDwarf::Alone(d) => addr2line::Context::from_dwarf(*d).ok(),
                 UnitDwarf::Skip => None,
@@ -192,10 +193,12 @@ fn resolve_file(
                         release_pages();
                     }
                     whole_units += 1;
+                    use_whole = true;
                     None
                 }
             };
-            let ctx = alone.as_ref().or(whole.as_ref().filter(|_| whole_units > 0));
+            // A skipped unit is not parsed through a whole-file context built for another.
+            let ctx = alone.as_ref().or(whole.as_ref().filter(|_| use_whole));
             for (svma, addr) in addrs {
                 let mut frames = Vec::new();
                 if let Some(ctx) = ctx {
