@@ -39,7 +39,14 @@
 //! `cpu_profile_memory` (needs `profiling-full`): RSS before, during and after CPU profiles
 //! and flamegraph requests. The live heap may keep pprof's sample table (`PPROF_TABLE`) and
 //! nothing else; after the first profile, each leaves at most `RSS_AFTER_PROFILE` of RSS;
-//! while one runs, RSS may rise by `RSS_DURING_PROFILE` (symbolization).
+//! while one runs, RSS may rise by `RSS_DURING_PROFILE` (the first: by that and the table).
+//! Run it on the test binary as built (line tables, `[profile.release]` of this workspace)
+//! and as users ship (Cargo's default release profile: no debug information):
+//!
+//! ```text
+//! cargo test --release --features profiling-full --test soak -- --ignored --nocapture --test-threads 1 cpu_profile_memory
+//! CARGO_PROFILE_RELEASE_DEBUG=false cargo test --release --features profiling-full --test soak -- --ignored --nocapture --test-threads 1 cpu_profile_memory
+//! ```
 //!
 //! (Over 500 lines on purpose: one on-demand scenario whose workers, readers, route table and
 //! RSS watch share its constants and its watchdog; read it from `soak()` down.)
@@ -95,10 +102,15 @@ const PPROF_TABLE: u64 = 72 << 20;
 /// released after (the symbol cache is cleared, freed pages are returned).
 #[cfg(feature = "profiling-full")]
 const RSS_AFTER_PROFILE: u64 = 8 << 20;
-/// RSS a CPU profile may add while it runs: symbolizing parses the binary's debug
-/// information (about 30 MiB of DWARF in this test binary; some 150 MiB once parsed).
+/// RSS a CPU profile may add while it runs, once pprof's table exists. Issue 9 asks for
+/// +40 MiB; what is left above it is inside the pprof crate (see docs/reliability.md): its
+/// start resolves a backtrace through `backtrace`'s DWARF reader (+86 MiB with this test
+/// binary's line tables, +34 MiB without debug information; cleared at once) and its stop
+/// allocates a fresh sample table before it frees the old one (+65 MiB for a moment).
+/// Symbolizing the samples (`cpu_profile/symbolize.rs`) adds +6 MiB here, +2.6 MiB without
+/// debug information. Before (symbolizing through `backtrace`), a profile peaked at +148 MiB.
 #[cfg(feature = "profiling-full")]
-const RSS_DURING_PROFILE: u64 = 256 << 20;
+const RSS_DURING_PROFILE: u64 = 96 << 20;
 
 #[profiled]
 fn soak_work(i: u64) -> Option<Vec<u8>> {
@@ -849,7 +861,8 @@ fn cpu_profile_memory() {
     ];
     let (rss_start, _) = rss();
     let live_start = live_bytes();
-    let mut worst_during = 0i64;
+    let mut worst_during = (String::new(), 0i64);
+    let mut first_during = 0i64;
     let mut worst_live = 0i64;
     let mut worst_after = (String::new(), i64::MIN);
     for (k, uri) in requests.into_iter().enumerate() {
@@ -870,7 +883,12 @@ fn cpu_profile_memory() {
             mib_i(after as i64 - before as i64),
             mib_i(live_after as i64 - live_before as i64)
         );
-        worst_during = worst_during.max(peak as i64 - before as i64);
+        let during = peak as i64 - before as i64;
+        if k == 0 {
+            first_during = during;
+        } else if during > worst_during.1 {
+            worst_during = (uri.to_owned(), during);
+        }
         worst_live = worst_live.max(live_after as i64 - live_start as i64);
         // The first profile allocates pprof's table; from the second on, nothing stays.
         if k > 0 && after as i64 - before as i64 > worst_after.1 {
@@ -907,9 +925,17 @@ fn cpu_profile_memory() {
         RSS_AFTER_PROFILE >> 20
     );
     assert!(
-        worst_during <= RSS_DURING_PROFILE as i64,
-        "a CPU profile added {:.1} MiB of RSS while it ran (bound {} MiB)",
-        mib_i(worst_during),
+        worst_during.1 <= RSS_DURING_PROFILE as i64,
+        "{} added {:.1} MiB of RSS while it ran (bound {} MiB)",
+        worst_during.0,
+        mib_i(worst_during.1),
+        RSS_DURING_PROFILE >> 20
+    );
+    assert!(
+        first_during <= (PPROF_TABLE + RSS_DURING_PROFILE) as i64,
+        "the first CPU profile added {:.1} MiB of RSS while it ran (bound {} MiB: pprof's table and {} MiB)",
+        mib_i(first_during),
+        (PPROF_TABLE + RSS_DURING_PROFILE) >> 20,
         RSS_DURING_PROFILE >> 20
     );
 }

@@ -24,13 +24,19 @@
 //! - What is not known: the functions that called into libc or made the system call (their
 //!   time shows under the thread, not under them).
 //! - One profile at a time per process: a second request gets [`Error::ProfilerBusy`].
+//! - Samples are symbolized here (`cpu_profile/symbolize.rs`, [`SymbolizeMode`]; not `backtrace`, whose
+//!   process-wide cache holds the whole binary's parsed debug information): the ELF symbol
+//!   table, and DWARF one compilation unit at a time where there is some; [`SYMBOLIZE_ENV`]
+//!   (`PROFILING_CPU_SYMBOLIZE=debuginfo|symbols`, default `debuginfo`) chooses. Memory
+//!   figures in `docs/reliability.md`.
 //!
 //! Only with the `profiling-full` feature.
 //!
 //! (Over 500 lines with its unit tests: the code is the first 530 lines, one profile's life
-//! from start to pprof output; the signal handler and the sample accounting are submodules.)
+//! from start to pprof output; the signal handler, the sample accounting and the
+//! symbolizer are submodules.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -73,9 +79,11 @@ pub const NOT_UNWOUND_FRAME: &str = "[not unwound]";
 
 mod accounting;
 mod sample_guard;
+mod symbolize;
 
 pub use accounting::SampleCounts;
 use accounting::{leaf_samples, marker_address, thread_label};
+pub use symbolize::{Mode as SymbolizeMode, SYMBOLIZE_ENV};
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
@@ -91,6 +99,7 @@ pub struct CpuSampler {
     guard: Option<pprof::ProfilerGuard<'static>>,
     counter: Option<sample_guard::Guard>,
     frequency_hz: i32,
+    symbolize: symbolize::Mode,
     started: Instant,
     cpu_at_start: u64,
 }
@@ -114,6 +123,7 @@ impl CpuSampler {
                 "sampling frequency must be in 1..=1000 Hz, got {frequency_hz}"
             )));
         }
+        let symbolize = symbolize::Mode::from_env()?;
         if RUNNING
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -136,6 +146,12 @@ impl CpuSampler {
                 return Err(Error::Profiler(e.to_string()));
             }
         };
+        // pprof's `build` resolves a backtrace of this thread (to initialize `backtrace`
+        // before its signal handler runs), which parses the binary's debug information into
+        // `backtrace`'s process-wide cache. Nothing here uses that cache: drop it now rather
+        // than hold it while the profile runs.
+        backtrace::clear_symbol_cache();
+        release_freed_memory();
         let counter = match sample_guard::Guard::install(&ranges) {
             Ok(c) => c,
             Err(e) => {
@@ -148,6 +164,7 @@ impl CpuSampler {
             guard: Some(guard),
             counter: Some(counter),
             frequency_hz,
+            symbolize,
             started: Instant::now(),
             cpu_at_start: crate::record::clock::process_cpu_ns(),
         })
@@ -170,14 +187,13 @@ impl CpuSampler {
             .map_err(|e| Error::Profiler(e.to_string()));
         // Stop the timer before the (slow) symbolization below, and let the next profile start.
         drop(self.guard.take());
+        // Stopping makes pprof allocate a fresh sample table before it frees the old one
+        // (65 MiB each); give the old one's pages back before symbolizing.
+        release_freed_memory();
         drop(self.counter.take());
         RUNNING.store(false, Ordering::Release);
         let report = report?;
-        let profile = CpuProfile::from_unresolved(&report, &counts, cpu_ns, wall, self.frequency_hz);
-        // `backtrace` keeps the parsed debug information of every object it symbolized in a
-        // process-wide cache, never freed: over 100 MiB of live heap for a large binary with
-        // line tables. A profile is rare; parsing again at the next one is the better trade.
-        backtrace::clear_symbol_cache();
+        let profile = CpuProfile::from_unresolved(&report, &counts, cpu_ns, wall, self.frequency_hz, self.symbolize);
         release_freed_memory();
         Ok(profile)
     }
@@ -196,7 +212,7 @@ impl Drop for CpuSampler {
 /// Gives the pages freed by a symbolization back to the system: glibc's malloc keeps freed
 /// memory in its arenas otherwise, so RSS would stay 100 MiB higher after the first profile
 /// even though the live heap is back. No-op with other C libraries.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {
@@ -278,26 +294,6 @@ fn is_profiler_frame(name: &str) -> bool {
         || name == "__restore_rt"
 }
 
-/// The functions at `addr`, innermost inlined frame first; empty when unknown.
-fn resolve(cache: &mut HashMap<u64, Vec<FrameInfo>>, addr: u64) -> Vec<FrameInfo> {
-    cache
-        .entry(addr)
-        .or_insert_with(|| {
-            let mut frames = Vec::new();
-            backtrace::resolve(addr as usize as *mut std::ffi::c_void, |sym| {
-                let Some(name) = sym.name() else { return };
-                frames.push(FrameInfo {
-                    name: strip_hash(&format!("{name:#}")).to_owned(),
-                    system_name: name.as_str().unwrap_or_default().to_owned(),
-                    file: sym.filename().map(|f| f.display().to_string()).unwrap_or_default(),
-                    line: sym.lineno().map_or(0, i64::from),
-                });
-            });
-            frames
-        })
-        .clone()
-}
-
 impl CpuProfile {
     /// Symbolizes the raw samples: each frame's instruction address becomes a pprof location
     /// in the mapping that holds it (`/proc/self/maps`); the interrupted (leaf) frame keeps
@@ -313,16 +309,26 @@ impl CpuProfile {
         cpu_ns: u64,
         wall: Duration,
         frequency_hz: i32,
+        mode: symbolize::Mode,
     ) -> Self {
         let (leaves, counts) = leaf_samples(report, counts);
         let per_sample = cpu_ns.checked_div(counts.taken).unwrap_or(0);
         let maps = Mappings::current();
+        // Every frame's address as a caller (`ip - 1`) and as the interrupted instruction
+        // (`ip`): which frame is the leaf is known only once the callers are named.
+        let addrs: BTreeSet<u64> = report
+            .data
+            .keys()
+            .flat_map(|frames| frames.frames.iter().map(|f| f.ip() as u64))
+            .flat_map(|ip| [ip, ip.saturating_sub(1)])
+            .collect();
+        let symbols = symbolize::resolve(&addrs, &maps, mode);
+        let resolve = |addr: u64| symbols.get(&addr).cloned().unwrap_or_default();
         let mut b = ProfileBuilder::new();
         let mut mapping_ids: HashMap<usize, u64> = HashMap::new();
         if let Some(main) = maps.0.first() {
             mapping_ids.insert(0, b.mapping(main));
         }
-        let mut symbols: HashMap<u64, Vec<FrameInfo>> = HashMap::new();
         let mut by_stack: BTreeMap<String, u64> = BTreeMap::new();
         for (frames, &count) in &report.data {
             let count = count.max(0) as u64;
@@ -330,10 +336,7 @@ impl CpuProfile {
                 continue;
             }
             let ips: Vec<u64> = frames.frames.iter().map(|f| f.ip() as u64).collect();
-            let callers: Vec<Vec<FrameInfo>> = ips
-                .iter()
-                .map(|&ip| resolve(&mut symbols, ip.saturating_sub(1)))
-                .collect();
+            let callers: Vec<Vec<FrameInfo>> = ips.iter().map(|&ip| resolve(ip.saturating_sub(1))).collect();
             let mut leaf = callers
                 .iter()
                 .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
@@ -349,7 +352,7 @@ impl CpuProfile {
             // An outermost frame with a null return address ends the stack.
             for (i, &ip) in ips.iter().enumerate().skip(leaf).take_while(|&(_, &ip)| ip > 1) {
                 let (addr, info) = if i == leaf {
-                    (ip, resolve(&mut symbols, ip))
+                    (ip, resolve(ip))
                 } else {
                     (ip.saturating_sub(1), callers[i].clone())
                 };
