@@ -6,6 +6,7 @@
 //! | `PROFILING_MAX_CALL_TREE_NODES` | cap on distinct call paths (2 to 1048576), see [`set_max_call_tree_nodes`] | 16384 |
 //! | `PROFILING_LARGE_ALLOC_BYTES` | size from which one allocation is recorded as large (1 B to 1 TiB) | 50 MiB |
 //! | `PROFILING_HEAP_SAMPLE_BYTES` | mean live-heap sampling interval, 0 (off) or 64..=2^30 | 524288 |
+//! | `PROFILING_CPU_SYMBOLIZE` | (`profiling-full`) how CPU profiles are symbolized: `debuginfo` or `symbols` (see `render/cpu_profile/symbolize.rs`) | `debuginfo` |
 //!
 //! They are parsed in one place, [`EnvSettings`], which `profiling-server` reuses.
 
@@ -157,6 +158,9 @@ pub fn init_from_env() -> Result<()> {
     if let Ok(v) = std::env::var("PROFILING_HEAP_SAMPLE_BYTES") {
         crate::record::heap_sample::set_heap_sample_bytes(parse_u64("PROFILING_HEAP_SAMPLE_BYTES", &v)?)?;
     }
+    // Read again when a CPU profile starts; checked here so a bad value fails at start-up.
+    #[cfg(feature = "profiling-full")]
+    crate::render::cpu_profile::symbolize::Mode::from_env()?;
     Ok(())
 }
 

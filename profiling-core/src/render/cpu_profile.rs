@@ -79,7 +79,7 @@ pub const NOT_UNWOUND_FRAME: &str = "[not unwound]";
 
 mod accounting;
 mod sample_guard;
-mod symbolize;
+pub(crate) mod symbolize;
 
 pub use accounting::SampleCounts;
 use accounting::{leaf_samples, marker_address, thread_label};
