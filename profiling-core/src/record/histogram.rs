@@ -10,10 +10,21 @@
 //! snapshotting thread may read at the same moment, with no lock and no phase swap on the
 //! hot path; `hdrhistogram::Histogram` needs `&mut` to record. The bucket layout is the
 //! same idea (HDR with 4 bits of sub-bucket precision).
+//!
+//! Memory: a thread's histogram of one function is a directory of 45 `u32`s (180 bytes,
+//! inline in its cell) naming, for each power of two its values reached, a group of 16
+//! counters (128 bytes) in one process-wide arena. Groups are taken on a power of two's
+//! first value and given back when the thread's tables are dropped; see
+//! `docs/performance.md`, memory.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::alloc::Layout;
+use std::sync::atomic::{
+    AtomicPtr, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::Mutex;
 
-use crate::record::storage::{bump, Chunked};
+use crate::record::storage::bump;
 
 const SUB_BITS: u32 = 4;
 const SUB: usize = 1 << SUB_BITS;
@@ -51,38 +62,241 @@ pub(crate) fn bucket_bounds(i: usize) -> (u64, u64) {
     (lo, lo + width)
 }
 
+/// Buckets per group: the buckets of one power of two (the first group: values 0 to 15).
+const GROUP: usize = SUB;
+/// Groups per histogram.
+const GROUPS: usize = BUCKETS / GROUP;
+
+/// The counters of one group.
+type Group = [AtomicU64; GROUP];
+
 /// Per-thread atomic buckets, written by one thread, read by any. Sparse: the buckets of one
-/// power of two (16 counters, 128 bytes) are allocated on its first value, so a function
-/// whose calls span a few powers of two keeps a few hundred bytes per thread instead of the
-/// 5.6 KiB of the full table (see `docs/performance.md`, memory).
+/// power of two (a group of 16 counters, 128 bytes) are taken from [`ARENA`] on its first
+/// value, so a function whose calls span a few powers of two keeps a few hundred bytes per
+/// thread instead of the 5.6 KiB of the full table (see `docs/performance.md`, memory).
 pub(crate) struct AtomicHistogram {
-    buckets: Chunked<AtomicU64, SUB>,
+    /// Per group, its index in [`ARENA`] (0: no value yet). Written only by the owning
+    /// thread, with Release once the group is zeroed; readers load with Acquire.
+    dir: [AtomicU32; GROUPS],
 }
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
         Self {
-            buckets: Chunked::new(BUCKETS),
+            dir: [const { AtomicU32::new(0) }; GROUPS],
         }
     }
 }
 
 impl AtomicHistogram {
-    /// Records one value. Single writer: a load and a store, no locked instruction (plus one
-    /// allocation the first time a power of two is seen).
+    /// Records one value. Single writer: a load and a store, no locked instruction (plus
+    /// taking a group from the arena the first time a power of two is seen).
     #[inline(always)]
     pub(crate) fn record(&self, v: u64) {
-        if let Some(b) = self.buckets.get_or_alloc(bucket_of(v)) {
-            bump(b, 1);
+        let b = bucket_of(v);
+        let Some(slot) = self.dir.get(b / GROUP) else {
+            return;
+        };
+        let mut i = slot.load(Relaxed);
+        if i == 0 {
+            match take_group(slot) {
+                Some(t) => i = t,
+                None => return,
+            }
+        }
+        // SAFETY: `i` was taken from `ARENA` by this thread and is held until `self` drops.
+        let group = unsafe { ARENA.group(i) };
+        bump(&group[b % GROUP], 1);
+    }
+
+    /// Each taken group: its index in the directory and its counters.
+    fn for_each_group(&self, mut f: impl FnMut(usize, &Group)) {
+        for (g, slot) in self.dir.iter().enumerate() {
+            let i = slot.load(Acquire);
+            if i != 0 {
+                // SAFETY: a non-zero index was published by the owner after taking the
+                // group, and is held until `self` drops.
+                f(g, unsafe { ARENA.group(i) });
+            }
         }
     }
 
     pub(crate) fn add_into(&self, out: &mut [u64]) {
-        self.buckets.for_each(|i, b| out[i] += b.load(Relaxed));
+        self.for_each_group(|g, group| {
+            for (o, c) in out[g * GROUP..(g + 1) * GROUP].iter_mut().zip(group) {
+                *o += c.load(Relaxed);
+            }
+        });
     }
 
     pub(crate) fn clear(&self) {
-        self.buckets.for_each(|_, b| b.store(0, Relaxed));
+        self.for_each_group(|_, group| group.iter().for_each(|c| c.store(0, Relaxed)));
+    }
+}
+
+impl Drop for AtomicHistogram {
+    fn drop(&mut self) {
+        let mut taken = [0; GROUPS];
+        let mut n = 0;
+        for i in self.dir.iter_mut().map(|s| *s.get_mut()).filter(|&i| i != 0) {
+            taken[n] = i;
+            n += 1;
+        }
+        ARENA.give_back(taken[..n].iter().copied());
+    }
+}
+
+/// Takes a zeroed group for `slot` (owning thread only) and publishes it there.
+#[cold]
+#[inline(never)]
+fn take_group(slot: &AtomicU32) -> Option<u32> {
+    let i = ARENA.take()?;
+    slot.store(i, Release);
+    Some(i)
+}
+
+/// The groups of every thread's histograms.
+static ARENA: GroupArena = GroupArena::new();
+
+/// `log2` of the groups in the arena's first segment; segment `s` holds `2^(FIRST_BITS + s)`.
+const FIRST_BITS: u32 = 9;
+/// Segment slots: indices up to `u32::MAX` need 24; 32 lets an index be masked, not checked.
+const SEGMENTS: usize = 32;
+/// Groups start on their own pair of cache lines: no two threads' groups share one.
+const GROUP_ALIGN: usize = 128;
+
+/// An arena of groups named by `u32` indices (from 1), in segments that never move, each
+/// twice the size of the one before (64 KiB, 128 KiB, ...). A directory entry is 4 bytes
+/// instead of a pointer's 8, and a group costs its 128 bytes with no allocator header.
+/// Recording finds a group with a load of its segment's address (a static table of 32),
+/// as many loads as a directory of pointers behind a box. Taking and giving back groups
+/// (a power of two's first value on a thread; a thread's tables dropped) lock; recording
+/// never does. Given-back groups are reused; segments are kept for the process's life.
+struct GroupArena {
+    segments: [AtomicPtr<Group>; SEGMENTS],
+    state: Mutex<ArenaState>,
+}
+
+struct ArenaState {
+    /// The next index never taken (0 once every `u32` index has been).
+    next: u32,
+    /// Indices given back, to take again.
+    free: Vec<u32>,
+    /// Each segment's allocation (address and layout), for `Drop`.
+    allocations: Vec<(usize, Layout)>,
+}
+
+impl GroupArena {
+    const fn new() -> Self {
+        Self {
+            segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
+            state: Mutex::new(ArenaState {
+                next: 1,
+                free: Vec::new(),
+                allocations: Vec::new(),
+            }),
+        }
+    }
+
+    /// The segment of index `i` (not 0) and the group's offset in it.
+    #[inline(always)]
+    fn locate(i: u32) -> (usize, usize) {
+        let p = u64::from(i) + (1 << FIRST_BITS) - 1;
+        let msb = 63 - p.leading_zeros();
+        ((msb - FIRST_BITS) as usize, (p - (1 << msb)) as usize)
+    }
+
+    /// The group of index `i`.
+    ///
+    /// # Safety
+    /// `i` was returned by [`Self::take`] of this arena and is not given back yet, and the
+    /// caller happens-after that `take` (it took it, or read it with Acquire from where the
+    /// taker published it with Release).
+    #[inline(always)]
+    unsafe fn group(&self, i: u32) -> &Group {
+        let (s, off) = Self::locate(i);
+        let seg = self.segments[s % SEGMENTS].load(Relaxed);
+        // SAFETY: `take` published the segment before handing out `i`, and the caller
+        // happens-after that; segments never move nor are freed while `self` lives, and
+        // `off` is within segment `s`.
+        unsafe { &*seg.add(off) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ArenaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A zeroed group, or `None` if memory for a new segment could not be had (or, after
+    /// 2^32 - 1 groups, indices ran out).
+    fn take(&self) -> Option<u32> {
+        crate::record::alloc::untracked(|| {
+            let reused = {
+                let mut st = self.lock();
+                match st.free.pop() {
+                    Some(i) => Some(i),
+                    None => {
+                        let i = st.next;
+                        if i == 0 {
+                            return None;
+                        }
+                        let (s, _) = Self::locate(i);
+                        if self.segments[s].load(Relaxed).is_null() {
+                            let p = Self::new_segment(s, &mut st.allocations)?;
+                            self.segments[s].store(p, Release);
+                        }
+                        st.next = i.wrapping_add(1);
+                        return Some(i);
+                    }
+                }
+            };
+            if let Some(i) = reused {
+                // SAFETY: `i` was taken and given back, so its segment exists; it is ours now.
+                unsafe { self.group(i) }.iter().for_each(|c| c.store(0, Relaxed));
+            }
+            reused
+        })
+    }
+
+    /// Allocates segment `s`, zeroed, its groups aligned to [`GROUP_ALIGN`].
+    #[cold]
+    fn new_segment(s: usize, allocations: &mut Vec<(usize, Layout)>) -> Option<*mut Group> {
+        allocations.try_reserve(1).ok()?;
+        let bytes = (std::mem::size_of::<Group>() << (FIRST_BITS as usize + s)) + GROUP_ALIGN;
+        // Aligned by hand: an allocator zeroes a large block of small alignment by mapping
+        // fresh pages, left untouched until a group is used; a larger alignment would have
+        // it written whole.
+        let layout = Layout::from_size_align(bytes, std::mem::align_of::<Group>()).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        if raw.is_null() {
+            return None;
+        }
+        allocations.push((raw as usize, layout));
+        let skip = (GROUP_ALIGN - raw as usize % GROUP_ALIGN) % GROUP_ALIGN;
+        // SAFETY: `skip < GROUP_ALIGN`, the slack added to the size.
+        Some(unsafe { raw.add(skip) }.cast())
+    }
+
+    /// Gives groups back for reuse (kept out of use instead if the free list cannot grow).
+    fn give_back(&self, taken: impl ExactSizeIterator<Item = u32>) {
+        if taken.len() == 0 {
+            return;
+        }
+        crate::record::alloc::untracked(|| {
+            let mut st = self.lock();
+            if st.free.try_reserve(taken.len()).is_ok() {
+                st.free.extend(taken);
+            }
+        });
+    }
+}
+
+impl Drop for GroupArena {
+    fn drop(&mut self) {
+        for &(raw, layout) in &self.lock().allocations {
+            // SAFETY: allocated in `new_segment` with this layout, freed once, here.
+            unsafe { std::alloc::dealloc(raw as *mut u8, layout) };
+        }
     }
 }
 
@@ -150,13 +364,89 @@ mod tests {
         h.record(3);
         h.record(1000);
         h.record(1001);
-        let mut allocated = 0;
-        h.buckets.for_each(|_, _| allocated += 1);
-        assert_eq!(allocated, 2 * SUB, "one group for 3, one for 1000 and 1001");
+        let mut groups = Vec::new();
+        h.for_each_group(|g, _| groups.push(g));
+        assert_eq!(
+            groups,
+            [0, bucket_of(1000) / GROUP],
+            "one group for 3, one for 1000 and 1001"
+        );
         let mut counts = vec![0; BUCKETS];
         h.add_into(&mut counts);
         assert_eq!(counts.iter().sum::<u64>(), 3);
+        assert_eq!(counts[3], 1);
         assert_eq!(counts[bucket_of(1000)], 2);
+    }
+
+    #[test]
+    fn every_bucket_counts_apart() {
+        let h = AtomicHistogram::default();
+        for i in 0..BUCKETS {
+            for _ in 0..=i % 3 {
+                h.record(bucket_bounds(i).0);
+            }
+        }
+        let mut counts = vec![0; BUCKETS];
+        h.add_into(&mut counts);
+        for (i, &c) in counts.iter().enumerate() {
+            assert_eq!(c, (i % 3) as u64 + 1, "bucket {i}");
+        }
+        h.clear();
+        let mut counts = vec![0; BUCKETS];
+        h.add_into(&mut counts);
+        assert!(counts.iter().all(|&c| c == 0));
+    }
+
+    /// Groups of dropped histograms are reused, and a reused group starts from zero, while
+    /// live histograms keep theirs.
+    #[test]
+    fn arena_reuses_given_back_groups_zeroed() {
+        let arena = GroupArena::new();
+        let a = arena.take().expect("a group");
+        let b = arena.take().expect("a group");
+        assert_eq!((a, b), (1, 2));
+        // SAFETY: `a` and `b` are taken from `arena` on this thread.
+        unsafe {
+            arena.group(a)[5].store(7, Relaxed);
+            arena.group(b)[5].store(9, Relaxed);
+        }
+        arena.give_back([a].into_iter());
+        let c = arena.take().expect("a group");
+        assert_eq!(c, a, "the given-back group is taken again");
+        // SAFETY: as above.
+        unsafe {
+            assert!(arena.group(c).iter().all(|x| x.load(Relaxed) == 0));
+            assert_eq!(arena.group(b)[5].load(Relaxed), 9);
+        }
+    }
+
+    /// Indices cross segment boundaries without two groups sharing memory, each aligned.
+    #[test]
+    fn arena_groups_are_distinct_across_segments() {
+        let arena = GroupArena::new();
+        let n = (1u32 << FIRST_BITS) * 3 + 5; // into the third segment
+        let mut addrs = Vec::new();
+        for k in 1..=n {
+            let i = arena.take().expect("a group");
+            assert_eq!(i, k);
+            // SAFETY: taken from `arena` on this thread.
+            let g = unsafe { arena.group(i) };
+            g[0].store(u64::from(i), Relaxed);
+            addrs.push(g.as_ptr() as usize);
+        }
+        for &a in &addrs {
+            assert_eq!(a % GROUP_ALIGN, 0);
+        }
+        addrs.sort_unstable();
+        assert!(addrs.windows(2).all(|w| w[1] - w[0] >= std::mem::size_of::<Group>()));
+        for i in 1..=n {
+            // SAFETY: as above.
+            assert_eq!(unsafe { arena.group(i) }[0].load(Relaxed), u64::from(i));
+        }
+        assert_eq!(GroupArena::locate(1), (0, 0));
+        assert_eq!(GroupArena::locate(1 << FIRST_BITS), (0, (1 << FIRST_BITS) - 1));
+        assert_eq!(GroupArena::locate((1 << FIRST_BITS) + 1), (1, 0));
+        assert_eq!(GroupArena::locate(u32::MAX).0, 23);
     }
 
     #[test]
