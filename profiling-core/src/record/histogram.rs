@@ -11,15 +11,15 @@
 //! hot path; `hdrhistogram::Histogram` needs `&mut` to record. The bucket layout is the
 //! same idea (HDR with 4 bits of sub-bucket precision).
 //!
-//! Memory: a thread's histogram of one function is a directory of 45 `u32`s (180 bytes,
-//! inline in its cell) naming, for each power of two its values reached, a group of 16
-//! counters (128 bytes) in one process-wide arena. Groups are taken on a power of two's
-//! first value and given back when the thread's tables are dropped; see
+//! Memory: a thread's histogram of one function is a directory of 45 pointers (360 bytes,
+//! inline in its cell) to, for each power of two its values reached, a group of 16 counters
+//! (128 bytes, no allocator header) in one process-wide arena. Groups are taken on a power
+//! of two's first value and given back when the thread's tables are dropped; see
 //! `docs/performance.md`, memory.
 
 use std::alloc::Layout;
 use std::sync::atomic::{
-    AtomicPtr, AtomicU32, AtomicU64,
+    AtomicPtr, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::Mutex;
@@ -75,15 +75,16 @@ type Group = [AtomicU64; GROUP];
 /// value, so a function whose calls span a few powers of two keeps a few hundred bytes per
 /// thread instead of the 5.6 KiB of the full table (see `docs/performance.md`, memory).
 pub(crate) struct AtomicHistogram {
-    /// Per group, its index in [`ARENA`] (0: no value yet). Written only by the owning
-    /// thread, with Release once the group is zeroed; readers load with Acquire.
-    dir: [AtomicU32; GROUPS],
+    /// Per group, its counters in [`ARENA`] (null: no value yet). Written only by the
+    /// owning thread, with Release once the group is zeroed; readers load with Acquire.
+    /// Inline rather than boxed: recording reaches a counter in one load of its address.
+    dir: [AtomicPtr<Group>; GROUPS],
 }
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
         Self {
-            dir: [const { AtomicU32::new(0) }; GROUPS],
+            dir: [const { AtomicPtr::new(std::ptr::null_mut()) }; GROUPS],
         }
     }
 }
@@ -97,26 +98,26 @@ impl AtomicHistogram {
         let Some(slot) = self.dir.get(b / GROUP) else {
             return;
         };
-        let mut i = slot.load(Relaxed);
-        if i == 0 {
+        let mut p = slot.load(Relaxed);
+        if p.is_null() {
             match take_group(slot) {
-                Some(t) => i = t,
+                Some(t) => p = t,
                 None => return,
             }
         }
-        // SAFETY: `i` was taken from `ARENA` by this thread and is held until `self` drops.
-        let group = unsafe { ARENA.group(i) };
+        // SAFETY: `p` was taken from `ARENA` by this thread and is held until `self` drops.
+        let group = unsafe { &*p };
         bump(&group[b % GROUP], 1);
     }
 
     /// Each taken group: its index in the directory and its counters.
     fn for_each_group(&self, mut f: impl FnMut(usize, &Group)) {
         for (g, slot) in self.dir.iter().enumerate() {
-            let i = slot.load(Acquire);
-            if i != 0 {
-                // SAFETY: a non-zero index was published by the owner after taking the
-                // group, and is held until `self` drops.
-                f(g, unsafe { ARENA.group(i) });
+            let p = slot.load(Acquire);
+            if !p.is_null() {
+                // SAFETY: a non-null pointer was published by the owner with Release after
+                // taking and zeroing the group, and is held until `self` drops.
+                f(g, unsafe { &*p });
             }
         }
     }
@@ -138,8 +139,8 @@ impl Drop for AtomicHistogram {
     fn drop(&mut self) {
         let mut taken = [0; GROUPS];
         let mut n = 0;
-        for i in self.dir.iter_mut().map(|s| *s.get_mut()).filter(|&i| i != 0) {
-            taken[n] = i;
+        for p in self.dir.iter_mut().map(|s| *s.get_mut()).filter(|p| !p.is_null()) {
+            taken[n] = p as usize;
             n += 1;
         }
         ARENA.give_back(taken[..n].iter().copied());
@@ -149,10 +150,10 @@ impl Drop for AtomicHistogram {
 /// Takes a zeroed group for `slot` (owning thread only) and publishes it there.
 #[cold]
 #[inline(never)]
-fn take_group(slot: &AtomicU32) -> Option<u32> {
-    let i = ARENA.take()?;
-    slot.store(i, Release);
-    Some(i)
+fn take_group(slot: &AtomicPtr<Group>) -> Option<*mut Group> {
+    let p = ARENA.take()?;
+    slot.store(p, Release);
+    Some(p)
 }
 
 /// The groups of every thread's histograms.
@@ -160,28 +161,28 @@ static ARENA: GroupArena = GroupArena::new();
 
 /// `log2` of the groups in the arena's first segment; segment `s` holds `2^(FIRST_BITS + s)`.
 const FIRST_BITS: u32 = 9;
-/// Segment slots: indices up to `u32::MAX` need 24; 32 lets an index be masked, not checked.
-const SEGMENTS: usize = 32;
+/// Segments: enough for every `u32` index.
+const SEGMENTS: usize = 24;
 /// Groups start on their own pair of cache lines: no two threads' groups share one.
 const GROUP_ALIGN: usize = 128;
 
-/// An arena of groups named by `u32` indices (from 1), in segments that never move, each
-/// twice the size of the one before (64 KiB, 128 KiB, ...). A directory entry is 4 bytes
-/// instead of a pointer's 8, and a group costs its 128 bytes with no allocator header.
-/// Recording finds a group with a load of its segment's address (a static table of 32),
-/// as many loads as a directory of pointers behind a box. Taking and giving back groups
-/// (a power of two's first value on a thread; a thread's tables dropped) lock; recording
-/// never does. Given-back groups are reused; segments are kept for the process's life.
+/// An arena of groups, in segments that never move, each twice the size of the one before
+/// (64 KiB, 128 KiB, ...): a group costs its 128 bytes, with no allocator header. Taking
+/// and giving back groups (a power of two's first value on a thread; a thread's tables
+/// dropped) lock; recording never does. Given-back groups are reused; segments are kept for
+/// the process's life.
 struct GroupArena {
-    segments: [AtomicPtr<Group>; SEGMENTS],
     state: Mutex<ArenaState>,
 }
 
 struct ArenaState {
-    /// The next index never taken (0 once every `u32` index has been).
+    /// The index of the next group never taken, counted from 1 (0 once every `u32` index
+    /// has been).
     next: u32,
-    /// Indices given back, to take again.
-    free: Vec<u32>,
+    /// Addresses of groups given back, to take again.
+    free: Vec<usize>,
+    /// Address of each segment's first group (0: not allocated yet).
+    segments: [usize; SEGMENTS],
     /// Each segment's allocation (address and layout), for `Drop`.
     allocations: Vec<(usize, Layout)>,
 }
@@ -189,10 +190,10 @@ struct ArenaState {
 impl GroupArena {
     const fn new() -> Self {
         Self {
-            segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
             state: Mutex::new(ArenaState {
                 next: 1,
                 free: Vec::new(),
+                segments: [0; SEGMENTS],
                 allocations: Vec::new(),
             }),
         }
@@ -206,54 +207,35 @@ impl GroupArena {
         ((msb - FIRST_BITS) as usize, (p - (1 << msb)) as usize)
     }
 
-    /// The group of index `i`.
-    ///
-    /// # Safety
-    /// `i` was returned by [`Self::take`] of this arena and is not given back yet, and the
-    /// caller happens-after that `take` (it took it, or read it with Acquire from where the
-    /// taker published it with Release).
-    #[inline(always)]
-    unsafe fn group(&self, i: u32) -> &Group {
-        let (s, off) = Self::locate(i);
-        let seg = self.segments[s % SEGMENTS].load(Relaxed);
-        // SAFETY: `take` published the segment before handing out `i`, and the caller
-        // happens-after that; segments never move nor are freed while `self` lives, and
-        // `off` is within segment `s`.
-        unsafe { &*seg.add(off) }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, ArenaState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A zeroed group, or `None` if memory for a new segment could not be had (or, after
-    /// 2^32 - 1 groups, indices ran out).
-    fn take(&self) -> Option<u32> {
+    /// A zeroed group, held until given back, or `None` if memory for a new segment could
+    /// not be had (or, after 2^32 - 1 groups, indices ran out). The group's memory lives as
+    /// long as the arena.
+    fn take(&self) -> Option<*mut Group> {
         crate::record::alloc::untracked(|| {
-            let reused = {
-                let mut st = self.lock();
-                match st.free.pop() {
-                    Some(i) => Some(i),
-                    None => {
-                        let i = st.next;
-                        if i == 0 {
-                            return None;
-                        }
-                        let (s, _) = Self::locate(i);
-                        if self.segments[s].load(Relaxed).is_null() {
-                            let p = Self::new_segment(s, &mut st.allocations)?;
-                            self.segments[s].store(p, Release);
-                        }
-                        st.next = i.wrapping_add(1);
-                        return Some(i);
-                    }
-                }
-            };
-            if let Some(i) = reused {
-                // SAFETY: `i` was taken and given back, so its segment exists; it is ours now.
-                unsafe { self.group(i) }.iter().for_each(|c| c.store(0, Relaxed));
+            let mut st = self.lock();
+            if let Some(p) = st.free.pop() {
+                drop(st);
+                let p = p as *mut Group;
+                // SAFETY: given back, so no longer used by its histogram; ours now.
+                unsafe { &*p }.iter().for_each(|c| c.store(0, Relaxed));
+                return Some(p);
             }
-            reused
+            let i = st.next;
+            if i == 0 {
+                return None;
+            }
+            let (s, off) = Self::locate(i);
+            if st.segments[s] == 0 {
+                st.segments[s] = Self::new_segment(s, &mut st.allocations)? as usize;
+            }
+            st.next = i.wrapping_add(1);
+            let seg = st.segments[s] as *mut Group;
+            // SAFETY: `off` is within segment `s`, fresh (zeroed) memory never handed out.
+            Some(unsafe { seg.add(off) })
         })
     }
 
@@ -278,7 +260,7 @@ impl GroupArena {
     }
 
     /// Gives groups back for reuse (kept out of use instead if the free list cannot grow).
-    fn give_back(&self, taken: impl ExactSizeIterator<Item = u32>) {
+    fn give_back(&self, taken: impl ExactSizeIterator<Item = usize>) {
         if taken.len() == 0 {
             return;
         }
@@ -404,20 +386,16 @@ mod tests {
         let arena = GroupArena::new();
         let a = arena.take().expect("a group");
         let b = arena.take().expect("a group");
-        assert_eq!((a, b), (1, 2));
-        // SAFETY: `a` and `b` are taken from `arena` on this thread.
-        unsafe {
-            arena.group(a)[5].store(7, Relaxed);
-            arena.group(b)[5].store(9, Relaxed);
-        }
-        arena.give_back([a].into_iter());
+        assert_eq!(b as usize - a as usize, std::mem::size_of::<Group>());
+        // SAFETY: `a` and `b` are taken from `arena` and live as long as it.
+        let (ga, gb) = unsafe { (&*a, &*b) };
+        ga[5].store(7, Relaxed);
+        gb[5].store(9, Relaxed);
+        arena.give_back([a as usize].into_iter());
         let c = arena.take().expect("a group");
         assert_eq!(c, a, "the given-back group is taken again");
-        // SAFETY: as above.
-        unsafe {
-            assert!(arena.group(c).iter().all(|x| x.load(Relaxed) == 0));
-            assert_eq!(arena.group(b)[5].load(Relaxed), 9);
-        }
+        assert!(ga.iter().all(|x| x.load(Relaxed) == 0), "and comes back zeroed");
+        assert_eq!(gb[5].load(Relaxed), 9);
     }
 
     /// Indices cross segment boundaries without two groups sharing memory, each aligned.
@@ -426,23 +404,20 @@ mod tests {
         let arena = GroupArena::new();
         let n = (1u32 << FIRST_BITS) * 3 + 5; // into the third segment
         let mut addrs = Vec::new();
-        for k in 1..=n {
-            let i = arena.take().expect("a group");
-            assert_eq!(i, k);
-            // SAFETY: taken from `arena` on this thread.
-            let g = unsafe { arena.group(i) };
-            g[0].store(u64::from(i), Relaxed);
-            addrs.push(g.as_ptr() as usize);
+        for k in 0..n {
+            let p = arena.take().expect("a group");
+            // SAFETY: taken from `arena`, lives as long as it.
+            let g = unsafe { &*p };
+            g[0].store(u64::from(k), Relaxed);
+            addrs.push(p as usize);
         }
-        for &a in &addrs {
+        for (k, &a) in addrs.iter().enumerate() {
             assert_eq!(a % GROUP_ALIGN, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { &*(a as *const Group) }[0].load(Relaxed), k as u64);
         }
         addrs.sort_unstable();
         assert!(addrs.windows(2).all(|w| w[1] - w[0] >= std::mem::size_of::<Group>()));
-        for i in 1..=n {
-            // SAFETY: as above.
-            assert_eq!(unsafe { arena.group(i) }[0].load(Relaxed), u64::from(i));
-        }
         assert_eq!(GroupArena::locate(1), (0, 0));
         assert_eq!(GroupArena::locate(1 << FIRST_BITS), (0, (1 << FIRST_BITS) - 1));
         assert_eq!(GroupArena::locate((1 << FIRST_BITS) + 1), (1, 0));
