@@ -19,8 +19,8 @@
 
 use std::alloc::Layout;
 use std::sync::atomic::{
-    AtomicPtr, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    AtomicPtr, AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use std::sync::Mutex;
 
@@ -167,35 +167,31 @@ const SEGMENTS: usize = 24;
 const GROUP_ALIGN: usize = 128;
 
 /// An arena of groups, in segments that never move, each twice the size of the one before
-/// (64 KiB, 128 KiB, ...): a group costs its 128 bytes, with no allocator header. Taking
-/// and giving back groups (a power of two's first value on a thread; a thread's tables
-/// dropped) lock; recording never does. Given-back groups are reused; segments are kept for
-/// the process's life.
+/// (64 KiB, 128 KiB, ...): a group costs its 128 bytes, with no allocator header. Taking a
+/// group (a power of two's first value on a thread) takes no lock a thread can wait on:
+/// fresh groups are counted off an atomic index, a missing segment is allocated and
+/// installed with a compare-and-swap, and the free list is only tried. Giving groups back
+/// (a thread's tables dropped) locks the free list for a push. Given-back groups are reused;
+/// segments are kept for the process's life.
 struct GroupArena {
-    state: Mutex<ArenaState>,
-}
-
-struct ArenaState {
     /// The index of the next group never taken, counted from 1 (0 once every `u32` index
     /// has been).
-    next: u32,
+    next: AtomicU32,
+    /// Each segment's first group, aligned (null: not allocated yet).
+    segments: [AtomicPtr<Group>; SEGMENTS],
+    /// Each segment's allocation as the allocator returned it, for `Drop`.
+    raw: [AtomicPtr<u8>; SEGMENTS],
     /// Addresses of groups given back, to take again.
-    free: Vec<usize>,
-    /// Address of each segment's first group (0: not allocated yet).
-    segments: [usize; SEGMENTS],
-    /// Each segment's allocation (address and layout), for `Drop`.
-    allocations: Vec<(usize, Layout)>,
+    free: Mutex<Vec<usize>>,
 }
 
 impl GroupArena {
     const fn new() -> Self {
         Self {
-            state: Mutex::new(ArenaState {
-                next: 1,
-                free: Vec::new(),
-                segments: [0; SEGMENTS],
-                allocations: Vec::new(),
-            }),
+            next: AtomicU32::new(1),
+            segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
+            raw: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
+            free: Mutex::new(Vec::new()),
         }
     }
 
@@ -207,56 +203,76 @@ impl GroupArena {
         ((msb - FIRST_BITS) as usize, (p - (1 << msb)) as usize)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ArenaState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A zeroed group, held until given back, or `None` if memory for a new segment could
     /// not be had (or, after 2^32 - 1 groups, indices ran out). The group's memory lives as
     /// long as the arena.
     fn take(&self) -> Option<*mut Group> {
         crate::record::alloc::untracked(|| {
-            let mut st = self.lock();
-            if let Some(p) = st.free.pop() {
-                drop(st);
-                let p = p as *mut Group;
+            if let Some(p) = self.try_reuse() {
                 // SAFETY: given back, so no longer used by its histogram; ours now.
                 unsafe { &*p }.iter().for_each(|c| c.store(0, Relaxed));
                 return Some(p);
             }
-            let i = st.next;
-            if i == 0 {
-                return None;
-            }
+            let i = self
+                .next
+                .fetch_update(
+                    Relaxed,
+                    Relaxed,
+                    |n| if n == 0 { None } else { Some(n.wrapping_add(1)) },
+                )
+                .ok()?;
             let (s, off) = Self::locate(i);
-            if st.segments[s] == 0 {
-                st.segments[s] = Self::new_segment(s, &mut st.allocations)? as usize;
-            }
-            st.next = i.wrapping_add(1);
-            let seg = st.segments[s] as *mut Group;
-            // SAFETY: `off` is within segment `s`, fresh (zeroed) memory never handed out.
+            let seg = self.segment(s)?;
+            // SAFETY: `off` is within segment `s`; index `i` is handed out once, and fresh
+            // segment memory is zeroed.
             Some(unsafe { seg.add(off) })
         })
     }
 
-    /// Allocates segment `s`, zeroed, its groups aligned to [`GROUP_ALIGN`].
-    #[cold]
-    fn new_segment(s: usize, allocations: &mut Vec<(usize, Layout)>) -> Option<*mut Group> {
-        allocations.try_reserve(1).ok()?;
-        let bytes = (std::mem::size_of::<Group>() << (FIRST_BITS as usize + s)) + GROUP_ALIGN;
-        // Aligned by hand: an allocator zeroes a large block of small alignment by mapping
-        // fresh pages, left untouched until a group is used; a larger alignment would have
-        // it written whole.
-        let layout = Layout::from_size_align(bytes, std::mem::align_of::<Group>()).ok()?;
+    /// A given-back group, if the free list has one and is not busy.
+    fn try_reuse(&self) -> Option<*mut Group> {
+        let mut free = match self.free.try_lock() {
+            Ok(f) => f,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        free.pop().map(|p| p as *mut Group)
+    }
+
+    /// Segment `s`, allocated by whichever thread needs it first.
+    fn segment(&self, s: usize) -> Option<*mut Group> {
+        let seg = self.segments[s].load(Acquire);
+        if !seg.is_null() {
+            return Some(seg);
+        }
+        let layout = Self::layout(s)?;
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         if raw.is_null() {
             return None;
         }
-        allocations.push((raw as usize, layout));
         let skip = (GROUP_ALIGN - raw as usize % GROUP_ALIGN) % GROUP_ALIGN;
-        // SAFETY: `skip < GROUP_ALIGN`, the slack added to the size.
-        Some(unsafe { raw.add(skip) }.cast())
+        // SAFETY: `skip < GROUP_ALIGN`, the slack the layout adds.
+        let mine = unsafe { raw.add(skip) }.cast::<Group>();
+        match self.segments[s].compare_exchange(std::ptr::null_mut(), mine, AcqRel, Acquire) {
+            Ok(_) => {
+                self.raw[s].store(raw, Release);
+                Some(mine)
+            }
+            Err(theirs) => {
+                // SAFETY: allocated just above with `layout`, never published.
+                unsafe { std::alloc::dealloc(raw, layout) };
+                Some(theirs)
+            }
+        }
+    }
+
+    /// Segment `s`'s allocation: its groups plus room to align them to [`GROUP_ALIGN`] by
+    /// hand. An allocator zeroes a large block of small alignment by mapping fresh pages,
+    /// left untouched until a group is used; a larger alignment would have it written whole.
+    fn layout(s: usize) -> Option<Layout> {
+        let bytes = (std::mem::size_of::<Group>() << (FIRST_BITS as usize + s)) + GROUP_ALIGN;
+        Layout::from_size_align(bytes, std::mem::align_of::<Group>()).ok()
     }
 
     /// Gives groups back for reuse (kept out of use instead if the free list cannot grow).
@@ -265,9 +281,9 @@ impl GroupArena {
             return;
         }
         crate::record::alloc::untracked(|| {
-            let mut st = self.lock();
-            if st.free.try_reserve(taken.len()).is_ok() {
-                st.free.extend(taken);
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            if free.try_reserve(taken.len()).is_ok() {
+                free.extend(taken);
             }
         });
     }
@@ -275,9 +291,12 @@ impl GroupArena {
 
 impl Drop for GroupArena {
     fn drop(&mut self) {
-        for &(raw, layout) in &self.lock().allocations {
-            // SAFETY: allocated in `new_segment` with this layout, freed once, here.
-            unsafe { std::alloc::dealloc(raw as *mut u8, layout) };
+        for (s, raw) in self.raw.iter_mut().enumerate() {
+            let raw = *raw.get_mut();
+            if let (false, Some(layout)) = (raw.is_null(), Self::layout(s)) {
+                // SAFETY: allocated in `segment` with this layout, freed once, here.
+                unsafe { std::alloc::dealloc(raw, layout) };
+            }
         }
     }
 }
@@ -396,6 +415,38 @@ mod tests {
         assert_eq!(c, a, "the given-back group is taken again");
         assert!(ga.iter().all(|x| x.load(Relaxed) == 0), "and comes back zeroed");
         assert_eq!(gb[5].load(Relaxed), 9);
+    }
+
+    /// Threads taking groups at once, fresh and given back, across new segments raced for,
+    /// never get the same group twice.
+    #[test]
+    fn concurrent_takes_get_distinct_groups() {
+        let arena = GroupArena::new();
+        let per_thread = 3_000;
+        let mut all: Vec<usize> = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let mut mine = Vec::new();
+                        for k in 0..per_thread {
+                            let p = arena.take().expect("a group") as usize;
+                            if k % 10 == 0 {
+                                arena.give_back([p].into_iter());
+                            } else {
+                                mine.push(p);
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("no panic")).collect()
+        });
+        let held = all.len();
+        assert_eq!(held, 4 * (per_thread - per_thread / 10));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), held, "a group held by two takers");
     }
 
     /// Indices cross segment boundaries without two groups sharing memory, each aligned.
