@@ -7,10 +7,11 @@
 //! in the middle of a reading would move it.
 //!
 //! The profiler's own state is real heap and counts in the live bytes: a `#[profiled]` call
-//! can allocate some (a function's latency histogram allocates the 16 buckets of a power of
-//! two, 128 bytes, the first time a call's duration falls in it; at most 45 of them,
-//! 5,760 bytes, per function and thread). So the recorded calls that make the buffers run
-//! before the first reading, and the readings see only the frees under test.
+//! can allocate some (a function's latency histogram takes the 16 buckets of a power of two,
+//! 128 bytes, from a process-wide arena the first time a call's duration falls in it, and
+//! the arena allocates a segment, 64 KiB and then twice the last, when it runs out). So the
+//! recorded calls that make the buffers run before the first reading, and the readings see
+//! only the frees under test.
 
 use std::sync::{mpsc, Arc, Barrier};
 
