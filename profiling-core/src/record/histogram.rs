@@ -171,7 +171,7 @@ const GROUP_ALIGN: usize = 128;
 /// group (a power of two's first value on a thread) takes no lock a thread can wait on:
 /// fresh groups are counted off an atomic index, a missing segment is allocated and
 /// installed with a compare-and-swap, and the free list is only tried. Giving groups back
-/// (a thread's tables dropped) locks the free list for a push. Given-back groups are reused;
+/// (a thread's tables dropped) locks the free list for a push, never for an allocation. Given-back groups are reused;
 /// segments are kept for the process's life.
 struct GroupArena {
     /// The index of the next group never taken, counted from 1 (0 once every `u32` index
@@ -275,16 +275,15 @@ impl GroupArena {
         Layout::from_size_align(bytes, std::mem::align_of::<Group>()).ok()
     }
 
-    /// Gives groups back for reuse (kept out of use instead if the free list cannot grow).
+    /// Gives groups back for reuse; the free list grows outside its lock.
     fn give_back(&self, taken: impl ExactSizeIterator<Item = usize>) {
         if taken.len() == 0 {
             return;
         }
         crate::record::alloc::untracked(|| {
-            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            if free.try_reserve(taken.len()).is_ok() {
-                free.extend(taken);
-            }
+            let lock = || self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let room = taken.len();
+            crate::record::lock::lock_with_room(lock, |v| v, room).extend(taken);
         });
     }
 }

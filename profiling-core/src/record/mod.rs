@@ -26,6 +26,7 @@ pub(crate) mod guard;
 pub mod heap_sample;
 pub(crate) mod histogram;
 pub mod layer;
+pub(crate) mod lock;
 pub mod memory_sample;
 pub mod process;
 pub(crate) mod recorder;

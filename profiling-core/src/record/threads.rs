@@ -84,34 +84,9 @@ fn lock() -> MutexGuard<'static, ThreadRegistry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One of the registry's lists of tables.
-type List = fn(&mut ThreadRegistry) -> &mut Vec<Arc<ThreadTables>>;
-
-/// Locks the registry with room for one more entry in `list`: a full list is grown with a
-/// buffer allocated before taking the lock, and its old buffer is freed after releasing it.
-fn lock_with_room(list: List) -> MutexGuard<'static, ThreadRegistry> {
-    loop {
-        let capacity = {
-            let mut r = lock();
-            let v = list(&mut r);
-            if v.len() < v.capacity() {
-                return r;
-            }
-            v.capacity()
-        };
-        let mut bigger = Vec::with_capacity((capacity * 2).max(16));
-        let unused = {
-            let mut r = lock();
-            let v = list(&mut r);
-            if v.capacity() == capacity {
-                bigger.append(v);
-                std::mem::replace(v, bigger)
-            } else {
-                bigger
-            }
-        };
-        drop(unused);
-    }
+/// Locks the registry with room for one more entry in the list `list` picks.
+fn lock_with_room(list: fn(&mut ThreadRegistry) -> &mut Vec<Arc<ThreadTables>>) -> MutexGuard<'static, ThreadRegistry> {
+    crate::record::lock::lock_with_room(lock, list, 1)
 }
 
 /// Clones the `Arc`s `lists` picks into a vector sized before taking the lock (retrying if
