@@ -434,9 +434,9 @@ mod tests {
             let writers: Vec<_> = (0..4usize)
                 .map(|t| {
                     s.spawn(move || {
-                        for i in 0..20_000usize {
+                        for i in 0..2_500usize {
                             // Addresses no allocator hands out (below the first page).
-                            record(node, 16 * (t * 20_000 + i + 1), 1_000, 1.0);
+                            record(node, 16 * (t * 2_500 + i + 1), 1_000, 1.0);
                         }
                     })
                 })
@@ -448,19 +448,21 @@ mod tests {
             reader.join().unwrap()
         });
         let a = of_node(read_allocated()).expect("the node's samples");
-        assert_eq!(a.objects, 80_000.0, "every sample counted");
-        assert_eq!(a.bytes, 80_000_000.0);
+        assert_eq!(a.objects, 10_000.0, "every sample counted");
+        assert_eq!(a.bytes, 10_000_000.0);
         assert_eq!(torn, 0, "{torn} of {reads} reads took half a sample");
+        // Other tests of this binary may drop samples meanwhile (the table is shared), so the
+        // drops counted are at least this test's.
         let live = read_live().iter().filter(|l| l.node == node && l.size == 1_000).count() as u64;
-        assert_eq!(
-            live + DROPPED.load(Relaxed) - dropped_before,
-            80_000,
-            "each sample in a slot of its own or dropped"
+        let dropped = DROPPED.load(Relaxed) - dropped_before;
+        assert!(
+            live <= 10_000 && live + dropped >= 10_000,
+            "{live} samples live and {dropped} dropped of 10,000: each in a slot of its own or dropped"
         );
         // Leave the table as other tests expect it: these blocks are never freed.
         for t in 0..4usize {
-            for i in 0..20_000usize {
-                on_free((16 * (t * 20_000 + i + 1)) as *mut u8);
+            for i in 0..2_500usize {
+                on_free((16 * (t * 2_500 + i + 1)) as *mut u8);
             }
         }
     }
