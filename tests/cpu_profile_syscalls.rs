@@ -77,11 +77,24 @@ fn workload(wall: Duration) -> Measured {
     let start = thread_cpu();
     let (mut spin, mut read) = (Duration::ZERO, Duration::ZERO);
     let until = Instant::now() + wall;
+    // Each part lasts 1 to 3 ms, drawn anew every round: parts of one fixed length can fall
+    // in step with the kernel's tick, which drives both SIGPROF and the user/system split
+    // of `getrusage`, and then both sample one phase of the cycle (seen once: 72% of the
+    // samples in the spin, which took 51% of the thread's CPU).
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut scale = || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        0.5 + (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
     while Instant::now() < until {
+        let (n, r) = (
+            (iterations as f64 * scale()) as u64,
+            ((reads as f64 * scale()) as u32).max(1),
+        );
         let a = thread_cpu();
-        std::hint::black_box(spin_user(iterations));
+        std::hint::black_box(spin_user(n));
         let b = thread_cpu();
-        std::hint::black_box(read_zero(&mut f, &mut buf, reads));
+        std::hint::black_box(read_zero(&mut f, &mut buf, r));
         let c = thread_cpu();
         spin += b - a;
         read += c - b;
