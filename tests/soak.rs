@@ -191,6 +191,16 @@ fn mib_i(b: i64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
+/// Fails unless `what` grew by at most `bound` bytes.
+fn assert_grew_at_most(what: &str, grew: i64, bound: u64) {
+    assert!(
+        grew <= bound as i64,
+        "{what}: {:+.1} MiB (bound {} MiB)",
+        mib_i(grew),
+        bound >> 20
+    );
+}
+
 /// One request of the soak: method, path (built when sent: some need a snapshot id).
 #[derive(Clone, Copy, Debug)]
 enum Route {
@@ -752,20 +762,12 @@ fn soak() {
         mib(live_start),
         mib(live_after)
     );
-    assert!(
-        worst.1 <= RSS_PER_KIND as i64,
-        "{} added {:.1} MiB of RSS over {PER_KIND} requests (bound {} MiB)",
-        worst.0,
-        mib_i(worst.1),
-        RSS_PER_KIND >> 20
+    assert_grew_at_most(
+        &format!("RSS over {PER_KIND} requests of {}", worst.0),
+        worst.1,
+        RSS_PER_KIND,
     );
-    assert!(
-        rss_end <= rss_start + RSS_RUN,
-        "RSS grew from {:.1} to {:.1} MiB (bound +{} MiB)",
-        mib(rss_start),
-        mib(rss_end),
-        RSS_RUN >> 20
-    );
+    assert_grew_at_most("RSS over the run", rss_end as i64 - rss_start as i64, RSS_RUN);
 }
 
 /// Reads `VmRSS` every 20 ms until dropped; the highest reading is the peak over its life
@@ -911,31 +913,24 @@ fn cpu_profile_memory() {
     drop(app);
     drop(server);
     drop(rt);
-    assert!(
-        worst_live <= PPROF_TABLE as i64,
-        "the live heap stayed {:.1} MiB above its start after CPU profiles (bound: pprof's table, {} MiB)",
-        mib_i(worst_live),
-        PPROF_TABLE >> 20
+    assert_grew_at_most(
+        "the live heap after CPU profiles (bound: pprof's table)",
+        worst_live,
+        PPROF_TABLE,
     );
-    assert!(
-        worst_after.1 <= RSS_AFTER_PROFILE as i64,
-        "{} left RSS {:.1} MiB higher (bound {} MiB)",
-        worst_after.0,
-        mib_i(worst_after.1),
-        RSS_AFTER_PROFILE >> 20
+    assert_grew_at_most(
+        &format!("RSS left by {}", worst_after.0),
+        worst_after.1,
+        RSS_AFTER_PROFILE,
     );
-    assert!(
-        worst_during.1 <= RSS_DURING_PROFILE as i64,
-        "{} added {:.1} MiB of RSS while it ran (bound {} MiB)",
-        worst_during.0,
-        mib_i(worst_during.1),
-        RSS_DURING_PROFILE >> 20
+    assert_grew_at_most(
+        &format!("RSS while {} ran", worst_during.0),
+        worst_during.1,
+        RSS_DURING_PROFILE,
     );
-    assert!(
-        first_during <= (PPROF_TABLE + RSS_DURING_PROFILE) as i64,
-        "the first CPU profile added {:.1} MiB of RSS while it ran (bound {} MiB: pprof's table and {} MiB)",
-        mib_i(first_during),
-        (PPROF_TABLE + RSS_DURING_PROFILE) >> 20,
-        RSS_DURING_PROFILE >> 20
+    assert_grew_at_most(
+        "RSS while the first CPU profile ran (bound: pprof's table and one profile's)",
+        first_during,
+        PPROF_TABLE + RSS_DURING_PROFILE,
     );
 }
