@@ -83,6 +83,13 @@ struct MeasuringCost {
 
 impl MeasuringCost {
     fn measure() -> Self {
+        // A thread's first recorded call asks for its switch detector; until it arrives
+        // (tens of µs, or the 10-20 ms the kernel takes to switch its perf hooks on for a
+        // process's first one) the recorder reads the CPU clock at every boundary. Measure
+        // the steady state: let it arrive, and be picked up at the next boundary.
+        empty();
+        std::thread::sleep(Duration::from_millis(50));
+        empty();
         let clock_read = median(|| {
             cpu_of(|| {
                 std::hint::black_box(thread_cpu());

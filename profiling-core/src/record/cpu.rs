@@ -74,18 +74,25 @@ struct Segment {
 }
 
 impl CpuAttribution {
-    /// Attribution by windows until the detector asked for here arrives.
+    /// Until the detector asked for here arrives (normally within tens of microseconds),
+    /// the CPU clock is read at every boundary: exact, at the cost of a read per boundary
+    /// for that short while. Without a detector to wait for, attribution is by windows.
     pub(crate) fn new() -> Self {
         let now = Timestamp::now();
+        let requested = SwitchDetector::request();
         Self {
-            window_ticks: ticks_for_nanos(WINDOW_NS),
+            window_ticks: if requested.is_some() {
+                0
+            } else {
+                ticks_for_nanos(WINDOW_NS)
+            },
             last_boundary: now,
             last_read_at: now,
             last_cpu: thread_cpu_ns(),
             pending: [Segment::default(); PENDING],
             len: 0,
             switches: None,
-            requested: SwitchDetector::request(),
+            requested,
             last_sequence: 0,
         }
     }
@@ -98,10 +105,13 @@ impl CpuAttribution {
             return;
         };
         self.requested = None;
-        if let Some(d) = answer {
-            self.last_sequence = d.sequence();
-            self.window_ticks = ticks_for_nanos(DETECTED_WINDOW_NS);
-            self.switches = Some(d);
+        match answer {
+            Some(d) => {
+                self.last_sequence = d.sequence();
+                self.window_ticks = ticks_for_nanos(DETECTED_WINDOW_NS);
+                self.switches = Some(d);
+            }
+            None => self.window_ticks = ticks_for_nanos(WINDOW_NS),
         }
     }
 

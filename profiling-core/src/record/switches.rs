@@ -15,8 +15,8 @@
 //! thread nor its exit makes these calls: a background thread (`profiling-switches`) opens
 //! the event for it (a perf event can be opened for another thread of the process, and a
 //! mapping is the whole process's) and closes it, and the recording thread picks the detector
-//! up at its next CPU read (within [`crate::record::cpu::WINDOW_NS`] of recorded time), with
-//! windowed attribution until then. At most [`MAX_OPEN`] threads
+//! up at its next CPU read; until then it reads its CPU clock at every boundary (see
+//! `record/cpu.rs`). At most [`MAX_OPEN`] threads
 //! hold one at a time, so a process with thousands of threads does not spend its file
 //! descriptors on profiling; threads beyond that, and every thread where the kernel refuses
 //! the event (`perf_event_paranoid` above 2, a seccomp filter, a non-Linux system), fall back
