@@ -48,6 +48,9 @@ pub const WINDOW_NS: u64 = 50_000;
 /// exact: reads then only keep the figures current.
 pub const DETECTED_WINDOW_NS: u64 = 1_000_000;
 const PENDING: usize = 32;
+/// How long a thread waits for its switch detector, reading its CPU clock at every
+/// boundary meanwhile, before it falls back to windows.
+const GIVE_UP_WAITING_NS: u64 = 200_000_000;
 
 pub(crate) struct CpuAttribution {
     /// [`WINDOW_NS`] in raw clock ticks: segments are kept in ticks, never converted.
@@ -58,8 +61,8 @@ pub(crate) struct CpuAttribution {
     pending: [Segment; PENDING],
     len: usize,
     switches: Option<SwitchDetector>,
-    /// The detector asked for and not yet answered (see `record/switches.rs`).
-    requested: Option<Requested>,
+    /// The detector asked for and not yet answered (see `record/switches.rs`), and when.
+    requested: Option<(Requested, Timestamp)>,
     /// The detector's sequence at the last boundary.
     last_sequence: u32,
 }
@@ -92,7 +95,7 @@ impl CpuAttribution {
             pending: [Segment::default(); PENDING],
             len: 0,
             switches: None,
-            requested,
+            requested: requested.map(|r| (r, now)),
             last_sequence: 0,
         }
     }
@@ -101,8 +104,15 @@ impl CpuAttribution {
     /// read, when no segment is pending but the one the read opened (which ran on the CPU).
     #[cold]
     fn adopt_detector(&mut self) {
-        let Some(answer) = self.requested.as_mut().and_then(Requested::take) else {
+        let Some((requested, at)) = self.requested.as_mut() else {
             return;
+        };
+        let answer = match requested.take() {
+            Some(answer) => answer,
+            // Unanswered for longer than the kernel ever took here (the background thread
+            // stalled or gone): stop paying a read per boundary, attribute by windows.
+            None if Timestamp::now().nanos_since(*at) > GIVE_UP_WAITING_NS => None,
+            None => return,
         };
         self.requested = None;
         match answer {
