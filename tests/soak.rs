@@ -191,6 +191,15 @@ fn mib_i(b: i64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
+/// The two-worker runtime the server's requests run on, as `ProfilingServer::start` has.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Fails unless `what` grew by at most `bound` bytes.
 fn assert_grew_at_most(what: &str, grew: i64, bound: u64) {
     assert!(
@@ -498,11 +507,7 @@ fn soak() {
     )
     .unwrap();
     let app = server.router();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let tally = Arc::new(Tally {
         statuses: Mutex::new(BTreeMap::new()),
         latest_id: Mutex::new(None),
@@ -829,11 +834,7 @@ fn cpu_profile_memory() {
     profiling_core::set_enabled(true);
     let server = ProfilingServer::new(Config::builder().leak_check_interval(None).build().unwrap()).unwrap();
     let app = server.router();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let busy = busy_threads(&stop);
     let get = |uri: &str| {
