@@ -84,7 +84,7 @@ struct MeasuringCost {
 impl MeasuringCost {
     fn measure() -> Self {
         // A thread's first recorded call asks for its switch detector; until it arrives
-        // (tens of µs, or the 10-20 ms the kernel takes to switch its perf hooks on for a
+        // (tens of µs, or the 12-23 ms the kernel took here to switch its perf hooks on for a
         // process's first one) the recorder reads the CPU clock at every boundary. Measure
         // the steady state: let it arrive, and be picked up at the next boundary.
         empty();

@@ -26,7 +26,8 @@
 //! grace period, under a global mutex) when the first per-task event of the system opens,
 //! and off about a second after the last one closes. Threads that open their event while
 //! that happens all sleep on the mutex: with one event per thread, a burst of short-lived
-//! threads would pay it again after every quiet second, several milliseconds each time. So
+//! threads would pay it again after every quiet second, 12-23 ms each time on the VMs this
+//! project is tested on (`docs/reliability.md`, thread stall). So
 //! the first detector also opens one disabled event that stays open for the life of the
 //! process (one file descriptor), and the hooks stay on.
 
