@@ -37,8 +37,8 @@ static LEN: AtomicU32 = AtomicU32::new(1);
 /// The current [`PathIndex`] (null until the first node).
 static INDEX: AtomicPtr<PathIndex> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Held to add a node: the entries of the current [`PathIndex`].
-static WRITER: Mutex<usize> = Mutex::new(0);
+/// Held to add a node. The index holds every node but the root: `LEN - 1` entries.
+static WRITER: Mutex<()> = Mutex::new(());
 
 /// Bits of a node id, and of a function id plus one, in a [`PathIndex`] slot.
 const NODE_BITS: u32 = 21;
@@ -138,7 +138,7 @@ pub(crate) fn intern(parent: u32, func: u32) -> Child {
 }
 
 fn add(parent: u32, func: u32) -> Child {
-    let mut entries = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let _writer = WRITER.lock().unwrap_or_else(|p| p.into_inner());
     let key = key(parent, func);
     let mut current = index();
     if let Some(Ok(node)) = current.map(|i| i.find(key)) {
@@ -156,7 +156,8 @@ fn add(parent: u32, func: u32) -> Child {
         return folded;
     };
     let slots = current.map_or(0, |i| i.slots.len());
-    if (*entries + 1) * 2 > slots {
+    // With this node, the index holds `n` entries: keep it at most half full.
+    if n as usize * 2 > slots {
         let bigger = match current {
             Some(i) => i.grown(slots * 2),
             None => PathIndex::with_slots(1024),
@@ -171,7 +172,6 @@ fn add(parent: u32, func: u32) -> Child {
     if let Some(i) = current {
         i.insert(key, n);
     }
-    *entries += 1;
     Child { node: n, folded: false }
 }
 
