@@ -309,6 +309,19 @@ struct Tally {
     failures: Mutex<Vec<String>>,
 }
 
+impl Tally {
+    /// Fails if any answer so far was a 5xx or an error that is not JSON.
+    fn assert_no_failure(&self) {
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} bad answers, first: {:#?}",
+            failures.len(),
+            &failures[..failures.len().min(10)]
+        );
+    }
+}
+
 async fn send(app: &Router, route: Route, tally: &Tally) -> StatusCode {
     let (method, uri) = match route {
         Route::Get(p) => (Method::GET, p.to_owned()),
@@ -610,13 +623,7 @@ fn soak() {
     );
 
     // Every route answered, none with 5xx, errors in JSON.
-    let failures = tally.failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} bad answers, first: {:#?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    tally.assert_no_failure();
     let statuses = tally.statuses.lock().unwrap().clone();
     let files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     assert!(
@@ -655,13 +662,7 @@ fn soak() {
         }
     });
 
-    let failures = tally.failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} bad answers, first: {:#?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    tally.assert_no_failure();
 
     // POST /reset, once: the counts start again.
     let reset = rt.block_on(async {
