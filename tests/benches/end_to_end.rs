@@ -1,7 +1,7 @@
 //! End-to-end overhead: the demo's order service driven at full speed, profiling on and off.
 //!
 //! ```text
-//! cargo bench --bench end_to_end                      # 6 rounds of 3 s each way
+//! cargo bench --bench end_to_end                      # 6 pairs of 3 s rounds (one each way)
 //! E2E_ROUNDS=10 E2E_ROUND_SECS=5 cargo bench --bench end_to_end
 //! ```
 //!
@@ -10,9 +10,12 @@
 //! the handlers and every `#[profiled]` function under them, response bodies collected) by
 //! `E2E_CONCURRENCY` tasks (default 16) on a two-worker Tokio runtime, as fast as they go.
 //! The counting allocator is installed in both modes, as in a service that has profiling
-//! compiled in. Rounds alternate profiling on and off ([`profiling_core::set_enabled`]), so
-//! drift of the machine (frequency, other load) falls on both modes alike; each round starts
-//! from the same store size. The request mix is the demo's without its simulated 15-35 ms
+//! compiled in. Rounds come in pairs, one with profiling on and one off
+//! ([`profiling_core::set_enabled`]), in alternating order, after an uncounted warm-up round;
+//! the ratios are taken within each pair (adjacent in time, so drift of the machine cancels)
+//! and their median and range printed. Besides throughput, each round's requests per second
+//! of process CPU time: on a machine shared with other work, that figure does not move with
+//! the share of the cores the benchmark got. Each round starts from the same store size. The request mix is the demo's without its simulated 15-35 ms
 //! downstream wait (that route is a sleep: it would only add idle time to both modes).
 //!
 //! Driving the router in-process leaves out the network stack, which costs the same with
@@ -43,6 +46,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 struct Round {
     requests: u64,
     secs: f64,
+    /// CPU time of the whole process over the round, s.
+    cpu_secs: f64,
     /// Request latencies, ns, sorted.
     latencies: Vec<u64>,
 }
@@ -50,6 +55,12 @@ struct Round {
 impl Round {
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.secs
+    }
+
+    /// Requests per second of CPU time used by the process: what profiling costs, whatever
+    /// share of the machine other processes took during the round.
+    fn per_cpu_second(&self) -> f64 {
+        self.requests as f64 / self.cpu_secs
     }
 
     fn quantile(&self, q: f64) -> u64 {
@@ -61,6 +72,7 @@ impl Round {
 async fn round(app: axum::Router, concurrency: u64, length: Duration, seed: u64) -> Round {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu_at_start = profiling_core::record::clock::process_cpu_ns();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
             let app = app.clone();
@@ -100,10 +112,12 @@ async fn round(app: axum::Router, concurrency: u64, length: Duration, seed: u64)
         latencies.extend(t.await.expect("a load task does not panic"));
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = (profiling_core::record::clock::process_cpu_ns() - cpu_at_start) as f64 / 1e9;
     latencies.sort_unstable();
     Round {
         requests: latencies.len() as u64,
         secs,
+        cpu_secs,
         latencies,
     }
 }
@@ -130,46 +144,70 @@ fn main() {
         .enable_all()
         .build()
         .expect("a Tokio runtime starts");
-    let mut on = Vec::new();
-    let mut off = Vec::new();
+    // Rounds come in pairs, one each way, in alternating order (on-off, off-on, ...), after
+    // one warm-up round that is not counted: a pair's two rounds are adjacent in time, so
+    // the ratio within a pair cancels drift of the machine, and neither mode always goes
+    // first.
+    let mut pairs: Vec<(Round, Round)> = Vec::new();
     runtime.block_on(async {
-        for r in 0..rounds * 2 {
-            let enabled = r % 2 == 0;
-            profiling_core::set_enabled(enabled);
+        if !quick {
             let app = service::app(Arc::new(service::Store::default()));
-            let result = round(app, concurrency, length, r / 2).await;
-            println!(
-                "round {:>2} profiling {:<3}: {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>8.1} µs  ({} requests)",
-                r / 2 + 1,
-                if enabled { "on" } else { "off" },
-                result.throughput(),
-                result.quantile(0.50) as f64 / 1e3,
-                result.quantile(0.99) as f64 / 1e3,
-                result.requests
-            );
-            if enabled { &mut on } else { &mut off }.push(result);
+            round(app, concurrency, length, u64::MAX).await;
+        }
+        for pair in 0..rounds {
+            let mut on_off: [Option<Round>; 2] = [None, None];
+            for k in 0..2 {
+                let enabled = (pair + k) % 2 == 0;
+                profiling_core::set_enabled(enabled);
+                let app = service::app(Arc::new(service::Store::default()));
+                let result = round(app, concurrency, length, pair).await;
+                println!(
+                    "pair {:>2} profiling {:<3}: {:>9.0} req/s  {:>9.0} req/CPU-s  p50 {:>7.1} µs  p99 {:>8.1} µs  ({} requests)",
+                    pair + 1,
+                    if enabled { "on" } else { "off" },
+                    result.throughput(),
+                    result.per_cpu_second(),
+                    result.quantile(0.50) as f64 / 1e3,
+                    result.quantile(0.99) as f64 / 1e3,
+                    result.requests
+                );
+                on_off[usize::from(!enabled)] = Some(result);
+            }
+            if let [Some(on), Some(off)] = on_off {
+                pairs.push((on, off));
+            }
         }
     });
     profiling_core::set_enabled(true);
 
-    let tput = |rs: &[Round]| median(rs.iter().map(Round::throughput).collect());
-    let p99 = |rs: &[Round]| median(rs.iter().map(|r| r.quantile(0.99) as f64).collect());
-    let (tput_on, tput_off) = (tput(&on), tput(&off));
-    let (p99_on, p99_off) = (p99(&on), p99(&off));
+    let med =
+        |f: &dyn Fn(&Round) -> f64, on: bool| median(pairs.iter().map(|(a, b)| f(if on { a } else { b })).collect());
+    let ratio = |f: &dyn Fn(&Round) -> f64| {
+        let mut r: Vec<f64> = pairs.iter().map(|(on, off)| f(on) / f(off)).collect();
+        r.sort_by(f64::total_cmp);
+        let (lo, hi) = (r.first().copied().unwrap_or(0.0), r.last().copied().unwrap_or(0.0));
+        (median(r), lo, hi)
+    };
+    let p99 = |r: &Round| r.quantile(0.99) as f64;
     let calls: u64 = profiling_core::snapshot().functions.iter().map(|f| f.calls).sum();
     println!(
-        "\nmedians over {rounds} rounds of {:.1} s each way, {concurrency} concurrent tasks, 2 workers",
+        "\n{rounds} pairs of rounds of {:.1} s, {concurrency} concurrent tasks, 2 workers; medians over the pairs, ratios within each pair (range in brackets)",
         length.as_secs_f64()
     );
-    println!("| mode | throughput (req/s) | p99 latency (µs) |");
-    println!("|---|---|---|");
-    println!("| profiling off | {tput_off:.0} | {:.1} |", p99_off / 1e3);
-    println!("| profiling on | {tput_on:.0} | {:.1} |", p99_on / 1e3);
-    println!(
-        "| on / off | {:.4} ({:+.2}% throughput) | {:.3} |",
-        tput_on / tput_off,
-        (tput_on / tput_off - 1.0) * 100.0,
-        p99_on / p99_off
-    );
+    println!("| figure | profiling off | profiling on | on / off, median of pairs [min, max] |");
+    println!("|---|---|---|---|");
+    for (name, f, scale) in [
+        ("throughput (req/s)", &Round::throughput as &dyn Fn(&Round) -> f64, 1.0),
+        ("requests per CPU second", &Round::per_cpu_second, 1.0),
+        ("p99 latency (µs)", &p99, 1e3),
+    ] {
+        let (r, lo, hi) = ratio(f);
+        println!(
+            "| {name} | {:.1} | {:.1} | {r:.4} ({:+.2}%) [{lo:.4}, {hi:.4}] |",
+            med(f, false) / scale,
+            med(f, true) / scale,
+            (r - 1.0) * 100.0
+        );
+    }
     println!("profiled calls recorded while on: {calls}");
 }
