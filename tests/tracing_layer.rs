@@ -551,3 +551,42 @@ fn two_subscribers_on_one_thread_keep_their_spans_apart() {
     assert_between(fa.busy_ns, sum(da, da2), "a");
     assert_between(fb.busy_ns, db, "b");
 }
+
+/// More spans open at once than the layer's table of span slots holds (8,192, 8 per bucket):
+/// the spans beyond it keep their state in the registry's extensions. Each span is entered
+/// twice, once by its creator and once by another thread that also closes half of them:
+/// every span is one call with both entries' busy time.
+#[test]
+fn more_spans_open_at_once_than_the_layer_has_slots_for() {
+    let _serial = serial();
+    const SPANS: usize = 12_000;
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let spans: Vec<tracing::Span> = tracing::dispatcher::with_default(&dispatch, || {
+        (0..SPANS)
+            .map(|_| {
+                let span = tracing::info_span!("many_open_at_once");
+                span.in_scope(|| std::hint::black_box(0));
+                span
+            })
+            .collect()
+    });
+    let (theirs, ours): (Vec<_>, Vec<_>) = spans.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    std::thread::spawn(move || {
+        for (_, span) in theirs {
+            span.in_scope(|| std::thread::sleep(Duration::from_micros(1)));
+        }
+    })
+    .join()
+    .unwrap();
+    drop(ours);
+    let s = snapshot();
+    let f = function(&s, "many_open_at_once");
+    assert_eq!(f.calls, SPANS as u64, "every span one call");
+    // The other thread's entries slept 1 µs or more each: their busy time reached the calls.
+    assert!(
+        f.busy_ns >= SPANS as u64 / 2 * 1_000,
+        "busy {} ns: short of the other thread's {} entries of 1 µs or more",
+        f.busy_ns,
+        SPANS / 2
+    );
+}

@@ -4,10 +4,12 @@
 //! last exit; its busy time is the sum of its entries. Each entry is a poll frame on the
 //! recorder's stack of the entering thread, so spans and `#[profiled]` frames nest under each
 //! other in both directions, and CPU time and allocations are attributed to the innermost
-//! of them. Per-span state lives in the span's extensions in the `Registry`; a thread serves
-//! the spans it touches from a small table of views of that state, and publishes each entry
-//! to the extensions as it exits (one lookup per entry, not one per callback: see the
-//! thread-local fast path in `layer/views.rs`).
+//! of them. What a span has measured is *published* for every thread in a slot of a fixed
+//! table keyed by span id (`layer/slots.rs`), or, for spans beyond the table's room, in the
+//! span's extensions in the `Registry`; a thread serves the spans it touches from a small
+//! table of views of that state, and publishes each entry as it exits (one slot lookup per
+//! entry, not one registry lookup per callback: see the thread-local fast path in
+//! `layer/views.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -143,7 +145,8 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
 }
 
 /// What one span has measured so far, as published for every thread. Stored in the span's
-/// extensions; a thread's own entries reach it when they exit (see [`Hot`]).
+/// slot, else in its extensions; a thread's own entries reach it when they exit (see
+/// [`Hot`]).
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
@@ -156,19 +159,32 @@ struct SpanTiming {
 #[derive(Debug)]
 struct NotRecorded;
 
+mod slots;
 mod views;
 
 use views::{find, free_slot, gen_of, merged, with_hot, Hot};
 
-/// The slow path: takes a view of span `id` into `view` through its extensions, first
+/// The slow path: takes a view of span `id` into `view` from its published state, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
 /// `false` (and frees `view`) when the span is not recorded, or gone.
 #[cold]
 #[inline(never)]
-fn view_from_extensions<S>(layer: u64, id: &Id, view: &mut Hot, held: bool, ctx: &Context<'_, S>) -> bool
+fn view_from_published<S>(layer: u64, id: &Id, view: &mut Hot, held: bool, ctx: &Context<'_, S>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    let key = id.into_u64();
+    let in_slot = slots::with(layer, key, |t| {
+        // As below, under the slot's lock.
+        let gen = gen_of(layer, key).fetch_add(1, Relaxed) + 1;
+        if !held {
+            *view = Hot::new(layer, key, 0, gen);
+        }
+        view.sync(t, gen);
+    });
+    if in_slot.is_some() {
+        return true;
+    }
     let ok = (|| {
         let span = ctx.span(id)?;
         let mut ext = span.extensions_mut();
@@ -213,7 +229,21 @@ where
 /// valid view of the span, so the view stays valid (unless a slow path ran since the check:
 /// then it is invalid, and exact).
 #[inline(never)]
-fn publish<S>(id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
+fn publish<S>(layer: u64, id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let gen = view.gen;
+    if slots::with(layer, id.into_u64(), |t| view.sync(t, gen)).is_some() {
+        return true;
+    }
+    publish_to_extensions(id, view, ctx)
+}
+
+/// [`publish`] for a span without a slot.
+#[cold]
+#[inline(never)]
+fn publish_to_extensions<S>(id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -255,6 +285,16 @@ where
         // entered and exited (another thread entering it first publishes it then).
         let gen = gen_of(self.instance, id.into_u64()).load(Relaxed);
         let key = id.into_u64();
+        // Before any other thread can know the id: the span's home is decided here, once.
+        slots::claim(
+            self.instance,
+            key,
+            SpanTiming {
+                func,
+                call: None,
+                last_exit_ns: 0,
+            },
+        );
         let _ = with_hot(|hot| {
             if let Some(i) = find(hot, self.instance, key).or_else(|| free_slot(hot)) {
                 hot[i].reset(self.instance, key, func, gen);
@@ -268,20 +308,20 @@ where
             let i = match find(hot, self.instance, key) {
                 Some(i) if hot[i].valid() => i,
                 Some(i) => {
-                    if !view_from_extensions(self.instance, id, &mut hot[i], true, &ctx) {
+                    if !view_from_published(self.instance, id, &mut hot[i], true, &ctx) {
                         return;
                     }
                     i
                 }
                 None => match free_slot(hot) {
                     Some(i) => {
-                        if !view_from_extensions(self.instance, id, &mut hot[i], false, &ctx) {
+                        if !view_from_published(self.instance, id, &mut hot[i], false, &ctx) {
                             return;
                         }
                         i
                     }
                     None => {
-                        // No room for a view: the entry goes through the extensions.
+                        // No room for a view: the entry goes through the published state.
                         enter_unviewed(self.instance, id, &ctx);
                         return;
                     }
@@ -322,11 +362,11 @@ where
             h.last_exit_ns = h.last_exit_ns.max(out.end.unix_ns());
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(id, h, &ctx) {
+                if !publish(self.instance, id, h, &ctx) {
                     h.id = 0;
                 }
             } else {
-                view_from_extensions(self.instance, id, h, true, &ctx);
+                view_from_published(self.instance, id, h, true, &ctx);
             }
             true
         });
@@ -343,8 +383,9 @@ where
             let valid = h.valid();
             h.id = 0;
             if valid {
-                // Every figure of the span is in the view: no lookup. A span never entered
-                // is not a call.
+                // Every figure of the span is in the view: its slot is only freed. A span
+                // never entered is not a call.
+                slots::release(self.instance, key);
                 if let Some(call) = &h.merged_call() {
                     recorder::complete(call, h.last_exit_ns, false);
                 }
@@ -360,7 +401,7 @@ where
     }
 }
 
-/// Closes a span this thread holds no valid view of, through its extensions, with the
+/// Closes a span this thread holds no valid view of, from its published state, with the
 /// figures of the thread's stale view (`held`), if any.
 #[cold]
 #[inline(never)]
@@ -371,11 +412,11 @@ where
     // Views of the span elsewhere (its creator's, if it never entered it) are stale from
     // here on: the span's id may come back with a later span.
     gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
-    let Some(span) = ctx.span(id) else { return };
-    let mut ext = span.extensions_mut();
-    let Some(mut t) = ext.remove::<SpanTiming>() else {
-        return;
-    };
+    let t = slots::release(layer, id.into_u64()).or_else(|| {
+        ctx.span(id)
+            .and_then(|span| span.extensions_mut().remove::<SpanTiming>())
+    });
+    let Some(mut t) = t else { return };
     if let Some(h) = held {
         t.call = merged(t.call, t.func, h);
         t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
@@ -395,7 +436,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let mut view = Hot::EMPTY;
-    if !view_from_extensions(layer, id, &mut view, false, ctx) {
+    if !view_from_published(layer, id, &mut view, false, ctx) {
         return;
     }
     let node = view.call.map(|c| c.place.node);
@@ -404,28 +445,33 @@ where
     };
     if node.is_none() {
         view.start = Some((opened.place, opened.at.unix_ns()));
-        view_from_extensions(layer, id, &mut view, true, ctx);
+        view_from_published(layer, id, &mut view, true, ctx);
     }
 }
 
-/// Books the exit of an entry this thread holds no view of, through the extensions.
+/// Books the exit of an entry this thread holds no view of, into its published state.
 #[cold]
 #[inline(never)]
 fn exit_unviewed<S>(layer: u64, id: &Id, out: &PollOutcome, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    let book = |t: &mut SpanTiming| {
+        // Other threads' views of the span are stale from here on.
+        gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
+        if let Some(call) = &mut t.call {
+            call.add_poll(out);
+        }
+        t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
+    };
+    if slots::with(layer, id.into_u64(), book).is_some() {
+        return;
+    }
     let Some(span) = ctx.span(id) else { return };
     let mut ext = span.extensions_mut();
-    let Some(t) = ext.get_mut::<SpanTiming>() else {
-        return;
-    };
-    // Other threads' views of the span are stale from here on.
-    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
-    if let Some(call) = &mut t.call {
-        call.add_poll(out);
+    if let Some(t) = ext.get_mut::<SpanTiming>() {
+        book(t);
     }
-    t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
 }
 
 #[cfg(test)]

@@ -2,19 +2,19 @@
 //! touched last.
 //!
 //! Looking a span up in the `Registry` (a sharded-slab read with two atomic reference count
-//! updates) costs about as much as the registry's whole work for a span, so the common life
-//! of a span, created, entered, exited and closed on one thread, is served from a small
-//! per-thread table of the spans this thread touched last, and the extensions are read and
-//! written once per exit (to publish the entry for other threads) instead of once per
-//! callback.
+//! updates) costs about as much as the registry's whole work for a span, and even a span's
+//! slot (`slots.rs`) costs a hash and a lock, so the common life of a span, created, entered,
+//! exited and closed on one thread, is served from a small per-thread table of the spans this
+//! thread touched last, and the published state is written once per exit (to publish the
+//! entry for other threads) instead of once per callback.
 //!
 //! Coherence: a thread's view of a span ([`Hot`]) is *valid* while the span's generation
 //! counter (one of `GEN`, by a hash of the span) has not moved since the view was taken. It
-//! moves whenever a thread reads or writes the span's extension state without holding a
+//! moves whenever a thread reads or writes the span's published state without holding a
 //! valid view (the slow path), so at most one thread holds a valid view of
 //! a span at a time, and that thread knows every figure of the span: the published ones plus
 //! its own unpublished entry. A thread without a valid view (another thread took the slow path
-//! on a span of the same stripe since) takes the slow path, which merges what it holds into the extension and reads the
+//! on a span of the same stripe since) takes the slow path, which merges what it holds into the published state and reads the
 //! result back. Figures are merged, never overwritten: busy time and child latency add up,
 //! the start is the earliest, the last exit the latest; the first published start keeps the
 //! call's place in the tree.
@@ -45,7 +45,7 @@ pub(super) fn stripe_of(layer: u64, id: u64) -> usize {
 }
 
 /// Spans a thread keeps a view of. Nesting deeper than this still works, through the
-/// extensions.
+/// published state.
 pub(super) const HOT_SPANS: usize = 8;
 
 /// One thread's view of a span it touched.
@@ -115,7 +115,7 @@ impl Hot {
         self.gen == GEN[self.stripe as usize % STRIPES].0.load(Relaxed)
     }
 
-    /// Whether the view holds figures the extension lacks.
+    /// Whether the view holds figures the published state lacks.
     pub(super) fn unpublished(&self) -> bool {
         self.start.is_some() || self.busy_ns != 0 || self.child_latency_ns != 0
     }
