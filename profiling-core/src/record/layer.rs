@@ -385,7 +385,7 @@ where
             if valid {
                 // Every figure of the span is in the view: its slot is only freed. A span
                 // never entered is not a call.
-                slots::release(self.instance, key);
+                slots::free(self.instance, key);
                 if let Some(call) = &h.merged_call() {
                     recorder::complete(call, h.last_exit_ns, false);
                 }

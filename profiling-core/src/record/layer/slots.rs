@@ -31,23 +31,23 @@ pub(super) const CAPACITY: usize = WAYS * BUCKETS;
 #[repr(align(64))]
 struct Keys([AtomicU64; WAYS]);
 
-/// A span's published state. `layer` and `timing` are read and written only under `lock`;
-/// the key of the slot is written only under it too, so a reader that found the span's id
-/// in the keys checks it again once it holds the lock.
+/// A span's published state. `timing` is read and written only under `lock`; the key of the
+/// slot and `layer` are written only under it too (`layer` while the key is 0), so a reader
+/// that found the span's id in the keys checks both again once it holds the lock.
 struct Slot {
     lock: AtomicU32,
-    layer: UnsafeCell<u64>,
+    layer: AtomicU64,
     timing: UnsafeCell<SpanTiming>,
 }
 
-// SAFETY: the cells are accessed only by the thread holding `lock` (see `Locked`).
+// SAFETY: the cell is accessed only by the thread holding `lock` (see `Locked`).
 unsafe impl Sync for Slot {}
 
 static KEYS: [Keys; BUCKETS] = [const { Keys([const { AtomicU64::new(0) }; WAYS]) }; BUCKETS];
 static SLOTS: [Slot; CAPACITY] = [const {
     Slot {
         lock: AtomicU32::new(0),
-        layer: UnsafeCell::new(0),
+        layer: AtomicU64::new(0),
         timing: UnsafeCell::new(SpanTiming {
             func: 0,
             call: None,
@@ -56,9 +56,18 @@ static SLOTS: [Slot; CAPACITY] = [const {
     }
 }; CAPACITY];
 
+/// The bits of a `Registry` span id that name its place in the registry's slab: 38 for the
+/// slot and 13 for the thread shard in sharded-slab's default configuration, which the
+/// registry uses; the bits above count the place's reuses (the slab's generation).
+/// Leaving those out of the hash keeps a place that the registry reuses for span after
+/// span in the same bucket, whose lines stay in the cache. Only where spans land depends
+/// on this: keys are compared whole.
+const PLACE_BITS: u64 = (1 << 51) - 1;
+
 #[inline(always)]
 fn bucket(layer: u64, id: u64) -> usize {
-    ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKETS.trailing_zeros())) as usize
+    (((id & PLACE_BITS) ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKETS.trailing_zeros()))
+        as usize
 }
 
 /// A slot held locked; unlocked when dropped.
@@ -90,8 +99,7 @@ impl Locked {
     }
 
     fn layer(&self) -> u64 {
-        // SAFETY: this thread holds the slot's lock.
-        unsafe { *self.0.layer.get() }
+        self.0.layer.load(Relaxed)
     }
 
     #[allow(clippy::mut_from_ref)]
@@ -121,8 +129,7 @@ pub(super) fn claim(layer: u64, id: u64, timing: SpanTiming) -> bool {
         if key.load(Relaxed) != 0 {
             continue;
         }
-        // SAFETY: the slot's lock is held.
-        unsafe { *slot.0.layer.get() = layer };
+        slot.0.layer.store(layer, Relaxed);
         *slot.timing() = timing;
         key.store(id, Release);
         return true;
@@ -167,6 +174,21 @@ pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
     Some(t)
 }
 
+/// Frees the slot of span `id` of `layer`, when its state is no longer needed (the closing
+/// thread holds all of it in a valid view). Takes no lock: no other callback of a span can run
+/// while it closes, a slot's `layer` is written only while its key is 0, and the next claim
+/// of the slot takes the lock.
+pub(super) fn free(layer: u64, id: u64) {
+    let b = bucket(layer, id);
+    for (way, key) in KEYS[b].0.iter().enumerate() {
+        // The key read here (`Acquire`) was published after the slot's `layer` was written.
+        if key.load(Acquire) == id && SLOTS[b * WAYS + way].layer.load(Relaxed) == layer {
+            key.store(0, Release);
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +227,11 @@ mod tests {
         );
         assert_eq!(release(layer, ids[3]).map(|t| t.func), Some(3));
         assert_eq!(with(layer, ids[3], |t| t.func), None);
+        free(layer + 1, ids[4]);
+        assert_eq!(with(layer, ids[4], |t| t.func), Some(4), "another layer's free");
+        free(layer, ids[4]);
+        assert_eq!(with(layer, ids[4], |t| t.func), None);
+        assert!(claim(layer, ids[4], timing(4)));
         assert!(claim(layer, ids[WAYS], timing(99)), "a freed slot is reused");
         assert_eq!(with(layer, ids[WAYS], |t| t.func), Some(99));
         for &id in ids.iter().filter(|&&id| id != ids[3]) {
