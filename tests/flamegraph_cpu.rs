@@ -52,12 +52,16 @@ fn spinning_function_dominates_sampled_profile() {
         "{}",
         profile.folded_text()
     );
-    // No profiler frames leak into stacks: the handler, the unwinder, the signal trampoline.
+    // No profiler frames leak into stacks: the handler, the unwinder (the `backtrace` crate's;
+    // std's `std::sys::backtrace::__rust_begin_short_backtrace` is a real frame), the signal
+    // trampoline.
     let text = profile.folded_text();
     for frame in [
         "sample_guard",
         "on_sigprof",
-        "backtrace::",
+        "backtrace::backtrace::",
+        "trace_unsynchronized",
+        "_Unwind_Backtrace",
         "__restore_rt",
         "perf_signal_handler",
     ] {
