@@ -37,9 +37,9 @@
 //!   [`RSS_RUN`] (figures are printed).
 //!
 //! `cpu_profile_memory` (needs `profiling-full`): RSS before, during and after CPU profiles
-//! and flamegraph requests. The live heap may keep pprof's sample table (`PPROF_TABLE`) and
-//! nothing else; after the first profile, each leaves at most `RSS_AFTER_PROFILE` of RSS;
-//! while one runs, RSS may rise by `RSS_DURING_PROFILE` (the first: by that and the table).
+//! and flamegraph requests. Each profile, the first one too, may raise RSS by
+//! `RSS_DURING_PROFILE` while it runs, and leave at most `RSS_AFTER_PROFILE` of RSS and
+//! `LIVE_HEAP_AFTER_PROFILE` of live heap behind.
 //! Run it on the test binary as built (line tables, `[profile.release]` of this workspace)
 //! and as users ship (Cargo's default release profile: no debug information):
 //!
@@ -90,27 +90,26 @@ const PER_KIND: usize = 10;
 const RSS_PER_KIND: u64 = 16 << 20;
 /// RSS the whole soak may add, buffers freed and servers dropped: the tables of exited
 /// threads are folded and freed, so what remains is allocator caches (glibc keeps freed
-/// pages of its per-thread arenas), the bounded stores and, with `profiling-full`, pprof's
-/// sample table (about 70 MiB from the first CPU profile on; see `cpu_profile_memory`).
+/// pages of its per-thread arenas) and the bounded stores.
 const RSS_RUN: u64 = 128 << 20;
-/// Live heap a first CPU profile leaves for good: pprof's sample table (`pprof::Collector`,
-/// 4,096 buckets × 4 entries of up to 128 frames, 65.4 MiB measured), which the pprof crate
-/// allocates at its first profile, re-creates at every stop and never frees.
+/// Live heap a CPU profile may leave behind: none of its own (its sample table is unmapped,
+/// the symbolizer keeps no cache); this allows for the server's one-time state.
 #[cfg(feature = "profiling-full")]
-const PPROF_TABLE: u64 = 72 << 20;
-/// RSS a CPU profile may leave behind once that table exists: what symbolizing needed is
-/// released after (the symbol cache is cleared, freed pages are returned).
+const LIVE_HEAP_AFTER_PROFILE: u64 = 2 << 20;
+/// RSS a CPU profile may leave behind: what symbolizing needed is released after (freed
+/// pages are returned with `malloc_trim`).
 #[cfg(feature = "profiling-full")]
 const RSS_AFTER_PROFILE: u64 = 8 << 20;
-/// RSS a CPU profile may add while it runs, once pprof's table exists. Issue 9 asks for
-/// +40 MiB; what is left above it is inside the pprof crate (see docs/reliability.md): its
-/// start resolves a backtrace through `backtrace`'s DWARF reader (+86 MiB with this test
-/// binary's line tables, +34 MiB without debug information; cleared at once) and its stop
-/// allocates a fresh sample table before it frees the old one (+65 MiB for a moment).
-/// Symbolizing the samples (`cpu_profile/symbolize.rs`) adds +6 MiB here, +2.6 MiB without
-/// debug information. Before (symbolizing through `backtrace`), a profile peaked at +148 MiB.
+/// RSS a CPU profile may add while it runs. Issue 9 asks for at most +40 MiB; this workload
+/// (two busy threads, profiles of 2 s) measured +6.6 MiB at most with this test binary's
+/// line tables (+3.6 MiB with `PROFILING_CPU_SYMBOLIZE=symbols`; docs/reliability.md), so
+/// the bound is tighter than the issue's, with room for the sample table's pages and a
+/// noisy run. Before our own sampler replaced pprof-rs's (whose start parsed the binary's
+/// debug information through `backtrace`, and whose stop allocated a fresh 65 MiB sample
+/// table before freeing the old one), a profile peaked at +83 to +85 MiB and the first at
+/// +150 MiB: this bound fails on that code.
 #[cfg(feature = "profiling-full")]
-const RSS_DURING_PROFILE: u64 = 96 << 20;
+const RSS_DURING_PROFILE: u64 = 16 << 20;
 
 #[profiled]
 fn soak_work(i: u64) -> Option<Vec<u8>> {
@@ -639,8 +638,7 @@ fn soak() {
             let path = match route {
                 Route::Get(p) | Route::Post(p) | Route::GetWithId(p) => p,
             };
-            // One request first: a kind's one-time state (pprof's sample table at the
-            // first CPU profile, see `cpu_profile_memory`) is not growth.
+            // One request first: a kind's one-time state is not growth.
             let (first, _) = rss();
             send(&app, route, &tally).await;
             let (before, _) = rss();
@@ -776,8 +774,17 @@ fn soak() {
     assert_grew_at_most("RSS over the run", rss_end as i64 - rss_start as i64, RSS_RUN);
 }
 
+/// Resets this process's `VmHWM` to its current RSS (`echo 5 > /proc/self/clear_refs`,
+/// Linux 4.0 and later), so that `VmHWM` read later is the exact peak since. False if the
+/// kernel refused.
+#[cfg(feature = "profiling-full")]
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Reads `VmRSS` every 20 ms until dropped; the highest reading is the peak over its life
-/// (a window, unlike `VmHWM`, which is the process's peak since it started).
+/// (a window, unlike `VmHWM` without [`reset_peak_rss`], which is the process's peak since it
+/// started). Where `VmHWM` cannot be reset, this is the peak the test uses.
 #[cfg(feature = "profiling-full")]
 struct RssWatch {
     stop: Arc<AtomicBool>,
@@ -866,16 +873,17 @@ fn cpu_profile_memory() {
     let (rss_start, _) = rss();
     let live_start = live_bytes();
     let mut worst_during = (String::new(), 0i64);
-    let mut first_during = 0i64;
     let mut worst_live = 0i64;
     let mut worst_after = (String::new(), i64::MIN);
-    for (k, uri) in requests.into_iter().enumerate() {
+    for uri in requests {
         let (before, _) = rss();
         let live_before = live_bytes();
+        let exact = reset_peak_rss();
         let watch = RssWatch::start();
         let (status, len) = get(uri);
         let peak = watch.peak();
-        let (after, _) = rss();
+        let (after, hwm) = rss();
+        let peak = if exact { peak.max(hwm) } else { peak };
         let live_after = live_bytes();
         assert_eq!(status, StatusCode::OK, "{uri}");
         println!(
@@ -888,14 +896,11 @@ fn cpu_profile_memory() {
             mib_i(live_after as i64 - live_before as i64)
         );
         let during = peak as i64 - before as i64;
-        if k == 0 {
-            first_during = during;
-        } else if during > worst_during.1 {
+        if during > worst_during.1 {
             worst_during = (uri.to_owned(), during);
         }
         worst_live = worst_live.max(live_after as i64 - live_start as i64);
-        // The first profile allocates pprof's table; from the second on, nothing stays.
-        if k > 0 && after as i64 - before as i64 > worst_after.1 {
+        if after as i64 - before as i64 > worst_after.1 {
             worst_after = (uri.to_owned(), after as i64 - before as i64);
         }
     }
@@ -915,11 +920,7 @@ fn cpu_profile_memory() {
     drop(app);
     drop(server);
     drop(rt);
-    assert_grew_at_most(
-        "the live heap after CPU profiles (bound: pprof's table)",
-        worst_live,
-        PPROF_TABLE,
-    );
+    assert_grew_at_most("the live heap after CPU profiles", worst_live, LIVE_HEAP_AFTER_PROFILE);
     assert_grew_at_most(
         &format!("RSS left by {}", worst_after.0),
         worst_after.1,
@@ -929,10 +930,5 @@ fn cpu_profile_memory() {
         &format!("RSS while {} ran", worst_during.0),
         worst_during.1,
         RSS_DURING_PROFILE,
-    );
-    assert_grew_at_most(
-        "RSS while the first CPU profile ran (bound: pprof's table and one profile's)",
-        first_during,
-        PPROF_TABLE + RSS_DURING_PROFILE,
     );
 }

@@ -1,26 +1,29 @@
-//! Where sampled CPU profiles are taken (pprof crate): on demand for N seconds, or around a
-//! closure; rendered as a flamegraph SVG, folded text, or a gzip pprof protobuf that
-//! `go tool pprof` and other standard tooling read.
+//! Where sampled CPU profiles are taken: on demand for N seconds, or around a closure;
+//! rendered as a flamegraph SVG, folded text, or a gzip pprof protobuf that `go tool pprof`
+//! and other standard tooling read.
 //!
-//! - Sampling is process-wide (`setitimer(ITIMER_PROF)` + `SIGPROF`), at
-//!   [`DEFAULT_FREQUENCY_HZ`] by default. The kernel tick caps what a process receives
-//!   (about 250 signals per second here), so samples are converted to time from the process
-//!   CPU time measured over the profile, not from the nominal rate: each sample stands for
-//!   `measured CPU / samples taken`.
-//! - pprof's default unwinder is used (libgcc's, through `backtrace`), which keeps the
-//!   innermost frame; its `frame-pointer` unwinder drops it.
+//! - Sampling is process-wide (`setitimer(ITIMER_PROF)` + `SIGPROF`, our own handler in
+//!   `cpu_profile/sample_guard.rs`), at [`DEFAULT_FREQUENCY_HZ`] by default. The kernel tick
+//!   caps what a process receives (about 250 signals per second here), so samples are
+//!   converted to time from the process CPU time measured over the profile, not from the
+//!   nominal rate: each sample stands for `measured CPU / samples taken`.
+//! - The handler unwinds with libgcc's unwinder (through `backtrace::trace_unsynchronized`,
+//!   as pprof-rs does), which keeps the innermost frame, and drops its own frames up to the
+//!   interrupted instruction. Stacks go into a fixed, lock-free table mapped for the profile
+//!   and unmapped after it (`cpu_profile/stack_table.rs`: at most 131,072 distinct (thread,
+//!   stack) pairs and 1,048,576 frames in all, 12 MiB of address space, resident only as
+//!   used).
 //! - Every sample is accounted for. Unwinding from libc, libgcc, the loader or the vDSO
-//!   ([`BLOCKLIST`]) can deadlock, so a handler placed in front of pprof's (Linux, x86_64 and
-//!   aarch64) looks at the interrupted instruction first: in blocklisted code it counts the
-//!   sample, with atomics only, as a leaf under its thread, [`SYSTEM_CALL_FRAME`] when the
-//!   thread was interrupted at a system call (the instruction before is `syscall` / `svc #0`)
-//!   or in the vDSO, else [`IN_LIBC_FRAME`]; elsewhere pprof unwinds it. A sample the handler
-//!   passed on but pprof did not record (its lock was busy on another thread) is the leaf
-//!   [`NOT_UNWOUND_FRAME`]. All of them share the measured CPU equally, so time spent in
-//!   system calls is no longer credited to the user code that happened to be unwound.
+//!   ([`BLOCKLIST`]) can deadlock, so the handler (Linux, x86_64 and aarch64; elsewhere a
+//!   profile is refused at its start) looks at the interrupted instruction first: in
+//!   blocklisted code it counts the sample, with atomics only, as a leaf under its thread,
+//!   [`SYSTEM_CALL_FRAME`] when the thread was interrupted at a system call (the instruction
+//!   before is `syscall` / `svc #0`) or in the vDSO, else [`IN_LIBC_FRAME`]; elsewhere it
+//!   unwinds. A sample whose unwind gave no frame or whose stack the table had no room for is
+//!   the leaf [`NOT_UNWOUND_FRAME`]. All of them share the measured CPU equally, so time
+//!   spent in system calls is not credited to the user code that happened to be unwound.
 //!   [`CpuProfile::sample_counts`] says how many samples were taken and how many unwound
-//!   (also in the flamegraph subtitle and the pprof comments). Elsewhere, samples in
-//!   blocklisted code are dropped, as pprof does, and only unwound samples are counted.
+//!   (also in the flamegraph subtitle and the pprof comments).
 //! - What is not known: the functions that called into libc or made the system call (their
 //!   time shows under the thread, not under them).
 //! - One profile at a time per process: a second request gets [`Error::ProfilerBusy`].
@@ -28,18 +31,20 @@
 //!   process-wide cache holds the whole binary's parsed debug information): the ELF symbol
 //!   table, and DWARF one compilation unit at a time where there is some; [`SYMBOLIZE_ENV`]
 //!   (`PROFILING_CPU_SYMBOLIZE=debuginfo|symbols`, default `debuginfo`) chooses. Memory
-//!   figures in `docs/reliability.md`.
+//!   figures in `docs/reliability.md` (a profile adds +3 to +7 MiB of RSS while it runs in
+//!   the soak test, and gives it back after).
+//! - The `pprof` crate is used for its protobuf types only ([`protos`]).
 //!
 //! Only with the `profiling-full` feature.
 //!
-//! (Over 500 lines with its unit tests: the code is the first 530 lines, one profile's life
-//! from start to pprof output; the signal handler, the sample accounting and the
-//! symbolizer are submodules.)
+//! (Over 500 lines with its unit tests: the code is the first 545 lines, one profile's life
+//! from start to pprof output; the signal handler, the stack table, the sample accounting
+//! and the symbolizer are submodules.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pprof::protos::Message;
 
@@ -79,10 +84,11 @@ pub const NOT_UNWOUND_FRAME: &str = "[not unwound]";
 
 mod accounting;
 mod sample_guard;
+mod stack_table;
 pub(crate) mod symbolize;
 
 pub use accounting::SampleCounts;
-use accounting::{leaf_samples, marker_address, thread_label};
+use accounting::{leaf_samples, marker_address, thread_labels};
 pub use symbolize::{Mode as SymbolizeMode, SYMBOLIZE_ENV};
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -96,12 +102,21 @@ pub fn is_running() -> bool {
 /// profile. Dropping it without finishing stops sampling and discards the samples.
 #[must_use = "sampling stops when the sampler is dropped"]
 pub struct CpuSampler {
-    guard: Option<pprof::ProfilerGuard<'static>>,
-    counter: Option<sample_guard::Guard>,
+    guard: Option<sample_guard::Guard>,
     frequency_hz: i32,
     symbolize: symbolize::Mode,
+    start_time: SystemTime,
     started: Instant,
     cpu_at_start: u64,
+}
+
+/// When and how long a profile ran, and the CPU it measured.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    cpu_ns: u64,
+    wall: Duration,
+    start_time: SystemTime,
+    frequency_hz: i32,
 }
 
 impl std::fmt::Debug for CpuSampler {
@@ -133,40 +148,23 @@ impl CpuSampler {
         // Computed before sampling starts: the handler only reads them.
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         let ranges = sample_guard::blocklisted_ranges(&maps, &BLOCKLIST);
-        // pprof keeps the same blocklist: it drops what reaches it in blocklisted code in
-        // the moment before our handler is in front of its own.
-        let guard = pprof::ProfilerGuardBuilder::default()
-            .frequency(frequency_hz)
-            .blocklist(&BLOCKLIST)
-            .build();
-        let guard = match guard {
+        let start_time = SystemTime::now();
+        let started = Instant::now();
+        let cpu_at_start = crate::record::clock::process_cpu_ns();
+        let guard = match sample_guard::Guard::start(&ranges, frequency_hz) {
             Ok(g) => g,
             Err(e) => {
-                RUNNING.store(false, Ordering::Release);
-                return Err(Error::Profiler(e.to_string()));
-            }
-        };
-        // pprof's `build` resolves a backtrace of this thread (to initialize `backtrace`
-        // before its signal handler runs), which parses the binary's debug information into
-        // `backtrace`'s process-wide cache. Nothing here uses that cache: drop it now rather
-        // than hold it while the profile runs.
-        backtrace::clear_symbol_cache();
-        release_freed_memory();
-        let counter = match sample_guard::Guard::install(&ranges) {
-            Ok(c) => c,
-            Err(e) => {
-                drop(guard);
                 RUNNING.store(false, Ordering::Release);
                 return Err(e);
             }
         };
         Ok(Self {
             guard: Some(guard),
-            counter: Some(counter),
             frequency_hz,
             symbolize,
-            started: Instant::now(),
-            cpu_at_start: crate::record::clock::process_cpu_ns(),
+            start_time,
+            started,
+            cpu_at_start,
         })
     }
 
@@ -174,26 +172,27 @@ impl CpuSampler {
     pub fn finish(mut self) -> Result<CpuProfile> {
         let cpu_ns = crate::record::clock::process_cpu_ns().saturating_sub(self.cpu_at_start);
         let wall = self.started.elapsed();
-        let Some(guard) = &self.guard else {
+        let Some(mut guard) = self.guard.take() else {
             return Err(Error::Profiler("sampler already finished".to_owned()));
         };
-        // Our handler stops counting and stops passing samples to pprof's: both sets of
-        // counts are final from here.
-        let counts = self.counter.as_mut().map(sample_guard::Guard::stop).unwrap_or_default();
-        // Should this panic, `self` still holds the guard and its drop clears RUNNING.
-        let report = guard
-            .report()
-            .build_unresolved()
-            .map_err(|e| Error::Profiler(e.to_string()));
-        // Stop the timer before the (slow) symbolization below, and let the next profile start.
-        drop(self.guard.take());
-        // Stopping makes pprof allocate a fresh sample table before it frees the old one
-        // (65 MiB each); give the old one's pages back before symbolizing.
-        release_freed_memory();
-        drop(self.counter.take());
+        // The timer and the handler stop here: the counts and the stack table are final.
+        let samples = guard.stop();
+        drop(guard);
+        // Let the next profile start while this one is symbolized (the table is this
+        // profile's own, freed below).
         RUNNING.store(false, Ordering::Release);
-        let report = report?;
-        let profile = CpuProfile::from_unresolved(&report, &counts, cpu_ns, wall, self.frequency_hz, self.symbolize);
+        let samples = samples?;
+        let profile = CpuProfile::from_samples(
+            &samples,
+            Timing {
+                cpu_ns,
+                wall,
+                start_time: self.start_time,
+                frequency_hz: self.frequency_hz,
+            },
+            self.symbolize,
+        );
+        drop(samples);
         release_freed_memory();
         Ok(profile)
     }
@@ -201,8 +200,6 @@ impl CpuSampler {
 
 impl Drop for CpuSampler {
     fn drop(&mut self) {
-        // Ours first: it stops passing samples to pprof's handler before that one goes.
-        drop(self.counter.take());
         if self.guard.take().is_some() {
             RUNNING.store(false, Ordering::Release);
         }
@@ -287,11 +284,7 @@ fn strip_hash(name: &str) -> &str {
 
 /// Frames of the profiler itself at the innermost end of every sample.
 fn is_profiler_frame(name: &str) -> bool {
-    name.starts_with("pprof::")
-        || name.starts_with("backtrace::")
-        || name.starts_with("<pprof::")
-        || name.contains("perf_signal_handler")
-        || name == "__restore_rt"
+    name.starts_with("backtrace::") || name.contains("cpu_profile::sample_guard::") || name == "__restore_rt"
 }
 
 impl CpuProfile {
@@ -299,27 +292,28 @@ impl CpuProfile {
     /// in the mapping that holds it (`/proc/self/maps`); the interrupted (leaf) frame keeps
     /// its exact address, callers use `return address - 1` (inside the call instruction), the
     /// address that both this symbolizer and `go tool pprof BINARY` resolve. Frames of the
-    /// profiler itself (innermost, up to the signal trampoline) are removed.
+    /// profiler itself (innermost, up to the signal trampoline), when the handler could not
+    /// drop them, are removed by name.
     ///
-    /// Then the samples that were not unwound (`counts`, from our signal handler) become leaf
-    /// frames under their thread, and every sample stands for `cpu_ns / taken`.
-    fn from_unresolved(
-        report: &pprof::UnresolvedReport,
-        counts: &[sample_guard::ThreadCounts],
-        cpu_ns: u64,
-        wall: Duration,
-        frequency_hz: i32,
-        mode: symbolize::Mode,
-    ) -> Self {
-        let (leaves, counts) = leaf_samples(report, counts);
+    /// Then the samples that were not unwound (`samples.threads`, from our signal handler)
+    /// become leaf frames under their thread, and every sample stands for `cpu_ns / taken`.
+    fn from_samples(samples: &sample_guard::Samples, timing: Timing, mode: symbolize::Mode) -> Self {
+        let Timing {
+            cpu_ns,
+            wall,
+            start_time,
+            frequency_hz,
+        } = timing;
+        let (leaves, counts) = leaf_samples(&samples.threads);
+        let labels = thread_labels(&samples.threads);
+        let label = |row: u32| labels.get(&row).map_or("[unknown thread]", String::as_str);
         let per_sample = cpu_ns.checked_div(counts.taken).unwrap_or(0);
         let maps = Mappings::current();
+        let stacks = || samples.table.iter().flat_map(stack_table::Table::stacks);
         // Every frame's address as a caller (`ip - 1`) and as the interrupted instruction
         // (`ip`): which frame is the leaf is known only once the callers are named.
-        let addrs: BTreeSet<u64> = report
-            .data
-            .keys()
-            .flat_map(|frames| frames.frames.iter().map(|f| f.ip() as u64))
+        let addrs: BTreeSet<u64> = stacks()
+            .flat_map(|s| s.ips)
             .flat_map(|ip| [ip, ip.saturating_sub(1)])
             .collect();
         let symbols = symbolize::resolve(&addrs, &maps, mode);
@@ -330,23 +324,26 @@ impl CpuProfile {
             mapping_ids.insert(0, b.mapping(main));
         }
         let mut by_stack: BTreeMap<String, u64> = BTreeMap::new();
-        for (frames, &count) in &report.data {
-            let count = count.max(0) as u64;
+        for sample in stacks() {
+            let count = sample.count;
             if count == 0 {
                 continue;
             }
-            let ips: Vec<u64> = frames.frames.iter().map(|f| f.ip() as u64).collect();
+            let ips = &sample.ips;
             let callers: Vec<Vec<FrameInfo>> = ips.iter().map(|&ip| resolve(ip.saturating_sub(1))).collect();
-            let mut leaf = callers
-                .iter()
-                .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
-                .map_or(0, |i| i + 1);
-            // The signal trampoline (`__restore_rt`) has no symbol in a stripped libc: the
-            // unnamed frame right after the handler is it, not the interrupted code.
-            if leaf > 0 && callers.get(leaf).is_some_and(Vec::is_empty) {
-                leaf += 1;
+            let mut leaf = 0;
+            if !sample.from_interrupted {
+                leaf = callers
+                    .iter()
+                    .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
+                    .map_or(0, |i| i + 1);
+                // The signal trampoline (`__restore_rt`) has no symbol in a stripped libc:
+                // the unnamed frame right after the handler is it, not the interrupted code.
+                if leaf > 0 && callers.get(leaf).is_some_and(Vec::is_empty) {
+                    leaf += 1;
+                }
             }
-            let thread = thread_label(&frames.thread_name, frames.thread_name_length, frames.thread_id);
+            let thread = label(sample.thread);
             let mut locations = Vec::new();
             let mut stack: Vec<String> = Vec::new();
             // An outermost frame with a null return address ends the stack.
@@ -370,13 +367,14 @@ impl CpuProfile {
             b.sample(
                 locations,
                 vec![count as i64, i64::try_from(cpu).unwrap_or(i64::MAX)],
-                &[("thread", &thread)],
+                &[("thread", thread)],
             );
-            stack.push(fold::sanitize_frame(&thread));
+            stack.push(fold::sanitize_frame(thread));
             stack.reverse();
             *by_stack.entry(stack.join(";")).or_default() += count;
         }
-        for (thread, frame, count) in leaves {
+        for (row, frame, count) in leaves {
+            let thread = label(row);
             let info = FrameInfo {
                 name: frame.to_owned(),
                 system_name: frame.to_owned(),
@@ -393,9 +391,9 @@ impl CpuProfile {
             b.sample(
                 vec![location],
                 vec![count as i64, i64::try_from(cpu).unwrap_or(i64::MAX)],
-                &[("thread", &thread)],
+                &[("thread", thread)],
             );
-            let stack = format!("{};{frame}", fold::sanitize_frame(&thread));
+            let stack = format!("{};{frame}", fold::sanitize_frame(thread));
             *by_stack.entry(stack).or_default() += count;
         }
         let comments = [
@@ -415,8 +413,8 @@ impl CpuProfile {
         let mut profile = b.finish(
             &[("samples", "count"), ("cpu", "nanoseconds")],
             ("cpu", "nanoseconds", period),
-            unix_nanos(report.timing.start_time),
-            i64::try_from(report.timing.duration.as_nanos()).unwrap_or(i64::MAX),
+            unix_nanos(start_time),
+            i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX),
         );
         profile.comment = comments.to_vec();
         Self {
@@ -558,53 +556,40 @@ mod tests {
 
     #[test]
     fn every_sample_is_accounted_for_under_its_thread() {
-        // pprof unwound 3 samples of pthread 7 ("worker") and 4 of pthread 9, which our
-        // handler never saw (the moment before it was installed).
-        let mut report = pprof::UnresolvedReport {
-            data: HashMap::new(),
-            timing: Default::default(),
-        };
-        // The frames type is not exported by pprof: take it from the (empty) map.
-        let mut frames = report.data.keys().next().cloned().unwrap_or_default();
-        frames.thread_id = 7;
-        frames.thread_name[..6].copy_from_slice(b"worker");
-        frames.thread_name_length = 6;
-        report.data.insert(frames.clone(), 3);
-        frames.thread_id = 9;
-        frames.thread_name_length = 0;
-        report.data.insert(frames, 4);
-        let row = |tid, pthread, name: &str, system_call, in_libc, chained| sample_guard::ThreadCounts {
+        let row = |row, tid, name: &str, system_call, in_libc, unwound, not_unwound| sample_guard::ThreadCounts {
+            row,
             tid,
-            pthread,
             name: name.to_owned(),
             system_call,
             in_libc,
-            chained,
+            unwound,
+            not_unwound,
         };
         let counts = [
-            row(70, 7, "comm-name", 5, 1, 5),
-            row(80, 8, "idle", 2, 0, 0),
-            row(0, 0, "", 1, 0, 0),
+            row(3, 70, "worker", 5, 1, 3, 2),
+            row(4, 80, "", 2, 0, 4, 0),
+            row(1024, 0, "", 1, 0, 0, 0),
         ];
-        let (leaves, total) = leaf_samples(&report, &counts);
+        let (leaves, total) = leaf_samples(&counts);
         assert_eq!(
             total,
             SampleCounts {
-                taken: 7 + 6 + 2 + 2 + 1,
+                taken: 7 + 8 + 1 + 2,
                 unwound: 7,
                 system_call: 8,
                 in_libc: 1,
                 not_unwound: 2,
             }
         );
-        let leaves: Vec<(&str, &str, u64)> = leaves.iter().map(|(t, f, n)| (t.as_str(), *f, *n)).collect();
+        let labels = thread_labels(&counts);
+        let leaves: Vec<(&str, &str, u64)> = leaves.iter().map(|(r, f, n)| (labels[r].as_str(), *f, *n)).collect();
         assert_eq!(
             leaves,
             [
                 ("worker", SYSTEM_CALL_FRAME, 5),
                 ("worker", IN_LIBC_FRAME, 1),
                 ("worker", NOT_UNWOUND_FRAME, 2),
-                ("idle", SYSTEM_CALL_FRAME, 2),
+                ("80", SYSTEM_CALL_FRAME, 2),
                 ("[other threads]", SYSTEM_CALL_FRAME, 1),
             ]
         );

@@ -1,6 +1,7 @@
-//! What became of every sample of a profile: the ones pprof unwound, and the ones counted by
-//! [`sample_guard`](super::sample_guard) as leaves under their thread (see the parent
-//! module's docs), with the marker addresses those leaves are given in pprof output.
+//! What became of every sample of a profile, as counted by
+//! [`sample_guard`](super::sample_guard): the ones unwound into the stack table, and the
+//! others as leaves under their thread (see the parent module's docs), with the marker
+//! addresses those leaves are given in pprof output.
 
 use std::collections::HashMap;
 
@@ -20,57 +21,45 @@ pub struct SampleCounts {
     pub system_call: u64,
     /// Samples taken elsewhere in blocklisted code ([`IN_LIBC_FRAME`]).
     pub in_libc: u64,
-    /// Samples passed to the unwinder that it did not record ([`NOT_UNWOUND_FRAME`]).
+    /// Samples to be unwound that are not in a call stack ([`NOT_UNWOUND_FRAME`]): the
+    /// unwinder gave no frame, or the profile's stack table had no room left for a new stack
+    /// (see `docs/reliability.md` for its size).
     pub not_unwound: u64,
 }
 
-/// The name pprof recorded for a sample's thread, else its id.
-pub(super) fn thread_label(name: &[u8], len: usize, id: u64) -> String {
-    match String::from_utf8_lossy(&name[..len.min(name.len())]) {
-        n if n.is_empty() => format!("{id:?}"),
-        n => n.into_owned(),
-    }
+/// Labels of the handler's thread rows: the thread's name, else its id;
+/// `[other threads]` for the overflow row.
+pub(super) fn thread_labels(counts: &[sample_guard::ThreadCounts]) -> HashMap<u32, String> {
+    counts
+        .iter()
+        .map(|row| {
+            let label = match row {
+                r if r.tid == 0 => "[other threads]".to_owned(),
+                r if r.name.is_empty() => r.tid.to_string(),
+                r => r.name.clone(),
+            };
+            (row.row, label)
+        })
+        .collect()
 }
 
-/// The samples of `counts` that pprof did not unwind, as `(thread, leaf frame, samples)`, and
-/// their totals. A thread's name is the one pprof recorded for it when it has unwound samples
-/// (so its stacks merge), else its own (`PR_GET_NAME`).
-pub(super) fn leaf_samples(
-    report: &pprof::UnresolvedReport,
-    counts: &[sample_guard::ThreadCounts],
-) -> (Vec<(String, &'static str, u64)>, SampleCounts) {
-    let mut unwound_by_thread: HashMap<u64, (u64, String)> = HashMap::new();
+/// The samples of `counts` that were not unwound, as `(thread row, leaf frame, samples)`, and
+/// the totals of every kind.
+pub(super) fn leaf_samples(counts: &[sample_guard::ThreadCounts]) -> (Vec<(u32, &'static str, u64)>, SampleCounts) {
     let mut total = SampleCounts::default();
-    for (frames, &count) in &report.data {
-        let count = count.max(0) as u64;
-        total.unwound += count;
-        let e = unwound_by_thread.entry(frames.thread_id).or_insert_with(|| {
-            (
-                0,
-                thread_label(&frames.thread_name, frames.thread_name_length, frames.thread_id),
-            )
-        });
-        e.0 += count;
-    }
     let mut leaves = Vec::new();
     for row in counts {
-        let (unwound, name) = match unwound_by_thread.get(&row.pthread) {
-            Some((n, name)) if row.tid != 0 => (*n, name.clone()),
-            _ if row.tid == 0 => (row.chained, "[other threads]".to_owned()),
-            _ if row.name.is_empty() => (0, row.tid.to_string()),
-            _ => (0, row.name.clone()),
-        };
-        let not_unwound = row.chained.saturating_sub(unwound);
+        total.unwound += row.unwound;
         total.system_call += row.system_call;
         total.in_libc += row.in_libc;
-        total.not_unwound += not_unwound;
+        total.not_unwound += row.not_unwound;
         for (frame, n) in [
             (SYSTEM_CALL_FRAME, row.system_call),
             (IN_LIBC_FRAME, row.in_libc),
-            (NOT_UNWOUND_FRAME, not_unwound),
+            (NOT_UNWOUND_FRAME, row.not_unwound),
         ] {
             if n > 0 {
-                leaves.push((name.clone(), frame, n));
+                leaves.push((row.row, frame, n));
             }
         }
     }

@@ -1,32 +1,38 @@
-//! The `SIGPROF` handler placed in front of pprof's, so that every sample is accounted for.
+//! The sampler: `setitimer(ITIMER_PROF)` and a `SIGPROF` handler that accounts for every
+//! sample and unwinds the ones it can.
 //!
-//! pprof-rs installs its handler with `sigaction(SIGPROF, SA_SIGINFO | SA_RESTART)` in
-//! `ProfilerGuardBuilder::build` and unwinds from the interrupted context; it returns without
-//! recording when the interrupted instruction is in a blocklisted library (unwinding from
-//! libc, libgcc's unwinder or the loader can deadlock on a lock the interrupted code holds).
-//! Those samples used to vanish. After pprof's handler is in place, [`Guard::install`] puts
-//! this one in front of it and keeps pprof's action:
+//! [`Guard::start`] installs the handler (`SA_SIGINFO | SA_RESTART`) and starts the
+//! process's profiling timer at the requested frequency. At each signal the handler:
 //!
-//! - the interrupted instruction address (`RIP` / `PC` in the `ucontext`) is looked up in a
-//!   fixed table of address ranges, computed from `/proc/self/maps` before the profile starts;
-//! - in one of them, the sample is counted here, with atomics only (no allocation, no lock:
-//!   async-signal-safe), in a fixed table keyed by thread id (`gettid`), as a
-//!   [system call](Kind::SystemCall) when the instruction just before (or at, for a call the
-//!   kernel restarts) the address is `syscall` (x86_64 `0f 05`) / `svc #0` (aarch64
-//!   `d4000001`) or the address is in the vDSO, else as [in libc](Kind::InLibc);
-//! - otherwise it is counted as [chained](Kind::Chained) and pprof's handler runs and unwinds.
+//! - looks up the interrupted instruction address (`RIP` / `PC` in the `ucontext`) in a
+//!   fixed table of address ranges of blocklisted code (libc, libgcc, pthread, the loader,
+//!   the vDSO), computed from `/proc/self/maps` before the profile starts: unwinding from
+//!   there can deadlock on a lock the interrupted code holds;
+//! - in one of them, counts the sample as a [system call](Kind::SystemCall) when the
+//!   instruction just before (or at, for a call the kernel restarts) the address is `syscall`
+//!   (x86_64 `0f 05`) / `svc #0` (aarch64 `d4000001`) or the address is in the vDSO, else as
+//!   [in libc](Kind::InLibc);
+//! - elsewhere, unwinds the thread with `backtrace::trace_unsynchronized` (libgcc's unwinder,
+//!   which keeps the innermost frame; what pprof-rs does in its handler), drops the frames of
+//!   the handler itself (those before the one at the interrupted address) and counts the
+//!   stack in the [`stack_table`](super::stack_table) as [unwound](Kind::Unwound); a stack
+//!   the table has no room for, or an unwind that gave no frame, is counted as
+//!   [not unwound](Kind::NotUnwound).
+//!
+//! Counts go, with atomics only (no allocation, no lock: async-signal-safe), into a fixed
+//! table of threads keyed by thread id (`gettid`), which also records the thread's
+//! `pthread_self()` and name (`PR_GET_NAME`) at its first sample. Every invocation while the
+//! profile runs is counted in exactly one kind, so `taken` is the sum of the kinds.
 //!
 //! The system-call test reads the code bytes before the address: an instruction elsewhere in
 //! libc that happens to end in the same bytes would be counted as a system call rather than
 //! as in libc (both are leaves under the thread; only the label would be wrong).
 //!
-//! Every invocation while the profile runs is counted, so the report knows how many samples
-//! were taken; comparing a thread's chained count with the samples pprof recorded for it
-//! also shows the ones pprof could not record (its lock was busy on another thread).
-//!
-//! [`Guard::stop`] makes the handler a no-op, waits for invocations in flight to return and
-//! reads the table; pprof's guard then sets `SIGPROF` to ignored as before. Linux on x86_64 and
-//! aarch64 only: elsewhere [`Guard::install`] does nothing and the counts are empty.
+//! [`Guard::stop`] stops the timer, makes the handler a no-op, waits for invocations in
+//! flight to return, restores the previous `SIGPROF` action (a default action becomes
+//! "ignored": a signal still pending must not end the process) and the previous timer, and
+//! hands over the counts and the stack table. Linux on x86_64 and aarch64 only: elsewhere
+//! [`Guard::start`] returns an error.
 
 /// What happened to one sample the handler saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,22 +41,35 @@ pub(crate) enum Kind {
     SystemCall,
     /// Interrupted elsewhere in a blocklisted library (libc, libgcc, pthread, the loader).
     InLibc,
-    /// Handed to pprof's handler to unwind.
-    Chained,
+    /// Unwound and counted in the stack table.
+    Unwound,
+    /// To be unwound, but the unwinder gave no frame or the stack table had no room for it.
+    NotUnwound,
 }
 
 /// One thread's counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ThreadCounts {
+    /// The thread's row: what the stack table's [`Stack::thread`](super::stack_table::Stack)
+    /// refers to.
+    pub row: u32,
     /// Kernel thread id (0: the overflow row, threads beyond the table's size).
     pub tid: i32,
-    /// `pthread_self()` of the thread: what pprof records as its thread id.
-    pub pthread: u64,
     /// The thread's name (`PR_GET_NAME`) when its first sample was counted.
     pub name: String,
     pub system_call: u64,
     pub in_libc: u64,
-    pub chained: u64,
+    pub unwound: u64,
+    pub not_unwound: u64,
+}
+
+/// What a stopped profile collected: the threads' counts and the unwound stacks.
+#[derive(Debug)]
+pub(crate) struct Samples {
+    /// One row per thread that was sampled; the overflow row (tid 0) last when it holds any.
+    pub threads: Vec<ThreadCounts>,
+    /// The unwound stacks; `None` where sampling is not supported.
+    pub table: Option<super::stack_table::Table>,
 }
 
 /// An address range of a blocklisted mapping, and whether its code can be read.
@@ -87,16 +106,20 @@ pub(crate) use imp::Guard;
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod imp {
-    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    use super::{Kind, Range, ThreadCounts};
+    use super::super::stack_table::{self, Table};
+    use super::{Kind, Range, Samples, ThreadCounts};
     use crate::error::{Error, Result};
 
     /// Most blocklisted ranges kept (a process has a handful: libc, libgcc, ld.so, vDSO).
     const MAX_RANGES: usize = 64;
     /// Threads counted one by one; more share the overflow row.
     const SLOTS: usize = 1024;
+    /// Frames unwound in the handler: the stack's [`stack_table::MAX_DEPTH`] and the
+    /// handler's own frames above it (the unwinder's, this module's, the signal trampoline).
+    const CAPTURE: usize = stack_table::MAX_DEPTH + 32;
 
     struct AtomicRange {
         start: AtomicUsize,
@@ -107,22 +130,22 @@ mod imp {
 
     struct Slot {
         tid: AtomicI32,
-        pthread: AtomicU64,
         name: [AtomicU64; 2],
         system_call: AtomicU64,
         in_libc: AtomicU64,
-        chained: AtomicU64,
+        unwound: AtomicU64,
+        not_unwound: AtomicU64,
     }
 
     impl Slot {
         const fn new() -> Self {
             Self {
                 tid: AtomicI32::new(0),
-                pthread: AtomicU64::new(0),
                 name: [AtomicU64::new(0), AtomicU64::new(0)],
                 system_call: AtomicU64::new(0),
                 in_libc: AtomicU64::new(0),
-                chained: AtomicU64::new(0),
+                unwound: AtomicU64::new(0),
+                not_unwound: AtomicU64::new(0),
             }
         }
 
@@ -130,33 +153,34 @@ mod imp {
             match kind {
                 Kind::SystemCall => &self.system_call,
                 Kind::InLibc => &self.in_libc,
-                Kind::Chained => &self.chained,
+                Kind::Unwound => &self.unwound,
+                Kind::NotUnwound => &self.not_unwound,
             }
         }
 
         fn reset(&self) {
             self.tid.store(0, Ordering::Relaxed);
-            self.pthread.store(0, Ordering::Relaxed);
             for n in &self.name {
                 n.store(0, Ordering::Relaxed);
             }
-            self.system_call.store(0, Ordering::Relaxed);
-            self.in_libc.store(0, Ordering::Relaxed);
-            self.chained.store(0, Ordering::Relaxed);
+            for k in [Kind::SystemCall, Kind::InLibc, Kind::Unwound, Kind::NotUnwound] {
+                self.counter(k).store(0, Ordering::Relaxed);
+            }
         }
 
-        fn read(&self) -> ThreadCounts {
+        fn read(&self, row: usize) -> ThreadCounts {
             let mut name = [0u8; 16];
             name[..8].copy_from_slice(&self.name[0].load(Ordering::Relaxed).to_ne_bytes());
             name[8..].copy_from_slice(&self.name[1].load(Ordering::Relaxed).to_ne_bytes());
             let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
             ThreadCounts {
+                row: row as u32,
                 tid: self.tid.load(Ordering::Relaxed),
-                pthread: self.pthread.load(Ordering::Relaxed),
                 name: String::from_utf8_lossy(&name[..len]).into_owned(),
                 system_call: self.system_call.load(Ordering::Relaxed),
                 in_libc: self.in_libc.load(Ordering::Relaxed),
-                chained: self.chained.load(Ordering::Relaxed),
+                unwound: self.unwound.load(Ordering::Relaxed),
+                not_unwound: self.not_unwound.load(Ordering::Relaxed),
             }
         }
     }
@@ -169,33 +193,49 @@ mod imp {
         }
     }; MAX_RANGES];
     static RANGE_COUNT: AtomicUsize = AtomicUsize::new(0);
-    static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
-    static OVERFLOW: Slot = Slot::new();
-    /// pprof's `sa_sigaction` (or `sa_handler`), and whether it takes `siginfo`.
-    static PREVIOUS: AtomicUsize = AtomicUsize::new(0);
-    static PREVIOUS_SIGINFO: AtomicBool = AtomicBool::new(false);
-    /// Counting and chaining on; off, the handler returns at once.
+    /// Rows `0..SLOTS` one thread each, row `SLOTS` the overflow row.
+    static TABLE: [Slot; SLOTS + 1] = [const { Slot::new() }; SLOTS + 1];
+    /// The stack table of the running profile (null outside one).
+    static STACKS: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+    /// Counting on; off, the handler returns at once.
     static ACTIVE: AtomicBool = AtomicBool::new(false);
     /// Handler invocations that have not returned.
     static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Our handler is installed over pprof's (only one profile runs at a time: the caller
+    /// The sampler of the running profile (only one profile runs at a time: the caller
     /// holds `cpu_profile`'s RUNNING flag).
-    #[derive(Debug)]
     pub(crate) struct Guard {
+        /// Boxed: the handler reads it through [`STACKS`], so its address must not move.
+        table: Option<Box<Table>>,
+        previous_action: libc::sigaction,
+        previous_timer: libc::itimerval,
         stopped: bool,
     }
 
+    impl std::fmt::Debug for Guard {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Guard")
+                .field("table", &self.table)
+                .field("stopped", &self.stopped)
+                .finish()
+        }
+    }
+
+    fn os_error(what: &str) -> Error {
+        Error::Profiler(format!("{what}: {}", std::io::Error::last_os_error()))
+    }
+
     impl Guard {
-        /// Records `ranges`, clears the counts and installs the handler in front of the current
-        /// `SIGPROF` action (pprof's). Call after pprof's guard is built.
-        pub(crate) fn install(ranges: &[Range]) -> Result<Self> {
+        /// Records `ranges`, clears the counts, maps a stack table, installs the handler and
+        /// starts the profiling timer at `frequency_hz` (1..=1000).
+        pub(crate) fn start(ranges: &[Range], frequency_hz: i32) -> Result<Self> {
             if ranges.len() > MAX_RANGES {
                 return Err(Error::Profiler(format!(
                     "{} blocklisted code ranges, at most {MAX_RANGES} supported",
                     ranges.len()
                 )));
             }
+            let table = Box::new(Table::new(stack_table::BUCKETS, stack_table::FRAMES)?);
             // No handler of ours runs now: the last profile ended with ACTIVE false and no
             // invocation in flight, and only one profile runs at a time.
             for (slot, r) in RANGES.iter().zip(ranges) {
@@ -205,80 +245,118 @@ mod imp {
                     .store(usize::from(r.readable) | usize::from(r.vdso) << 1, Ordering::Relaxed);
             }
             RANGE_COUNT.store(ranges.len(), Ordering::Relaxed);
-            for s in TABLE.iter().chain(std::iter::once(&OVERFLOW)) {
+            for s in &TABLE {
                 s.reset();
             }
-            // SAFETY: reading the current action into a zeroed, valid `sigaction`.
-            let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: null new action (query only), valid out-pointer.
-            if unsafe { libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut previous) } != 0 {
-                return Err(Error::Profiler(format!(
-                    "reading the SIGPROF action: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-            let ours = on_sigprof as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
-            let previous_handler = if previous.sa_sigaction == ours {
-                0
-            } else {
-                previous.sa_sigaction
-            };
-            PREVIOUS.store(previous_handler, Ordering::Relaxed);
-            PREVIOUS_SIGINFO.store(previous.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+            // The unwinder's first use on a process sets up its state (libgcc's lookup of
+            // each object's unwind tables): do it here, not in the first signal. Walking
+            // the frames resolves no symbol.
+            backtrace::trace(|_| true);
+            STACKS.store(std::ptr::from_ref::<Table>(&table).cast_mut(), Ordering::SeqCst);
             ACTIVE.store(true, Ordering::SeqCst);
             // SAFETY: a zeroed `sigaction` is valid; the fields set below make it ours.
             let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-            action.sa_sigaction = ours;
+            action.sa_sigaction =
+                on_sigprof as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            // SAFETY: zeroed, valid out-value.
+            let mut previous_action: libc::sigaction = unsafe { std::mem::zeroed() };
             // SAFETY: valid pointers; the handler only uses async-signal-safe operations.
             let rc = unsafe {
                 libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut())
+                libc::sigaction(libc::SIGPROF, &action, &mut previous_action)
+            };
+            let mut guard = Self {
+                table: Some(table),
+                previous_action,
+                // SAFETY: a zeroed `itimerval` is valid (a stopped timer).
+                previous_timer: unsafe { std::mem::zeroed() },
+                stopped: false,
             };
             if rc != 0 {
+                let e = os_error("installing the SIGPROF handler");
+                guard.stopped = true;
                 ACTIVE.store(false, Ordering::SeqCst);
-                return Err(Error::Profiler(format!(
-                    "installing the SIGPROF handler: {}",
-                    std::io::Error::last_os_error()
-                )));
+                STACKS.store(std::ptr::null_mut(), Ordering::SeqCst);
+                return Err(e);
             }
-            Ok(Self { stopped: false })
+            let period_us = 1_000_000 / i64::from(frequency_hz.clamp(1, 1_000_000));
+            let interval = libc::timeval {
+                tv_sec: (period_us / 1_000_000) as libc::time_t,
+                tv_usec: (period_us % 1_000_000) as libc::suseconds_t,
+            };
+            let timer = libc::itimerval {
+                it_interval: interval,
+                it_value: interval,
+            };
+            // SAFETY: valid pointers.
+            if unsafe { libc::setitimer(libc::ITIMER_PROF, &timer, &mut guard.previous_timer) } != 0 {
+                // Dropping `guard` restores the action and unmaps the table.
+                return Err(os_error("starting the profiling timer"));
+            }
+            Ok(guard)
         }
 
-        /// Stops counting and chaining (the handler stays installed but returns at once, until
-        /// pprof's guard sets `SIGPROF` to ignored), waits up to a second for invocations in
-        /// flight, and returns the counts: one row per thread, the overflow row (tid 0) last
-        /// when it holds any.
-        pub(crate) fn stop(&mut self) -> Vec<ThreadCounts> {
-            self.halt();
-            let mut rows: Vec<ThreadCounts> = TABLE
+        /// Stops sampling (see the module docs) and returns what was collected. An error if a
+        /// handler did not return within a second: its table is then left mapped (it may
+        /// still write there) and the samples are not read.
+        pub(crate) fn stop(&mut self) -> Result<Samples> {
+            if !self.halt() {
+                // A handler may still write to the table: never unmap it.
+                std::mem::forget(self.table.take());
+                return Err(Error::Profiler(
+                    "a SIGPROF handler did not return within 1 s of the profile's end".to_owned(),
+                ));
+            }
+            let mut threads: Vec<ThreadCounts> = TABLE[..SLOTS]
                 .iter()
-                .filter(|s| s.tid.load(Ordering::Relaxed) != 0)
-                .map(Slot::read)
+                .enumerate()
+                .filter(|(_, s)| s.tid.load(Ordering::Relaxed) != 0)
+                .map(|(i, s)| s.read(i))
                 .collect();
-            let overflow = OVERFLOW.read();
-            if overflow.system_call + overflow.in_libc + overflow.chained > 0 {
-                rows.push(overflow);
+            let overflow = TABLE[SLOTS].read(SLOTS);
+            if overflow.system_call + overflow.in_libc + overflow.unwound + overflow.not_unwound > 0 {
+                threads.push(overflow);
             }
-            rows
+            Ok(Samples {
+                threads,
+                table: self.table.take().map(|t| *t),
+            })
         }
 
-        fn halt(&mut self) {
+        /// Stops the timer and the handler and restores what was there before. False if an
+        /// invocation was still in flight after a second.
+        fn halt(&mut self) -> bool {
             if self.stopped {
-                return;
+                return true;
             }
             self.stopped = true;
+            // SAFETY: valid pointer; the previous timer (usually stopped) is put back.
+            unsafe { libc::setitimer(libc::ITIMER_PROF, &self.previous_timer, std::ptr::null_mut()) };
             ACTIVE.store(false, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(1);
             while IN_FLIGHT.load(Ordering::SeqCst) != 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_micros(50));
             }
+            let done = IN_FLIGHT.load(Ordering::SeqCst) == 0;
+            STACKS.store(std::ptr::null_mut(), Ordering::SeqCst);
+            let mut previous = self.previous_action;
+            if previous.sa_sigaction == libc::SIG_DFL {
+                // SIGPROF's default action ends the process: one generated before the timer
+                // stopped and not yet delivered must not. Ignoring it also discards it.
+                previous.sa_sigaction = libc::SIG_IGN;
+            }
+            // SAFETY: an action read by sigaction(2), valid pointers.
+            unsafe { libc::sigaction(libc::SIGPROF, &previous, std::ptr::null_mut()) };
+            done
         }
     }
 
     impl Drop for Guard {
         fn drop(&mut self) {
-            self.halt();
+            if !self.halt() {
+                std::mem::forget(self.table.take());
+            }
         }
     }
 
@@ -337,92 +415,109 @@ mod imp {
     }
 
     /// The calling thread's row, claimed on its first sample.
-    fn slot() -> &'static Slot {
+    fn slot() -> usize {
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         let first = (tid as u32 as usize).wrapping_mul(0x9E37_79B9) % SLOTS;
         for i in 0..SLOTS {
-            let s = &TABLE[(first + i) % SLOTS];
+            let row = (first + i) % SLOTS;
+            let s = &TABLE[row];
             match s.tid.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    // SAFETY: pthread_self and prctl(PR_GET_NAME) into a 16-byte buffer are
-                    // async-signal-safe system calls / register reads.
+                    // SAFETY: prctl(PR_GET_NAME) into a 16-byte buffer is an
+                    // async-signal-safe system call.
                     let mut name = [0u8; 16];
                     unsafe {
-                        s.pthread.store(libc::pthread_self() as u64, Ordering::Relaxed);
                         libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr());
                     }
                     name[15] = 0;
                     let (a, b) = name.split_at(8);
                     s.name[0].store(u64::from_ne_bytes(a.try_into().unwrap_or([0; 8])), Ordering::Relaxed);
                     s.name[1].store(u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])), Ordering::Relaxed);
-                    return s;
+                    return row;
                 }
-                Err(owner) if owner == tid => return s,
+                Err(owner) if owner == tid => return row,
                 Err(_) => {}
             }
         }
-        &OVERFLOW
+        SLOTS
     }
 
-    extern "C" fn on_sigprof(signal: libc::c_int, info: *mut libc::siginfo_t, ucontext: *mut libc::c_void) {
+    /// Unwinds the interrupted thread and counts its stack in the table: false when the
+    /// unwinder gave no frame or the table had no room.
+    fn unwind(row: usize, pc: usize) -> bool {
+        let mut ips = [0usize; CAPTURE];
+        let mut n = 0;
+        // SAFETY: no other unwind of this thread runs (SIGPROF is blocked while its handler
+        // runs), and the interrupted code is outside libc, libgcc and the loader, so no lock
+        // the unwinder takes is held by it.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                if n < CAPTURE {
+                    ips[n] = frame.ip() as usize;
+                    n += 1;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        // The frames before the interrupted instruction are the handler's own (the unwinder,
+        // this function, the signal trampoline): found, they are dropped here; else the
+        // report drops them by name.
+        let (stack, from_interrupted) = match ips[..n].iter().position(|&ip| ip == pc && pc != 0) {
+            Some(i) => (&ips[i..n], true),
+            None => (&ips[..n], false),
+        };
+        let stack = &stack[..stack.len().min(stack_table::MAX_DEPTH)];
+        let table = STACKS.load(Ordering::Acquire);
+        // SAFETY: non-null, STACKS points to the running profile's table, which is unmapped
+        // only after ACTIVE is false and no invocation is in flight (`Guard::halt`).
+        !table.is_null() && unsafe { &*table }.record(row as u32, from_interrupted, stack)
+    }
+
+    extern "C" fn on_sigprof(_signal: libc::c_int, _info: *mut libc::siginfo_t, ucontext: *mut libc::c_void) {
         // SAFETY: errno of the interrupted code is saved and restored around the handler.
         let errno = unsafe { *libc::__errno_location() };
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         if ACTIVE.load(Ordering::SeqCst) {
             // SAFETY: the kernel's ucontext.
             let pc = unsafe { interrupted_pc(ucontext) };
-            match classify(pc) {
-                Some(kind) => {
-                    slot().counter(kind).fetch_add(1, Ordering::Relaxed);
-                }
-                None => {
-                    slot().counter(Kind::Chained).fetch_add(1, Ordering::Relaxed);
-                    chain(signal, info, ucontext);
-                }
-            }
+            let row = slot();
+            let kind = match classify(pc) {
+                Some(kind) => kind,
+                None if unwind(row, pc) => Kind::Unwound,
+                None => Kind::NotUnwound,
+            };
+            TABLE[row].counter(kind).fetch_add(1, Ordering::Relaxed);
         }
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = errno };
     }
-
-    /// Runs the action that was installed before ours (pprof's).
-    fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, ucontext: *mut libc::c_void) {
-        let previous = PREVIOUS.load(Ordering::Relaxed);
-        if previous == libc::SIG_DFL || previous == libc::SIG_IGN || previous == libc::SIG_ERR {
-            return;
-        }
-        if PREVIOUS_SIGINFO.load(Ordering::Relaxed) {
-            // SAFETY: `previous` is the `sa_sigaction` of an SA_SIGINFO action read by
-            // sigaction(2): a handler with this signature.
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                unsafe { std::mem::transmute(previous) };
-            f(signal, info, ucontext);
-        } else {
-            // SAFETY: `previous` is the `sa_handler` of a non-SA_SIGINFO action.
-            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
-            f(signal);
-        }
-    }
 }
 
 #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
 mod imp {
-    use super::{Range, ThreadCounts};
-    use crate::error::Result;
+    use super::{Range, Samples};
+    use crate::error::{Error, Result};
 
-    /// Elsewhere pprof's handler runs alone; samples in blocklisted code are dropped by it.
+    /// Sampling needs the interrupted address from the signal context and `gettid`.
     #[derive(Debug)]
     pub(crate) struct Guard;
 
     impl Guard {
-        pub(crate) fn install(_ranges: &[Range]) -> Result<Self> {
-            Ok(Self)
+        pub(crate) fn start(_ranges: &[Range], _frequency_hz: i32) -> Result<Self> {
+            Err(Error::Profiler(
+                "sampled CPU profiles need Linux on x86_64 or aarch64".to_owned(),
+            ))
         }
 
-        pub(crate) fn stop(&mut self) -> Vec<ThreadCounts> {
-            Vec::new()
+        pub(crate) fn stop(&mut self) -> Result<Samples> {
+            Ok(Samples {
+                threads: Vec::new(),
+                table: None,
+            })
         }
     }
 }
