@@ -1,7 +1,9 @@
 //! Per-thread statistics storage: lazily allocated chunks that never move, so the owning
 //! thread writes with plain relaxed stores while snapshotting threads read concurrently.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::record::alloc::AllocCounters;
 use crate::record::histogram::{AtomicHistogram, BUCKETS};
@@ -157,6 +159,14 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
         self.get(i)
     }
 
+    /// Number of chunks allocated.
+    pub(crate) fn chunks(&self) -> usize {
+        self.ptrs
+            .iter()
+            .filter(|p| !p.load(Ordering::Acquire).is_null())
+            .count()
+    }
+
     /// Every existing element with its index.
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &T)) {
         for c in 0..self.ptrs.len() {
@@ -179,6 +189,101 @@ impl<T, const CHUNK: usize> Drop for Chunked<T, CHUNK> {
             if !p.is_null() {
                 // SAFETY: made by `Box::into_raw` of `chunk` elements; dropped once, here.
                 drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, CHUNK)) });
+            }
+        }
+    }
+}
+
+/// A slot of [`Slots`]: its state ([`EMPTY`], [`BUSY`] or the kind of value it holds) and
+/// the value.
+struct Slot<T> {
+    state: AtomicU8,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// The slot holds nothing.
+const EMPTY: u8 = 0;
+/// A thread is moving a value in or out.
+const BUSY: u8 = u8::MAX;
+
+/// At most `N` values of `T`, each tagged with a kind (1 to 254), that any thread puts or
+/// takes without a lock and without allocating: a slot is claimed by a compare-and-swap of
+/// its state, the value moved, and the state published. Nothing ever waits on another
+/// thread: a slot another thread is moving through is skipped.
+pub(crate) struct Slots<T, const N: usize> {
+    slots: [Slot<T>; N],
+    /// Where the next scan starts, so that threads arriving together try different slots.
+    next: AtomicUsize,
+}
+
+// SAFETY: a value is reached only by the thread that claimed its slot (state BUSY), which
+// moves it in or out; values are sent between threads, never shared.
+unsafe impl<T: Send, const N: usize> Sync for Slots<T, N> {}
+
+impl<T, const N: usize> Slots<T, N> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: [const {
+                Slot {
+                    state: AtomicU8::new(EMPTY),
+                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                }
+            }; N],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Puts `value` as a value of `kind` in an empty slot; gives it back if none is.
+    pub(crate) fn put(&self, value: T, kind: u8) -> Result<(), T> {
+        debug_assert!(kind != EMPTY && kind != BUSY);
+        match self.claim(EMPTY) {
+            Some(slot) => {
+                // SAFETY: the slot was empty and is ours (BUSY) until the store below.
+                unsafe { (*slot.value.get()).write(value) };
+                slot.state.store(kind, Ordering::Release);
+                Ok(())
+            }
+            None => Err(value),
+        }
+    }
+
+    /// Takes a value of `kind`, if a slot holds one.
+    pub(crate) fn take(&self, kind: u8) -> Option<T> {
+        debug_assert!(kind != EMPTY && kind != BUSY);
+        let slot = self.claim(kind)?;
+        // SAFETY: the slot held a value (its state was `kind`, published with Release after
+        // the write) and is ours (BUSY) until the store below, which marks it moved out.
+        let value = unsafe { (*slot.value.get()).assume_init_read() };
+        slot.state.store(EMPTY, Ordering::Release);
+        Some(value)
+    }
+
+    /// Number of slots holding a value of `kind` (a moment's count: others may be moving).
+    pub(crate) fn count(&self, kind: u8) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) == kind)
+            .count()
+    }
+
+    /// A slot in state `from`, now BUSY and ours.
+    fn claim(&self, from: u8) -> Option<&Slot<T>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..N).map(|k| &self.slots[(start + k) % N]).find(|s| {
+            s.state.load(Ordering::Relaxed) == from
+                && s.state
+                    .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+}
+
+impl<T, const N: usize> Drop for Slots<T, N> {
+    fn drop(&mut self) {
+        for s in &mut self.slots {
+            if !matches!(*s.state.get_mut(), EMPTY | BUSY) {
+                // SAFETY: `&mut self`: no thread is moving through it, and it holds a value.
+                unsafe { s.value.get_mut().assume_init_drop() };
             }
         }
     }
@@ -284,5 +389,67 @@ impl Totals {
             d.hist = vec![0; BUCKETS];
         }
         c.hist.add_into(&mut d.hist);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_at_most_n_and_give_back_by_kind() {
+        let slots: Slots<Box<u32>, 4> = Slots::new();
+        assert!(slots.put(Box::new(1), 1).is_ok());
+        assert!(slots.put(Box::new(2), 2).is_ok());
+        assert!(slots.put(Box::new(3), 1).is_ok());
+        assert!(slots.put(Box::new(4), 2).is_ok());
+        assert_eq!(*slots.put(Box::new(5), 1).unwrap_err(), 5, "full: the value comes back");
+        assert_eq!((slots.count(1), slots.count(2)), (2, 2));
+        let mut ones = [*slots.take(1).unwrap(), *slots.take(1).unwrap()];
+        ones.sort();
+        assert_eq!(ones, [1, 3]);
+        assert!(slots.take(1).is_none());
+        assert_eq!(slots.count(2), 2);
+        // Dropping the set drops what it still holds (Miri / leak checkers see it).
+    }
+
+    /// Threads putting and taking at once never lose or duplicate a value.
+    #[test]
+    fn slots_move_each_value_once_across_threads() {
+        let slots: Slots<u64, 8> = Slots::new();
+        let taken: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let slots = &slots;
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        for k in 0..10_000u64 {
+                            let mut v = t * 1_000_000 + k;
+                            loop {
+                                match slots.put(v, 1) {
+                                    Ok(()) => break,
+                                    Err(back) => {
+                                        v = back;
+                                        got.extend(slots.take(1));
+                                    }
+                                }
+                            }
+                            got.extend(slots.take(1));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<u64> = taken.into_iter().flatten().collect();
+        while let Some(v) = slots.take(1) {
+            all.push(v);
+        }
+        all.sort();
+        let expected: Vec<u64> = (0..4u64)
+            .flat_map(|t| (0..10_000).map(move |k| t * 1_000_000 + k))
+            .collect();
+        assert_eq!(all, expected);
     }
 }

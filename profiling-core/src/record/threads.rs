@@ -34,15 +34,40 @@ pub(crate) struct ThreadTables {
     pub(crate) folded_calls: AtomicU64,
 }
 
+/// Chunks of node figures a pooled set keeps (1,024 nodes, 64 KiB); a set that grew past
+/// this, or past [`KEEP_FN_CHUNKS`], is freed rather than reused.
+pub(crate) const KEEP_NODE_CHUNKS: usize = 4;
+/// Chunks of function figures a pooled set keeps (64 functions, 26 KiB and their histograms).
+pub(crate) const KEEP_FN_CHUNKS: usize = 8;
+
 impl ThreadTables {
-    fn new(epoch: u64) -> Self {
-        Self {
-            epoch: AtomicU64::new(epoch),
+    /// Empty tables, with the first chunk of nodes and of functions made (a thread's first
+    /// calls mostly land there).
+    pub(crate) fn new() -> Self {
+        let t = Self {
+            epoch: AtomicU64::new(0),
             excluded: AtomicBool::new(false),
             nodes: Chunked::new(MAX_CALL_TREE_NODES_LIMIT as usize),
             fns: Chunked::new(MAX_FUNCTIONS),
             folded_calls: AtomicU64::new(0),
+        };
+        t.nodes.get_or_alloc(0);
+        t.fns.get_or_alloc(0);
+        t
+    }
+
+    /// Makes tables that a thread has left (and that were folded into the retired totals)
+    /// ready for another thread: every figure zeroed, the chunks kept. `false` when they
+    /// hold more chunks than a pooled set may keep: then they are to be freed instead.
+    pub(crate) fn reset_for_reuse(&mut self) -> bool {
+        if self.nodes.chunks() > KEEP_NODE_CHUNKS || self.fns.chunks() > KEEP_FN_CHUNKS {
+            return false;
         }
+        self.nodes.for_each(|_, c| c.clear());
+        self.fns.for_each(|_, c| c.clear());
+        *self.folded_calls.get_mut() = 0;
+        *self.excluded.get_mut() = false;
+        true
     }
 
     fn add_to(&self, t: &mut Totals) {
@@ -109,30 +134,31 @@ fn copy_lists<R>(
     }
 }
 
-/// Registers the calling thread: returns its (empty) tables for the current window.
-pub(crate) fn register() -> Arc<ThreadTables> {
-    let tables = Arc::new(ThreadTables::new(window::epoch()));
-    lock_with_room(|r| &mut r.live).live.push(Arc::clone(&tables));
-    tables
+/// Registers the calling thread with `tables` (empty: new, or reset for reuse), for the
+/// current window, which it returns.
+pub(crate) fn register(tables: &Arc<ThreadTables>) -> u64 {
+    let epoch = window::epoch();
+    tables.epoch.store(epoch, Relaxed);
+    lock_with_room(|r| &mut r.live).live.push(Arc::clone(tables));
+    epoch
 }
 
-/// Forgets an exiting thread; its figures stay counted, and are folded into the retired
-/// totals (by this thread, unless another is folding already).
+/// Forgets an exiting thread; its figures stay counted (readers see its tables among the
+/// exited ones) until [`fold_exited`] folds them into the retired totals.
 pub(crate) fn retire(tables: &Arc<ThreadTables>) {
-    {
-        let mut r = lock_with_room(|r| &mut r.exited_tables);
-        if let Some(i) = r.live.iter().position(|d| Arc::ptr_eq(d, tables)) {
-            let t = r.live.swap_remove(i);
-            r.exited_tables.push(t);
-        }
-        r.exited += 1;
+    let mut r = lock_with_room(|r| &mut r.exited_tables);
+    if let Some(i) = r.live.iter().position(|d| Arc::ptr_eq(d, tables)) {
+        let t = r.live.swap_remove(i);
+        r.exited_tables.push(t);
     }
-    fold_exited();
+    r.exited += 1;
 }
 
-/// Folds the tables of exited threads into the retired totals, merging outside the lock.
-/// Readers meanwhile still see those tables in `exited_tables`: each figure counts once.
-fn fold_exited() {
+/// Folds the tables of exited threads into the retired totals, merging outside the lock
+/// (unless another thread is folding already). Readers meanwhile still see those tables in
+/// `exited_tables`: each figure counts once. On return, the registry holds no clone of the
+/// tables it folded (a reader that copied the list may still, until its merge ends).
+pub(crate) fn fold_exited() {
     let _folding = match FOLDING.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
