@@ -236,6 +236,11 @@ impl Kit {
     }
 }
 
+/// Whether a ready kit waits in the pool.
+pub(crate) fn kits_ready() -> bool {
+    KITS.count(READY) > 0
+}
+
 /// A ready kit, or a new one if none is (the background thread is then asked for more).
 fn take_kit() -> Kit {
     let kit = KITS.take(READY);

@@ -310,6 +310,14 @@ pub(crate) fn background_running() -> bool {
     background().is_some()
 }
 
+/// Whether a thread starting now would find what its first recorded call needs made ahead
+/// (a kit and a detector request, see `record/recorder.rs`), so that neither its first call
+/// nor its exit calls the allocator. For tests and diagnostics.
+#[doc(hidden)]
+pub fn ready_for_new_thread() -> bool {
+    crate::record::recorder::kits_ready() && REQUESTS_POOL.count(READY) > 0
+}
+
 /// How soon the background thread looks again at kits a reader still held.
 const RETRY_KITS: std::time::Duration = std::time::Duration::from_millis(2);
 
