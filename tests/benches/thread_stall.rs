@@ -302,7 +302,10 @@ fn report_worst_case(keys: ExitKeys) {
     std::thread::sleep(Duration::from_millis(50));
     // The process's first threads pay one-off costs (the kernel switching its perf hooks on,
     // the allocator's arenas, the paths' first nodes): shown apart from the steady state.
+    let on_the_spot = profiling_core::record::switches::kits_made_on_the_spot;
+    let before_first = on_the_spot();
     let first = wave(THREADS, keys);
+    let after_first = on_the_spot();
     let worst = |get: Field| first.iter().map(get).max().unwrap_or_default();
     eprintln!(
         "thread_stall: first wave of the process, worst blocked: first call {:?}, exit {:?}",
@@ -317,6 +320,11 @@ fn report_worst_case(keys: ExitKeys) {
         v.sort();
         v[((v.len() - 1) as f64 * q) as usize]
     };
+    eprintln!(
+        "thread_stall: threads that found no kit ready and made their own: {} of the first wave, {} of the later ones",
+        after_first - before_first,
+        on_the_spot() - after_first
+    );
     eprintln!(
         "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers, {} allocator",
         all.len(),

@@ -189,7 +189,7 @@ const KEEP_READY: usize = 64;
 /// none frees its kit itself).
 const SLOTS: usize = 2 * KEEP_READY;
 /// New kits the background thread keeps ready (reused ones may be more, up to [`KEEP_READY`]).
-const READY_TARGET: usize = 8;
+const READY_TARGET: usize = 32;
 /// Frames of stack a reused kit keeps room for.
 const KEEP_FRAMES: usize = 64;
 /// Open-frame counters (one per function) a reused kit keeps room for.
@@ -218,8 +218,10 @@ impl Kit {
     }
 
     /// Ready for another thread, or `Err` with the kit when a reader still holds its tables
-    /// (try again later), or `Ok(None)` when it is to be freed (too big to keep).
-    fn reset(mut self) -> Result<Option<Kit>, Kit> {
+    /// (try again later), or `Ok(None)` when it is to be freed (too big to keep). The CPU
+    /// attribution of the thread that used it goes to `spent`, to be dropped once every
+    /// returned kit is ready (dropping it hands its detector to be closed).
+    fn reset(mut self, spent: &mut Vec<CpuAttribution>) -> Result<Option<Kit>, Kit> {
         let Some(tables) = Arc::get_mut(&mut self.tables) else {
             return Err(self);
         };
@@ -231,7 +233,7 @@ impl Kit {
         self.stack.shrink_to(KEEP_FRAMES);
         self.depth.clear();
         self.depth.shrink_to(KEEP_DEPTHS);
-        self.cpu = None;
+        spent.extend(self.cpu.take());
         Ok(Some(self))
     }
 }
@@ -241,13 +243,24 @@ pub(crate) fn kits_ready() -> bool {
     KITS.count(READY) > 0
 }
 
+/// Kits made by the thread that needed them, none being ready, since the process started.
+static KITS_MADE_ON_THE_SPOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`KITS_MADE_ON_THE_SPOT`].
+pub(crate) fn kits_made_on_the_spot() -> u64 {
+    KITS_MADE_ON_THE_SPOT.load(Relaxed)
+}
+
 /// A ready kit, or a new one if none is (the background thread is then asked for more).
 fn take_kit() -> Kit {
     let kit = KITS.take(READY);
     if KITS.count(READY) < READY_TARGET / 2 {
         crate::record::switches::wake_background();
     }
-    kit.unwrap_or_else(Kit::new)
+    kit.unwrap_or_else(|| {
+        KITS_MADE_ON_THE_SPOT.fetch_add(1, Relaxed);
+        Kit::new()
+    })
 }
 
 /// Hands an exiting thread's kit to the background thread, or frees it here (its tables
@@ -286,18 +299,29 @@ pub(crate) fn tend_kits() -> bool {
         // Their tables were moved to the exited list before they were put: fold them, so
         // that the registry holds them no more.
         threads::fold_exited();
+        // Threads may be starting now: make kits ready first, drop what is left after.
         let mut waiting = false;
+        let mut spent = Vec::with_capacity(returned.len());
+        let mut unkept = Vec::new();
         for kit in returned {
-            match kit.reset() {
-                Ok(Some(kit)) if KITS.count(READY) < KEEP_READY => drop(KITS.put(kit, READY)),
-                Ok(_) => {}
+            match kit.reset(&mut spent) {
+                Ok(Some(kit)) if KITS.count(READY) < KEEP_READY => {
+                    if let Err(kit) = KITS.put(kit, READY) {
+                        unkept.push(kit);
+                    }
+                }
+                Ok(Some(kit)) => unkept.push(kit),
+                Ok(None) => {}
                 Err(kit) => {
                     // A reader's merge still holds the tables: back in the pool, as returned.
                     waiting = true;
-                    drop(KITS.put(kit, RETURNED));
+                    if let Err(kit) = KITS.put(kit, RETURNED) {
+                        unkept.push(kit);
+                    }
                 }
             }
         }
+        drop((spent, unkept));
         while KITS.count(READY) < READY_TARGET {
             if KITS.put(Kit::new(), READY).is_err() {
                 break;

@@ -247,10 +247,9 @@ fn tend_requests() -> bool {
     for mut r in returned {
         match Arc::get_mut(&mut r) {
             Some(req) => {
-                // A detector answered but never taken (its thread exited first) is closed.
-                if let Some(d) = req.answer.get_mut().take() {
-                    d.close_now();
-                }
+                // A detector answered but never taken (its thread exited first) is closed, by
+                // the detectors' thread (dropping it hands it there).
+                drop(req.answer.get_mut().take());
                 *req.state.get_mut() = UNANSWERED;
                 if REQUESTS_POOL.count(READY) < READY_REQUESTS {
                     let _ = REQUESTS_POOL.put(r, READY);
@@ -299,15 +298,45 @@ fn background() -> Option<&'static std::thread::Thread> {
         .as_ref()
 }
 
-/// Wakes the background thread (starting it if it is not yet); `false` if it could not be
-/// started. An unpark never waits.
+/// Wakes the kits' background thread (starting it if it is not yet); `false` if it could
+/// not be started. An unpark never waits.
 pub(crate) fn wake_background() -> bool {
-    background().map(std::thread::Thread::unpark).is_some()
+    kits_worker().map(std::thread::Thread::unpark).is_some()
 }
 
-/// Whether the background thread runs (starting it if it is not yet).
+/// Whether the kits' background thread runs (starting it if it is not yet).
 pub(crate) fn background_running() -> bool {
-    background().is_some()
+    kits_worker().is_some()
+}
+
+/// The thread that tends the recording threads' kits (`record/recorder.rs`, `Kit`) and the
+/// detector requests, started at the first need; `None` if it could not be. Apart from the
+/// detectors' thread: opening a detector maps a page, and waits for the memory-map lock
+/// while threads start and exit, which is when kits must be made ready quickly.
+fn kits_worker() -> Option<&'static std::thread::Thread> {
+    static WORKER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("profiling-kits".into())
+                .spawn(tend)
+                .ok()
+                .map(|h| h.thread().clone())
+        })
+        .as_ref()
+}
+
+/// The kits' thread's loop. It records no calls (so it has no kit itself).
+fn tend() {
+    loop {
+        let held = crate::record::recorder::tend_kits() | crate::record::alloc::untracked(tend_requests);
+        // Woken by `wake_background` (an unpark before the park makes it return at once).
+        if held {
+            std::thread::park_timeout(RETRY_KITS);
+        } else {
+            std::thread::park();
+        }
+    }
 }
 
 /// Whether a thread starting now would find what its first recorded call needs made ahead
@@ -318,12 +347,18 @@ pub fn ready_for_new_thread() -> bool {
     crate::record::recorder::kits_ready() && REQUESTS_POOL.count(READY) > 0
 }
 
+/// Threads that found no kit ready at their first recorded call and made their own (calling
+/// the allocator), since the process started. For tests and diagnostics.
+#[doc(hidden)]
+pub fn kits_made_on_the_spot() -> u64 {
+    crate::record::recorder::kits_made_on_the_spot()
+}
+
 /// How soon the background thread looks again at kits a reader still held.
 const RETRY_KITS: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// The background thread's loop: detectors to open and close, then the recording threads'
-/// kits to recycle (`record/recorder.rs`, `Kit`). It records no calls (so it has no
-/// tables or detector).
+/// The detectors' thread's loop: detectors to open and close. It records no calls (so it
+/// has no tables or detector).
 fn work() {
     keep_hooks_on();
     loop {
@@ -345,14 +380,9 @@ fn work() {
                 Job::Close(d) => d.close_now(),
             }
         }
-        let retry = crate::record::recorder::tend_kits() | crate::record::alloc::untracked(tend_requests);
-        // Woken by `submit` or `wake_background` (an unpark before the park makes it return
-        // at once).
-        if retry {
-            std::thread::park_timeout(RETRY_KITS);
-        } else {
-            std::thread::park();
-        }
+        // Woken by `submit` or `push_request` (an unpark before the park makes it return at
+        // once).
+        std::thread::park();
     }
 }
 
