@@ -300,7 +300,7 @@ pub(crate) struct NodeSums {
 }
 
 /// Plain sums of function figures (readers' side).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct FnSums {
     pub(crate) calls: u64,
     pub(crate) cancelled: u64,
@@ -309,6 +309,25 @@ pub(crate) struct FnSums {
     pub(crate) min: u64,
     pub(crate) max: u64,
     pub(crate) hist: Vec<u64>,
+}
+
+impl Clone for FnSums {
+    fn clone(&self) -> Self {
+        let mut c = FnSums::default();
+        c.clone_from(self);
+        c
+    }
+
+    /// Reuses the histogram's buffer (the retired totals are copied at every fold).
+    fn clone_from(&mut self, s: &Self) {
+        self.calls = s.calls;
+        self.cancelled = s.cancelled;
+        self.wall_total = s.wall_total;
+        self.busy_total = s.busy_total;
+        self.min = s.min;
+        self.max = s.max;
+        self.hist.clone_from(&s.hist);
+    }
 }
 
 impl Default for FnSums {
@@ -335,6 +354,13 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
+    /// Makes `self` a copy of `src`, reusing its buffers.
+    pub(crate) fn copy_from(&mut self, src: &Totals) {
+        self.nodes.clone_from(&src.nodes);
+        self.fns.clone_from(&src.fns);
+        self.folded_calls = src.folded_calls;
+    }
+
     pub(crate) fn add_node(&mut self, i: usize, c: &NodeCell) {
         let r = Ordering::Relaxed;
         let calls = c.calls.load(r);
@@ -385,8 +411,8 @@ impl Totals {
         d.busy_total += c.busy_total.load(r);
         d.min = d.min.min(c.min.load(r));
         d.max = d.max.max(c.max.load(r));
-        if d.hist.is_empty() {
-            d.hist = vec![0; BUCKETS];
+        if d.hist.len() < BUCKETS {
+            d.hist.resize(BUCKETS, 0);
         }
         c.hist.add_into(&mut d.hist);
     }

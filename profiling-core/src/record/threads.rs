@@ -102,8 +102,18 @@ static REGISTRY: Mutex<ThreadRegistry> = Mutex::new(ThreadRegistry {
     exited: 0,
 });
 
-/// Held by the one thread folding exited tables into the retired totals.
-static FOLDING: Mutex<()> = Mutex::new(());
+/// Held by the one thread folding exited tables into the retired totals, with the buffers
+/// it reuses from one fold to the next, so that a fold calls the allocator only when the
+/// totals grow (`spare`: the totals a fold replaced, once no reader holds them).
+static FOLDING: Mutex<FoldBuffers> = Mutex::new(FoldBuffers {
+    spare: None,
+    list: Vec::new(),
+});
+
+struct FoldBuffers {
+    spare: Option<Arc<Totals>>,
+    list: Vec<Arc<ThreadTables>>,
+}
 
 fn lock() -> MutexGuard<'static, ThreadRegistry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
@@ -114,13 +124,14 @@ fn lock_with_room(list: fn(&mut ThreadRegistry) -> &mut Vec<Arc<ThreadTables>>) 
     crate::record::lock::lock_with_room(lock, list, 1)
 }
 
-/// Clones the `Arc`s `lists` picks into a vector sized before taking the lock (retrying if
-/// the lists grew meanwhile), and returns it with `also` of the locked registry.
+/// Clones the `Arc`s `lists` picks into `out` (emptied), sized before taking the lock
+/// (retrying if the lists grew meanwhile), and returns it with `also` of the locked registry.
 fn copy_lists<R>(
+    mut out: Vec<Arc<ThreadTables>>,
     lists: impl Fn(&ThreadRegistry) -> [&[Arc<ThreadTables>]; 2],
     also: impl Fn(&ThreadRegistry) -> R,
 ) -> (Vec<Arc<ThreadTables>>, R) {
-    let mut out = Vec::new();
+    out.clear();
     loop {
         let r = lock();
         let [a, b] = lists(&r);
@@ -159,24 +170,35 @@ pub(crate) fn retire(tables: &Arc<ThreadTables>) {
 /// `exited_tables`: each figure counts once. On return, the registry holds no clone of the
 /// tables it folded (a reader that copied the list may still, until its merge ends).
 pub(crate) fn fold_exited() {
-    let _folding = match FOLDING.try_lock() {
+    let mut buffers = match FOLDING.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => return,
     };
     loop {
-        let (pending, (base, epoch)) =
-            copy_lists(|r| [&r.exited_tables, &[]], |r| (r.retired.clone(), window::epoch()));
+        let list = std::mem::take(&mut buffers.list);
+        let (mut pending, (base, epoch)) = copy_lists(
+            list,
+            |r| [&r.exited_tables, &[]],
+            |r| (r.retired.clone(), window::epoch()),
+        );
         if pending.is_empty() {
+            buffers.list = pending;
             return;
         }
-        let mut totals = base.as_deref().cloned().unwrap_or_default();
+        let mut next = buffers.spare.take().unwrap_or_default();
+        // The spare is held by no one else (kept only so): no copy is made here.
+        let totals = Arc::make_mut(&mut next);
+        match base.as_deref() {
+            Some(b) => totals.copy_from(b),
+            None => *totals = Totals::default(),
+        }
         for d in &pending {
             if d.counts_in(epoch) {
-                d.add_to(&mut totals);
+                d.add_to(totals);
             }
         }
-        let mut folded = Some(Arc::new(totals));
+        let mut folded = Some(next);
         {
             let mut r = lock();
             // Only the folder removes from the list and `retire` only appends: the first
@@ -188,8 +210,16 @@ pub(crate) fn fold_exited() {
                 std::mem::swap(&mut r.retired, &mut folded);
             }
         }
-        // The totals replaced (or not kept), and the folded tables, are freed unlocked.
-        drop((folded, base, pending));
+        // Outside the lock: the folded tables are let go, and the totals replaced (or not
+        // kept) are kept for the next fold if no reader holds them, freed otherwise.
+        pending.clear();
+        buffers.list = pending;
+        drop(base);
+        if let Some(mut old) = folded {
+            if Arc::get_mut(&mut old).is_some() {
+                buffers.spare = Some(old);
+            }
+        }
     }
 }
 
@@ -206,6 +236,7 @@ pub(crate) struct Merged {
 /// lock; the merge itself runs outside it.
 pub(crate) fn merge() -> Merged {
     let (tables, (retired, epoch, live_threads, exited_threads)) = copy_lists(
+        Vec::new(),
         |r| [&r.live, &r.exited_tables],
         |r| (r.retired.clone(), window::epoch(), r.live.len(), r.exited),
     );
