@@ -217,16 +217,16 @@ impl Kit {
         }
     }
 
-    /// Ready for another thread, or `Err` with the kit when a reader still holds its tables
-    /// (try again later), or `Ok(None)` when it is to be freed (too big to keep). The CPU
-    /// attribution of the thread that used it goes to `spent`, to be dropped once every
-    /// returned kit is ready (dropping it hands its detector to be closed).
-    fn reset(mut self, spent: &mut Vec<CpuAttribution>) -> Result<Option<Kit>, Kit> {
+    /// The kit made ready for another thread, or still held by a reader (try again later),
+    /// or to be freed (too big to keep). The CPU attribution of the thread that used it goes
+    /// to `spent`, to be dropped once every returned kit is ready (dropping it hands its
+    /// detector to be closed).
+    fn reset(mut self, spent: &mut Vec<CpuAttribution>) -> Reset {
         let Some(tables) = Arc::get_mut(&mut self.tables) else {
-            return Err(self);
+            return Reset::Held(self);
         };
         if !tables.reset_for_reuse() {
-            return Ok(None);
+            return Reset::Free;
         }
         // The cache's answers stay true: a path's node never changes.
         self.stack.clear();
@@ -234,8 +234,17 @@ impl Kit {
         self.depth.clear();
         self.depth.shrink_to(KEEP_DEPTHS);
         spent.extend(self.cpu.take());
-        Ok(Some(self))
+        Reset::Ready(self)
     }
+}
+
+/// What [`Kit::reset`] made of a returned kit.
+enum Reset {
+    Ready(Kit),
+    /// A reader's merge still holds its tables.
+    Held(Kit),
+    /// Too big to keep.
+    Free,
 }
 
 /// Whether a ready kit waits in the pool.
@@ -305,14 +314,14 @@ pub(crate) fn tend_kits() -> bool {
         let mut unkept = Vec::new();
         for kit in returned {
             match kit.reset(&mut spent) {
-                Ok(Some(kit)) if KITS.count(READY) < KEEP_READY => {
+                Reset::Ready(kit) if KITS.count(READY) < KEEP_READY => {
                     if let Err(kit) = KITS.put(kit, READY) {
                         unkept.push(kit);
                     }
                 }
-                Ok(Some(kit)) => unkept.push(kit),
-                Ok(None) => {}
-                Err(kit) => {
+                Reset::Ready(kit) => unkept.push(kit),
+                Reset::Free => {}
+                Reset::Held(kit) => {
                     // A reader's merge still holds the tables: back in the pool, as returned.
                     waiting = true;
                     if let Err(kit) = KITS.put(kit, RETURNED) {

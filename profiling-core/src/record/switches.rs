@@ -20,7 +20,9 @@
 //! hold one at a time, so a process with thousands of threads does not spend its file
 //! descriptors on profiling; threads beyond that, and every thread where the kernel refuses
 //! the event (`perf_event_paranoid` above 2, a seccomp filter, a non-Linux system), fall back
-//! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off.
+//! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off. Asking
+//! allocates nothing either: requests are pooled, and a second background thread
+//! (`profiling-kits`) resets them, with the recording threads' kits (`record/recorder.rs`).
 //!
 //! The kernel switches its per-task perf hooks on (a code-patching static key, then an RCU
 //! grace period, under a global mutex) when the first per-task event of the system opens,

@@ -3,16 +3,18 @@
 //!
 //! Each recording thread owns a [`ThreadTables`] (shared by `Arc` with the registry) that
 //! only it writes, with plain relaxed stores; readers merge it concurrently. When a thread
-//! exits, its tables move to a list of exited tables, which are then folded into the
-//! registry's retired totals, so the data of exited threads survives while memory stays
-//! bounded by distinct functions and paths.
+//! exits, its tables move to a list of exited tables, which the kits' background thread
+//! then folds into the registry's retired totals (and zeroes them for another thread, see
+//! `Kit` in `record/recorder.rs`), so the data of exited threads survives while memory
+//! stays bounded by distinct functions and paths.
 //!
 //! The registry's lock is held only to push, move or copy `Arc`s: readers merge outside it,
 //! and so does the thread folding exited tables. Nothing is allocated or freed under it
 //! either (lists grow, and old buffers and totals are dropped, outside), since an allocator
 //! can itself wait (for an arena, for the kernel's memory-map lock) and every thread queued
 //! on the registry would wait with it. A thread's first call and its exit wait for at most
-//! a list copy, never for a merge or an allocation.
+//! a list copy, never for a merge or an allocation; the fold reuses its buffers, and calls
+//! the allocator only when the totals grow.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
