@@ -9,15 +9,18 @@
 //!
 //! Before the criterion run, it prints the worst case over rounds of 64 threads starting
 //! and exiting under the storm (after a first round, shown apart: the process's first
-//! threads pay one-off costs). A thread's exit latency is the time its thread-local
-//! destructors take around the profiler's (stamps taken by two thread-locals registered
-//! before and after the profiler's, destructors running in reverse order), so it leaves out
-//! the operating system's thread teardown.
+//! threads pay one-off costs). A thread's exit latency is the time the profiler's exit hook
+//! takes, wherever it runs: among the thread-local destructors (stamps taken by two
+//! thread-locals registered before and after the profiler's, destructors running in reverse
+//! order) plus among the POSIX thread-specific keys' destructors, which run after them
+//! (stamps taken by the destructors of a key created before the profiler's and one created
+//! after, run in the order of creation). The operating system's thread teardown is left out.
 //!
 //! On a loaded machine wall time mostly measures waiting for a CPU, which no lock causes.
-//! So each interval is also read from the thread's `/proc/thread-self/schedstat` (time on
-//! CPU, time runnable on a run queue): *blocked* = wall - on CPU - runnable, the time the
-//! thread slept (on a lock). Criterion measures the blocked time per thread.
+//! So each interval is also read from the thread's CPU clock (time on CPU) and its
+//! `/proc/thread-self/schedstat` (time runnable on a run queue): *blocked* = wall - on CPU -
+//! runnable, the time the thread slept (on a lock). Criterion measures the blocked time per
+//! thread.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -110,20 +113,37 @@ struct Clocks {
 impl Clocks {
     /// Reads without allocating (a stamp is taken inside the measured intervals, where an
     /// allocation could itself wait for the allocator's locks).
+    ///
+    /// Time on CPU comes from the thread's CPU clock, not from `schedstat`'s first field:
+    /// the kernel brings that field up to date only at a scheduler tick or switch (every
+    /// 4 ms at `CONFIG_HZ=250`), so read while the thread runs it lags by up to a tick, and
+    /// a difference of two readings could count up to 4 ms of running as asleep. The
+    /// CPU clock is brought up to date by the read itself. Time runnable (`schedstat`'s
+    /// second field) only changes when the thread is put on a CPU, so it is current
+    /// whenever the thread reads it.
+    ///
+    /// The three clocks cannot be read at one instant: if the thread waits for a CPU
+    /// between the reads, that wait would count in the wall time and not in the runnable
+    /// time (or the other way round), and show up as blocked. So the runnable time is read
+    /// before and after the other two, and the reading taken again until both agree.
     fn now() -> Self {
-        use std::io::Read;
-        let mut buf = [0u8; 128];
-        let n = std::fs::File::open("/proc/thread-self/schedstat")
-            .and_then(|mut f| f.read(&mut buf))
-            .unwrap_or(0);
-        let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
-        let mut f = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
-        let (on_cpu_ns, runnable_ns) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
-        Clocks {
-            wall: Instant::now(),
-            on_cpu_ns,
-            runnable_ns,
+        let mut before = runnable_ns();
+        for _ in 0..100 {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid timespec to write; the clock id is a constant.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            let wall = Instant::now();
+            let after = runnable_ns();
+            if after == before {
+                return Clocks {
+                    wall,
+                    on_cpu_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+                    runnable_ns: before,
+                };
+            }
+            before = after;
         }
+        panic!("the thread was preempted during each of 100 readings of its clocks");
     }
 
     /// Wall time since `earlier`, and the part of it the thread slept (neither on a CPU
@@ -136,8 +156,11 @@ impl Clocks {
     }
 }
 
+/// Where an exit stamp goes.
+type StampSlot = Arc<Mutex<Option<Clocks>>>;
+
 /// Stamps the clocks when its thread-local destructor runs into `slot`.
-struct Stamp(RefCell<Option<Arc<Mutex<Option<Clocks>>>>>);
+struct Stamp(RefCell<Option<StampSlot>>);
 
 impl Drop for Stamp {
     fn drop(&mut self) {
@@ -154,6 +177,60 @@ thread_local! {
     static EXIT_ENDS: Stamp = const { Stamp(RefCell::new(None)) };
 }
 
+/// Keys whose destructors stamp the clocks before and after the profiler's key's (created
+/// at the process's first recorded call, between the two: see [`ExitKeys::create`]).
+#[derive(Clone, Copy)]
+struct ExitKeys {
+    begins: libc::pthread_key_t,
+    ends: libc::pthread_key_t,
+}
+
+/// A key's destructor: stamps the clocks into the slot its value holds.
+extern "C" fn stamp_key(value: *mut libc::c_void) {
+    // SAFETY: every value set on these keys is a `StampSlot` from `Arc::into_raw`, and the
+    // destructor runs once per value.
+    let slot = unsafe { Arc::from_raw(value as *const Mutex<Option<Clocks>>) };
+    *slot.lock().unwrap() = Some(Clocks::now());
+}
+
+impl ExitKeys {
+    /// Creates the first key, has the profiler create its own (a recorded call on this
+    /// thread), then the second key: keys' destructors run in key order, which is the
+    /// order of creation in a process that deletes none.
+    fn create() -> Self {
+        let key = || {
+            let mut k: libc::pthread_key_t = 0;
+            // SAFETY: `k` is valid to write; `stamp_key` does not unwind.
+            assert_eq!(unsafe { libc::pthread_key_create(&mut k, Some(stamp_key)) }, 0);
+            k
+        };
+        let begins = key();
+        black_box(first_call(0));
+        let ends = key();
+        ExitKeys { begins, ends }
+    }
+
+    /// Sets the calling thread's values of both keys.
+    fn set(&self, begins: StampSlot, ends: StampSlot) {
+        for (k, slot) in [(self.begins, begins), (self.ends, ends)] {
+            // SAFETY: a key of this process; the value is reclaimed by `stamp_key`.
+            unsafe { libc::pthread_setspecific(k, Arc::into_raw(slot) as *const libc::c_void) };
+        }
+    }
+}
+
+/// Time the calling thread has spent runnable, waiting for a CPU (the second field of
+/// `/proc/thread-self/schedstat`), read without allocating.
+fn runnable_ns() -> u64 {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let n = std::fs::File::open("/proc/thread-self/schedstat")
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
+    s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0)
+}
+
 /// Reads one figure of a [`Blocked`].
 type Field = fn(&Blocked) -> Duration;
 
@@ -166,31 +243,50 @@ struct Blocked {
     exit_blocked: Duration,
 }
 
+/// The four exit stamps of a thread: thread-local destructors, then key destructors.
+#[derive(Default)]
+struct ExitStamps {
+    tls_begins: StampSlot,
+    tls_ends: StampSlot,
+    key_begins: StampSlot,
+    key_ends: StampSlot,
+}
+
+impl ExitStamps {
+    /// Wall and blocked time between the stamps of each pair, summed.
+    fn exit(&self) -> (Duration, Duration) {
+        let get = |s: &StampSlot| s.lock().unwrap().expect("the thread stamped its exit");
+        let tls = get(&self.tls_ends).since(&get(&self.tls_begins));
+        let key = get(&self.key_ends).since(&get(&self.key_begins));
+        (tls.0 + key.0, tls.1 + key.1)
+    }
+}
+
 /// Starts `n` threads at once; each makes its first call, recurses, and exits.
-fn wave(n: usize) -> Vec<Blocked> {
+fn wave(n: usize, keys: ExitKeys) -> Vec<Blocked> {
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let begins = Arc::new(Mutex::new(None));
-            let ends = Arc::new(Mutex::new(None));
-            let (b, e) = (Arc::clone(&begins), Arc::clone(&ends));
+            let stamps = ExitStamps::default();
+            let (tb, te) = (Arc::clone(&stamps.tls_begins), Arc::clone(&stamps.tls_ends));
+            let (kb, ke) = (Arc::clone(&stamps.key_begins), Arc::clone(&stamps.key_ends));
             let h = std::thread::spawn(move || {
-                EXIT_ENDS.with(|s| *s.0.borrow_mut() = Some(e));
+                EXIT_ENDS.with(|s| *s.0.borrow_mut() = Some(te));
+                keys.set(kb, ke);
                 let t = Clocks::now();
                 black_box(first_call(i as u64));
                 let first_call = Clocks::now().since(&t);
-                EXIT_BEGINS.with(|s| *s.0.borrow_mut() = Some(b));
+                EXIT_BEGINS.with(|s| *s.0.borrow_mut() = Some(tb));
                 black_box(recurse(DEPTH));
                 first_call
             });
-            (h, begins, ends)
+            (h, stamps)
         })
         .collect();
     handles
         .into_iter()
-        .map(|(h, begins, ends)| {
+        .map(|(h, stamps)| {
             let first_call = h.join().unwrap();
-            let (b, e) = (begins.lock().unwrap().unwrap(), ends.lock().unwrap().unwrap());
-            let exit = e.since(&b);
+            let exit = stamps.exit();
             Blocked {
                 first_call: first_call.0,
                 first_call_blocked: first_call.1,
@@ -201,12 +297,15 @@ fn wave(n: usize) -> Vec<Blocked> {
         .collect()
 }
 
-fn report_worst_case() {
+fn report_worst_case(keys: ExitKeys) {
     let _storm = Storm::start();
     std::thread::sleep(Duration::from_millis(50));
     // The process's first threads pay one-off costs (the kernel switching its perf hooks on,
     // the allocator's arenas, the paths' first nodes): shown apart from the steady state.
-    let first = wave(THREADS);
+    let on_the_spot = profiling_core::record::switches::kits_made_on_the_spot;
+    let before_first = on_the_spot();
+    let first = wave(THREADS, keys);
+    let after_first = on_the_spot();
     let worst = |get: Field| first.iter().map(get).max().unwrap_or_default();
     eprintln!(
         "thread_stall: first wave of the process, worst blocked: first call {:?}, exit {:?}",
@@ -215,12 +314,17 @@ fn report_worst_case() {
     );
     let mut all = Vec::new();
     for _ in 0..10 {
-        all.extend(wave(THREADS));
+        all.extend(wave(THREADS, keys));
     }
     let pct = |mut v: Vec<Duration>, q: f64| {
         v.sort();
         v[((v.len() - 1) as f64 * q) as usize]
     };
+    eprintln!(
+        "thread_stall: threads that found no kit ready and made their own: {} of the first wave, {} of the later ones",
+        after_first - before_first,
+        on_the_spot() - after_first
+    );
     eprintln!(
         "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers, {} allocator",
         all.len(),
@@ -250,7 +354,8 @@ fn report_worst_case() {
 }
 
 fn thread_stall(c: &mut Criterion) {
-    report_worst_case();
+    let keys = ExitKeys::create();
+    report_worst_case(keys);
     let mut g = c.benchmark_group("thread_stall");
     let storm = Storm::start();
     // Per thread: time blocked in its first call plus in its exit, 64 threads at a time.
@@ -260,7 +365,7 @@ fn thread_stall(c: &mut Criterion) {
             let mut left = iters as usize;
             while left > 0 {
                 let n = left.min(THREADS);
-                total += wave(n)
+                total += wave(n, keys)
                     .iter()
                     .map(|b| b.first_call_blocked + b.exit_blocked)
                     .sum::<Duration>();

@@ -1,7 +1,9 @@
 //! Per-thread statistics storage: lazily allocated chunks that never move, so the owning
 //! thread writes with plain relaxed stores while snapshotting threads read concurrently.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::record::alloc::AllocCounters;
 use crate::record::histogram::{AtomicHistogram, BUCKETS};
@@ -157,6 +159,14 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
         self.get(i)
     }
 
+    /// Number of chunks allocated.
+    pub(crate) fn chunks(&self) -> usize {
+        self.ptrs
+            .iter()
+            .filter(|p| !p.load(Ordering::Acquire).is_null())
+            .count()
+    }
+
     /// Every existing element with its index.
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &T)) {
         for c in 0..self.ptrs.len() {
@@ -184,6 +194,101 @@ impl<T, const CHUNK: usize> Drop for Chunked<T, CHUNK> {
     }
 }
 
+/// A slot of [`Slots`]: its state ([`EMPTY`], [`BUSY`] or the kind of value it holds) and
+/// the value.
+struct Slot<T> {
+    state: AtomicU8,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// The slot holds nothing.
+const EMPTY: u8 = 0;
+/// A thread is moving a value in or out.
+const BUSY: u8 = u8::MAX;
+
+/// At most `N` values of `T`, each tagged with a kind (1 to 254), that any thread puts or
+/// takes without a lock and without allocating: a slot is claimed by a compare-and-swap of
+/// its state, the value moved, and the state published. Nothing ever waits on another
+/// thread: a slot another thread is moving through is skipped.
+pub(crate) struct Slots<T, const N: usize> {
+    slots: [Slot<T>; N],
+    /// Where the next scan starts, so that threads arriving together try different slots.
+    next: AtomicUsize,
+}
+
+// SAFETY: a value is reached only by the thread that claimed its slot (state BUSY), which
+// moves it in or out; values are sent between threads, never shared.
+unsafe impl<T: Send, const N: usize> Sync for Slots<T, N> {}
+
+impl<T, const N: usize> Slots<T, N> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: [const {
+                Slot {
+                    state: AtomicU8::new(EMPTY),
+                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                }
+            }; N],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Puts `value` as a value of `kind` in an empty slot; gives it back if none is.
+    pub(crate) fn put(&self, value: T, kind: u8) -> Result<(), T> {
+        debug_assert!(kind != EMPTY && kind != BUSY);
+        match self.claim(EMPTY) {
+            Some(slot) => {
+                // SAFETY: the slot was empty and is ours (BUSY) until the store below.
+                unsafe { (*slot.value.get()).write(value) };
+                slot.state.store(kind, Ordering::Release);
+                Ok(())
+            }
+            None => Err(value),
+        }
+    }
+
+    /// Takes a value of `kind`, if a slot holds one.
+    pub(crate) fn take(&self, kind: u8) -> Option<T> {
+        debug_assert!(kind != EMPTY && kind != BUSY);
+        let slot = self.claim(kind)?;
+        // SAFETY: the slot held a value (its state was `kind`, published with Release after
+        // the write) and is ours (BUSY) until the store below, which marks it moved out.
+        let value = unsafe { (*slot.value.get()).assume_init_read() };
+        slot.state.store(EMPTY, Ordering::Release);
+        Some(value)
+    }
+
+    /// Number of slots holding a value of `kind` (a moment's count: others may be moving).
+    pub(crate) fn count(&self, kind: u8) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) == kind)
+            .count()
+    }
+
+    /// A slot in state `from`, now BUSY and ours.
+    fn claim(&self, from: u8) -> Option<&Slot<T>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..N).map(|k| &self.slots[(start + k) % N]).find(|s| {
+            s.state.load(Ordering::Relaxed) == from
+                && s.state
+                    .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+}
+
+impl<T, const N: usize> Drop for Slots<T, N> {
+    fn drop(&mut self) {
+        for s in &mut self.slots {
+            if !matches!(*s.state.get_mut(), EMPTY | BUSY) {
+                // SAFETY: `&mut self`: no thread is moving through it, and it holds a value.
+                unsafe { s.value.get_mut().assume_init_drop() };
+            }
+        }
+    }
+}
+
 /// Plain sums of node figures (readers' side).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct NodeSums {
@@ -195,7 +300,7 @@ pub(crate) struct NodeSums {
 }
 
 /// Plain sums of function figures (readers' side).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct FnSums {
     pub(crate) calls: u64,
     pub(crate) cancelled: u64,
@@ -204,6 +309,25 @@ pub(crate) struct FnSums {
     pub(crate) min: u64,
     pub(crate) max: u64,
     pub(crate) hist: Vec<u64>,
+}
+
+impl Clone for FnSums {
+    fn clone(&self) -> Self {
+        let mut c = FnSums::default();
+        c.clone_from(self);
+        c
+    }
+
+    /// Reuses the histogram's buffer (the retired totals are copied at every fold).
+    fn clone_from(&mut self, s: &Self) {
+        self.calls = s.calls;
+        self.cancelled = s.cancelled;
+        self.wall_total = s.wall_total;
+        self.busy_total = s.busy_total;
+        self.min = s.min;
+        self.max = s.max;
+        self.hist.clone_from(&s.hist);
+    }
 }
 
 impl Default for FnSums {
@@ -230,6 +354,13 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
+    /// Makes `self` a copy of `src`, reusing its buffers.
+    pub(crate) fn copy_from(&mut self, src: &Totals) {
+        self.nodes.clone_from(&src.nodes);
+        self.fns.clone_from(&src.fns);
+        self.folded_calls = src.folded_calls;
+    }
+
     pub(crate) fn add_node(&mut self, i: usize, c: &NodeCell) {
         let r = Ordering::Relaxed;
         let calls = c.calls.load(r);
@@ -280,9 +411,71 @@ impl Totals {
         d.busy_total += c.busy_total.load(r);
         d.min = d.min.min(c.min.load(r));
         d.max = d.max.max(c.max.load(r));
-        if d.hist.is_empty() {
-            d.hist = vec![0; BUCKETS];
+        if d.hist.len() < BUCKETS {
+            d.hist.resize(BUCKETS, 0);
         }
         c.hist.add_into(&mut d.hist);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_at_most_n_and_give_back_by_kind() {
+        let slots: Slots<Box<u32>, 4> = Slots::new();
+        assert!(slots.put(Box::new(1), 1).is_ok());
+        assert!(slots.put(Box::new(2), 2).is_ok());
+        assert!(slots.put(Box::new(3), 1).is_ok());
+        assert!(slots.put(Box::new(4), 2).is_ok());
+        assert_eq!(*slots.put(Box::new(5), 1).unwrap_err(), 5, "full: the value comes back");
+        assert_eq!((slots.count(1), slots.count(2)), (2, 2));
+        let mut ones = [*slots.take(1).unwrap(), *slots.take(1).unwrap()];
+        ones.sort();
+        assert_eq!(ones, [1, 3]);
+        assert!(slots.take(1).is_none());
+        assert_eq!(slots.count(2), 2);
+        // Dropping the set drops what it still holds (Miri / leak checkers see it).
+    }
+
+    /// Threads putting and taking at once never lose or duplicate a value.
+    #[test]
+    fn slots_move_each_value_once_across_threads() {
+        let slots: Slots<u64, 8> = Slots::new();
+        let taken: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let slots = &slots;
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        for k in 0..10_000u64 {
+                            let mut v = t * 1_000_000 + k;
+                            loop {
+                                match slots.put(v, 1) {
+                                    Ok(()) => break,
+                                    Err(back) => {
+                                        v = back;
+                                        got.extend(slots.take(1));
+                                    }
+                                }
+                            }
+                            got.extend(slots.take(1));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<u64> = taken.into_iter().flatten().collect();
+        while let Some(v) = slots.take(1) {
+            all.push(v);
+        }
+        all.sort();
+        let expected: Vec<u64> = (0..4u64)
+            .flat_map(|t| (0..10_000).map(move |k| t * 1_000_000 + k))
+            .collect();
+        assert_eq!(all, expected);
     }
 }

@@ -20,7 +20,9 @@
 //! hold one at a time, so a process with thousands of threads does not spend its file
 //! descriptors on profiling; threads beyond that, and every thread where the kernel refuses
 //! the event (`perf_event_paranoid` above 2, a seccomp filter, a non-Linux system), fall back
-//! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off.
+//! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off. Asking
+//! allocates nothing either: requests are pooled, and a second background thread
+//! (`profiling-kits`) resets them, with the recording threads' kits (`record/recorder.rs`).
 //!
 //! The kernel switches its per-task perf hooks on (a code-patching static key, then an RCU
 //! grace period, under a global mutex) when the first per-task event of the system opens,
@@ -31,8 +33,13 @@
 //! the first detector also opens one disabled event that stays open for the life of the
 //! process (one file descriptor), and the hooks stay on.
 
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{
+    AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, OnceLock};
+
+use crate::record::storage::Slots;
 
 /// Threads holding a detector at one time, at most.
 pub const MAX_OPEN: usize = 256;
@@ -90,24 +97,81 @@ unsafe impl Sync for SwitchDetector {}
 
 /// A detector asked for on behalf of the calling thread: see [`SwitchDetector::request`].
 pub(crate) struct Requested {
-    /// Filled by the background thread, which then drops its clone.
-    slot: Arc<OnceLock<Option<SwitchDetector>>>,
+    /// Answered by the background thread, which then drops its clone.
+    req: Arc<Request>,
+}
+
+/// One thread's request for a detector, and its answer. Requests are pooled (see
+/// [`REQUESTS_POOL`]), so that asking, at a thread's first call, allocates nothing.
+struct Request {
+    /// The thread to open the detector for.
+    tid: AtomicI32,
+    /// [`UNANSWERED`], [`ANSWERED`] once `answer` is written, [`TAKEN`] once the requester
+    /// has moved it out.
+    state: AtomicU8,
+    /// Written by the background thread before it publishes [`ANSWERED`], then moved out
+    /// by the requester; reset by the background thread once the request is its only owner.
+    answer: UnsafeCell<Option<SwitchDetector>>,
+    /// The next request in [`REQUESTS`].
+    next: AtomicPtr<Request>,
+}
+
+const UNANSWERED: u8 = 0;
+const ANSWERED: u8 = 1;
+const TAKEN: u8 = 2;
+
+// SAFETY: `answer` is written by the background thread only before it publishes ANSWERED
+// (Release), read by the requester only after it sees ANSWERED (Acquire), and reset by the
+// background thread only when it holds the only reference.
+unsafe impl Sync for Request {}
+
+impl Request {
+    fn new() -> Self {
+        Self {
+            tid: AtomicI32::new(0),
+            state: AtomicU8::new(UNANSWERED),
+            answer: UnsafeCell::new(None),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
 }
 
 impl Requested {
     /// The detector once the background thread has answered: `Some(Some(_))` opened,
-    /// `Some(None)` refused, `None` not yet.
+    /// `Some(None)` refused, `None` not yet (or already taken).
     pub(crate) fn take(&mut self) -> Option<Option<SwitchDetector>> {
-        Arc::get_mut(&mut self.slot).and_then(OnceLock::take)
+        if self.req.state.load(Acquire) != ANSWERED {
+            return None;
+        }
+        // SAFETY: answered, so the background thread no longer touches `answer`, and the
+        // requester (`&mut self`) is the only one that moves it out.
+        let answer = unsafe { (*self.req.answer.get()).take() };
+        self.req.state.store(TAKEN, Relaxed);
+        Some(answer)
     }
 }
 
+impl Drop for Requested {
+    /// Gives the request back to the pool, for the background thread to reset.
+    fn drop(&mut self) {
+        let req = Arc::clone(&self.req);
+        let _ = REQUESTS_POOL.put(req, RETURNED);
+    }
+}
+
+/// Requests, ready to be asked (kind [`READY`]) or given back by their requester (kind
+/// [`RETURNED`]) for the background thread to reset.
+static REQUESTS_POOL: Slots<Arc<Request>, 128> = Slots::new();
+const READY: u8 = 1;
+const RETURNED: u8 = 2;
+/// Requests the background thread keeps ready.
+const READY_REQUESTS: usize = 64;
+
+/// Requests for the background thread, newest first: a lock-free stack linked through
+/// [`Request::next`], each entry one reference (`Arc::into_raw`).
+static REQUESTS: AtomicPtr<Request> = AtomicPtr::new(std::ptr::null_mut());
+
 enum Job {
-    /// Open a detector for thread `tid`, unless its requester has gone.
-    Open {
-        tid: libc::pid_t,
-        slot: Arc<OnceLock<Option<SwitchDetector>>>,
-    },
     Close(SwitchDetector),
 }
 
@@ -144,6 +208,69 @@ fn submit(job: Job) -> Result<(), Job> {
     Ok(())
 }
 
+/// Pushes a reference to `req` on [`REQUESTS`] and wakes the background thread: no
+/// allocation, no lock.
+fn push_request(req: &Arc<Request>, worker: &std::thread::Thread) {
+    let p = Arc::into_raw(Arc::clone(req)) as *mut Request;
+    let mut head = REQUESTS.load(Relaxed);
+    loop {
+        req.next.store(head, Relaxed);
+        match REQUESTS.compare_exchange_weak(head, p, Release, Relaxed) {
+            Ok(_) => break,
+            Err(h) => head = h,
+        }
+    }
+    worker.unpark();
+}
+
+/// Every request pushed so far, oldest first.
+fn take_requests() -> Vec<Arc<Request>> {
+    let mut p = REQUESTS.swap(std::ptr::null_mut(), Acquire);
+    let mut out = Vec::new();
+    while !p.is_null() {
+        // SAFETY: every entry is a reference made by `Arc::into_raw` in `push_request` and
+        // published by the Release exchange; the swap above made this thread its owner.
+        let req = unsafe { Arc::from_raw(p) };
+        p = req.next.load(Relaxed);
+        out.push(req);
+    }
+    out.reverse();
+    out
+}
+
+/// Resets returned requests that nothing else holds and makes them ready, and tops the
+/// ready ones up to [`READY_REQUESTS`]. Returns whether one was still held (to try again).
+fn tend_requests() -> bool {
+    let mut returned = Vec::new();
+    while let Some(r) = REQUESTS_POOL.take(RETURNED) {
+        returned.push(r);
+    }
+    let mut waiting = false;
+    for mut r in returned {
+        match Arc::get_mut(&mut r) {
+            Some(req) => {
+                // A detector answered but never taken (its thread exited first) is closed, by
+                // the detectors' thread (dropping it hands it there).
+                drop(req.answer.get_mut().take());
+                *req.state.get_mut() = UNANSWERED;
+                if REQUESTS_POOL.count(READY) < READY_REQUESTS {
+                    let _ = REQUESTS_POOL.put(r, READY);
+                }
+            }
+            None => {
+                waiting = true;
+                let _ = REQUESTS_POOL.put(r, RETURNED);
+            }
+        }
+    }
+    while REQUESTS_POOL.count(READY) < READY_REQUESTS {
+        if REQUESTS_POOL.put(Arc::new(Request::new()), READY).is_err() {
+            break;
+        }
+    }
+    waiting
+}
+
 /// Every job pushed so far, oldest first.
 fn take_jobs() -> Vec<Job> {
     let mut p = JOBS.swap(std::ptr::null_mut(), Acquire);
@@ -173,27 +300,90 @@ fn background() -> Option<&'static std::thread::Thread> {
         .as_ref()
 }
 
-/// The background thread's loop. It records no calls (so it has no tables or detector).
+/// Wakes the kits' background thread (starting it if it is not yet); `false` if it could
+/// not be started. An unpark never waits.
+pub(crate) fn wake_background() -> bool {
+    kits_worker().map(std::thread::Thread::unpark).is_some()
+}
+
+/// Whether the kits' background thread runs (starting it if it is not yet).
+pub(crate) fn background_running() -> bool {
+    kits_worker().is_some()
+}
+
+/// The thread that tends the recording threads' kits (`record/recorder.rs`, `Kit`) and the
+/// detector requests, started at the first need; `None` if it could not be. Apart from the
+/// detectors' thread: opening a detector maps a page, and waits for the memory-map lock
+/// while threads start and exit, which is when kits must be made ready quickly.
+fn kits_worker() -> Option<&'static std::thread::Thread> {
+    static WORKER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("profiling-kits".into())
+                .spawn(tend)
+                .ok()
+                .map(|h| h.thread().clone())
+        })
+        .as_ref()
+}
+
+/// The kits' thread's loop. It records no calls (so it has no kit itself).
+fn tend() {
+    loop {
+        let held = crate::record::recorder::tend_kits() | crate::record::alloc::untracked(tend_requests);
+        // Woken by `wake_background` (an unpark before the park makes it return at once).
+        if held {
+            std::thread::park_timeout(RETRY_KITS);
+        } else {
+            std::thread::park();
+        }
+    }
+}
+
+/// Whether a thread starting now would find what its first recorded call needs made ahead
+/// (a kit and a detector request, see `record/recorder.rs`), so that neither its first call
+/// nor its exit calls the allocator. For tests and diagnostics.
+#[doc(hidden)]
+pub fn ready_for_new_thread() -> bool {
+    crate::record::recorder::kits_ready() && REQUESTS_POOL.count(READY) > 0
+}
+
+/// Threads that found no kit ready at their first recorded call and made their own (calling
+/// the allocator), since the process started. For tests and diagnostics.
+#[doc(hidden)]
+pub fn kits_made_on_the_spot() -> u64 {
+    crate::record::recorder::kits_made_on_the_spot()
+}
+
+/// How soon the background thread looks again at kits a reader still held.
+const RETRY_KITS: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The detectors' thread's loop: detectors to open and close. It records no calls (so it
+/// has no tables or detector).
 fn work() {
     keep_hooks_on();
     loop {
+        for req in take_requests() {
+            let d = SwitchDetector::open_for(req.tid.load(Relaxed));
+            // Held elsewhere: by its requester, alive, so `tid` was its thread throughout the
+            // open; or by the pool it was given back to (its thread gone), whose reset closes
+            // an answer nobody took. Held nowhere else: nobody will take it; close it.
+            if Arc::strong_count(&req) > 1 {
+                // SAFETY: unanswered until the store below; only this thread writes it.
+                unsafe { *req.answer.get() = d };
+                req.state.store(ANSWERED, Release);
+            } else if let Some(d) = d {
+                d.close_now();
+            }
+        }
         for job in take_jobs() {
             match job {
-                Job::Open { tid, slot } => {
-                    let d = SwitchDetector::open_for(tid);
-                    // The requester still holds its clone, so it is alive, and `tid` was its
-                    // thread throughout the open: keep the detector. Otherwise the id may
-                    // already name another thread: close it.
-                    if Arc::strong_count(&slot) > 1 {
-                        let _ = slot.set(d);
-                    } else if let Some(d) = d {
-                        d.close_now();
-                    }
-                }
                 Job::Close(d) => d.close_now(),
             }
         }
-        // Woken by `submit` (an unpark before the park makes it return at once).
+        // Woken by `submit` or `push_request` (an unpark before the park makes it return at
+        // once).
         std::thread::park();
     }
 }
@@ -205,15 +395,12 @@ impl SwitchDetector {
         if !enabled_by_env() {
             return None;
         }
-        let slot = Arc::new(OnceLock::new());
+        let worker = background()?;
+        let req = REQUESTS_POOL.take(READY).unwrap_or_else(|| Arc::new(Request::new()));
         // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        let job = Job::Open {
-            tid,
-            slot: Arc::clone(&slot),
-        };
-        submit(job).ok()?;
-        Some(Requested { slot })
+        req.tid.store(unsafe { libc::gettid() }, Relaxed);
+        push_request(&req, worker);
+        Some(Requested { req })
     }
 
     /// A detector for the calling thread, opened now, or `None` where the kernel or the
