@@ -75,10 +75,12 @@ struct Locked(&'static Slot);
 
 impl Locked {
     fn try_new(slot: &'static Slot) -> Option<Self> {
+        // `then`, not `then_some`: a `Locked` built for a lock not taken would unlock the
+        // holder's lock when dropped.
         slot.lock
             .compare_exchange(0, 1, Acquire, Relaxed)
             .is_ok()
-            .then_some(Locked(slot))
+            .then(|| Locked(slot))
     }
 
     /// Waits for the slot: held by another thread only for the copy of a span's state.
@@ -240,7 +242,7 @@ mod tests {
     }
 
     /// Threads updating the same spans at once lose no update: the slot's lock serializes
-    /// them.
+    /// them. (It caught a lock whose failed attempts released the holder's lock.)
     #[test]
     fn concurrent_updates_of_one_span_all_land() {
         let layer = 0xB0B;
