@@ -116,11 +116,26 @@ pub(crate) struct Chunked<T, const CHUNK: usize> {
 }
 
 impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
+    /// The pointer table comes zeroed from the allocator rather than written: its pages
+    /// beyond the chunks in use are never touched, so they take no resident memory where the
+    /// allocator hands out fresh zeroed pages (a thread's tables are 48 KiB, of which it
+    /// typically uses the first few pointers).
     pub(crate) fn new(capacity: usize) -> Self {
         let n = capacity.div_ceil(CHUNK);
-        Self {
-            ptrs: (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
-        }
+        let ptrs = match std::alloc::Layout::array::<AtomicPtr<T>>(n) {
+            Ok(layout) if layout.size() > 0 => {
+                // SAFETY: a non-zero size.
+                let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicPtr<T>>();
+                if p.is_null() {
+                    std::alloc::handle_alloc_error(layout);
+                }
+                // SAFETY: `n` zeroed `AtomicPtr`s (a null one is all zero bits), allocated by
+                // the global allocator with the layout `Box` frees them with.
+                unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
+            }
+            _ => (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+        };
+        Self { ptrs }
     }
 
     /// The element, if its chunk exists.
