@@ -16,7 +16,7 @@
 //! [`HeapSamplerStats::dropped_samples`] and still counts in the allocated totals.
 //!
 //! **Cost.** A non-sampled allocation: one thread-local decrement and a branch. A free:
-//! while any sample is live, one hash and one load from [`OCCUPIED`], an 8 KiB array of
+//! while any sample is live, one hash and one load from `OCCUPIED`, an 8 KiB array of
 //! per-bucket counts that stays in the cache; only when the block's bucket holds a sample (a
 //! few percent of frees with hundreds of samples live) one scan of its 64-byte bucket (8
 //! relaxed loads), plus a compare-and-swap when it holds the block. Without the counts every

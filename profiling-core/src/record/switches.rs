@@ -289,15 +289,16 @@ fn take_jobs() -> Vec<Job> {
 /// The background thread, started at the first request; `None` if it could not be.
 fn background() -> Option<&'static std::thread::Thread> {
     static WORKER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
-    WORKER
-        .get_or_init(|| {
-            std::thread::Builder::new()
-                .name("profiling-switches".into())
-                .spawn(work)
-                .ok()
-                .map(|h| h.thread().clone())
-        })
-        .as_ref()
+    WORKER.get_or_init(|| spawn_named("profiling-switches", work)).as_ref()
+}
+
+/// Starts the background thread `name` running `f`; `None` if it could not be.
+fn spawn_named(name: &str, f: fn()) -> Option<std::thread::Thread> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .ok()
+        .map(|h| h.thread().clone())
 }
 
 /// Wakes the kits' background thread (starting it if it is not yet); `false` if it could
@@ -317,15 +318,7 @@ pub(crate) fn background_running() -> bool {
 /// while threads start and exit, which is when kits must be made ready quickly.
 fn kits_worker() -> Option<&'static std::thread::Thread> {
     static WORKER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
-    WORKER
-        .get_or_init(|| {
-            std::thread::Builder::new()
-                .name("profiling-kits".into())
-                .spawn(tend)
-                .ok()
-                .map(|h| h.thread().clone())
-        })
-        .as_ref()
+    WORKER.get_or_init(|| spawn_named("profiling-kits", tend)).as_ref()
 }
 
 /// The kits' thread's loop. It records no calls (so it has no kit itself).
