@@ -155,8 +155,10 @@ fn retire_current_thread() {
     });
 }
 
-/// What a thread needs to record, made ahead of its first call: its tables (64 KiB of chunk
-/// pointers and the first chunks of figures), its node cache (12 KiB) and its frame stack.
+/// What a thread needs to record, made ahead of its first call: its tables (48 KiB of chunk
+/// pointers, the first chunk of nodes, 16 KiB, and of functions, 3.3 KiB), its node cache
+/// (12 KiB), its frame stack (room for 64 frames) and depth counters: about 90 KiB by
+/// these layouts.
 ///
 /// A thread's first call and its exit must not call the allocator: a new thread's
 /// allocations go to the allocator's shared arena (its own cache is empty) and wait for the
@@ -178,9 +180,10 @@ struct Kit {
     cpu: Option<CpuAttribution>,
 }
 
-/// Ready kits kept, at most, once the background thread has tended them: about 100 KiB
-/// each (the figures' chunks of a reused kit bounded by `threads::KEEP_NODE_CHUNKS` and
-/// `threads::KEEP_FN_CHUNKS`, its frame stack by [`KEEP_FRAMES`]), so 6.4 MiB at most, and
+/// Ready kits kept, at most, once the background thread has tended them: about 90 KiB
+/// each new, up to about 160 KiB reused (the figures' chunks of a reused kit bounded by
+/// `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
+/// [`KEEP_FRAMES`]), and
 /// what a burst of threads as large leaves behind. Kits returned beyond it are freed by the
 /// background thread.
 const KEEP_READY: usize = 64;
