@@ -6,10 +6,9 @@
 //! file that holds nothing else: another test thread exiting (and freeing its own state)
 //! in the middle of a reading would move it.
 //!
-//! The profiler's own state is real heap and counts in the live bytes: a `#[profiled]` call
-//! can allocate some (a function's latency histogram takes the 16 buckets of a power of two,
-//! 128 bytes, from a process-wide arena the first time a call's duration falls in it, and
-//! the arena allocates a segment, 64 KiB and then twice the last, when it runs out). So the
+//! The profiler's own state that comes from the heap counts in the live bytes: a
+//! `#[profiled]` call can allocate some (a thread's tables and node chunks, when no kit was
+//! ready; the histogram arena's segments are mapped outside the heap on Unix). So the
 //! recorded calls that make the buffers run before the first reading, and the readings see
 //! only the frees under test.
 

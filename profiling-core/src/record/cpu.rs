@@ -103,7 +103,7 @@ impl CpuAttribution {
     /// Starts detecting switches if the detector asked for has arrived. Called right after a
     /// read, when no segment is pending but the one the read opened (which ran on the CPU).
     #[cold]
-    fn adopt_detector(&mut self) {
+    fn adopt_detector(&mut self, now: Timestamp) {
         let Some((requested, at)) = self.requested.as_mut() else {
             return;
         };
@@ -111,7 +111,7 @@ impl CpuAttribution {
             Some(answer) => answer,
             // Unanswered for longer than the kernel ever took here (the background thread
             // stalled or gone): stop paying a read per boundary, attribute by windows.
-            None if Timestamp::now().nanos_since(*at) > GIVE_UP_WAITING_NS => None,
+            None if now.nanos_since(*at) > GIVE_UP_WAITING_NS => None,
             None => return,
         };
         self.requested = None;
@@ -192,7 +192,7 @@ impl CpuAttribution {
         self.last_read_at = now;
         self.last_boundary = now;
         if self.requested.is_some() {
-            self.adopt_detector();
+            self.adopt_detector(now);
         }
         now
     }

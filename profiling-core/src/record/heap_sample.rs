@@ -278,7 +278,9 @@ fn record(node: u32, addr: usize, size: u64, scale: f64) {
     let b = bucket(addr);
     OCCUPIED[b].fetch_add(1, Relaxed);
     for (way, k) in KEYS[b].0.iter().enumerate() {
-        if k.compare_exchange(0, CLAIMED, Acquire, Relaxed).is_ok() {
+        // Loaded first: a failed compare-and-swap would take the line (which frees scan)
+        // for writing.
+        if k.load(Relaxed) == 0 && k.compare_exchange(0, CLAIMED, Acquire, Relaxed).is_ok() {
             let slot = &SLOTS[b * WAYS + way];
             let seq = slot.seq.load(Relaxed);
             slot.seq.store(seq.wrapping_add(1), Relaxed);
@@ -454,7 +456,7 @@ mod tests {
                 .map(|t| {
                     s.spawn(move || {
                         for i in 0..2_500usize {
-                            // Addresses no allocator hands out (below the first page).
+                            // Fake addresses, never freed by anyone else (16 to 160,000).
                             record(node, 16 * (t * 2_500 + i + 1), 1_000, 1.0);
                         }
                     })

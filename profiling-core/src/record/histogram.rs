@@ -163,8 +163,9 @@ static ARENA: GroupArena = GroupArena::new();
 /// Unix. Not through the allocator: glibc's `calloc` writes a block's zeros itself once its
 /// dynamic mmap threshold has risen (a large block freed raises it, up to 32 MiB), and a
 /// segment of several MiB then became resident whole. In the memory benchmark (1,000
-/// functions x 64 threads) that made the state 60-128 MiB from run to run; with the threshold
-/// pinned (`MALLOC_MMAP_THRESHOLD_`), 59.7-61.9 MiB in eight runs out of eight.
+/// functions x 64 threads) that made the state 60-128 MiB from run to run (59.7-61.9 MiB in
+/// eight runs with the threshold pinned by `MALLOC_MMAP_THRESHOLD_`; 60.1-61.8 MiB in eight
+/// runs with the segments mapped here).
 fn zeroed_pages(layout: Layout) -> *mut u8 {
     #[cfg(unix)]
     {

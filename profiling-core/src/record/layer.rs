@@ -281,8 +281,8 @@ where
             return;
         }
         let func = function_id(meta);
-        // The creating thread holds the span's only view: nothing is published until it is
-        // entered and exited (another thread entering it first publishes it then).
+        // The creating thread holds the span's only view; its published state (the slot
+        // claimed below) holds the function only until an entry is published at exit.
         let gen = gen_of(self.instance, id.into_u64()).load(Relaxed);
         let key = id.into_u64();
         // Before any other thread can know the id: the span's home is decided here, once.

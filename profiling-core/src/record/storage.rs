@@ -116,10 +116,11 @@ pub(crate) struct Chunked<T, const CHUNK: usize> {
 }
 
 impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
-    /// The pointer table comes zeroed from the allocator rather than written: its pages
-    /// beyond the chunks in use are never touched, so they take no resident memory where the
-    /// allocator hands out fresh zeroed pages (a thread's tables are 48 KiB, of which it
-    /// typically uses the first few pointers).
+    /// The pointer table comes zeroed from the allocator rather than written: where the
+    /// allocator hands out fresh zeroed pages (glibc's `calloc` from untouched heap, for
+    /// example), the pages beyond the chunks in use are never touched and take no resident
+    /// memory (a thread's tables are 48 KiB, of which it typically uses the first few
+    /// pointers); elsewhere the allocator writes the zeros, as the old code did.
     pub(crate) fn new(capacity: usize) -> Self {
         let n = capacity.div_ceil(CHUNK);
         let ptrs = match std::alloc::Layout::array::<AtomicPtr<T>>(n) {
