@@ -2,7 +2,7 @@
 //! CPU in `read` system calls and the rest in user code gets both shares in the profile.
 //!
 //! One thread alternates a spin loop (`spin_user`, user CPU only) with 1 MiB `read`s from
-//! `/dev/zero` (`read_zero`, system CPU almost only), about 2 ms of CPU each, for ~4 s at the
+//! `/dev/zero` (`read_zero`, system CPU almost only), 1 to 3 ms of CPU each (drawn per round), for ~4 s at the
 //! default frequency (~400 samples of the thread). The true shares are the thread CPU clock
 //! read around each part, and the kernel's user / system split (`getrusage(RUSAGE_THREAD)`).
 //!

@@ -63,7 +63,6 @@ fn spinning_function_dominates_sampled_profile() {
         "trace_unsynchronized",
         "_Unwind_Backtrace",
         "__restore_rt",
-        "perf_signal_handler",
     ] {
         assert!(!text.contains(frame), "{frame} in\n{text}");
     }

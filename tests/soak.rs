@@ -101,8 +101,8 @@ const LIVE_HEAP_AFTER_PROFILE: u64 = 2 << 20;
 #[cfg(feature = "profiling-full")]
 const RSS_AFTER_PROFILE: u64 = 8 << 20;
 /// RSS a CPU profile may add while it runs. Issue 9 asks for at most +40 MiB; this workload
-/// (two busy threads, profiles of 2 s) measured +6.6 MiB at most with this test binary's
-/// line tables (+3.6 MiB with `PROFILING_CPU_SYMBOLIZE=symbols`; docs/reliability.md), so
+/// (two busy threads, profiles of 2 s) measured +8.5 MiB at most with this test binary's
+/// line tables (+4.1 MiB with `PROFILING_CPU_SYMBOLIZE=symbols`; docs/reliability.md), so
 /// the bound is tighter than the issue's, with room for the sample table's pages and a
 /// noisy run. Before our own sampler replaced pprof-rs's (whose start parsed the binary's
 /// debug information through `backtrace`, and whose stop allocated a fresh 65 MiB sample

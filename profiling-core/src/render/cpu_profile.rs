@@ -31,8 +31,8 @@
 //!   process-wide cache holds the whole binary's parsed debug information): the ELF symbol
 //!   table, and DWARF one compilation unit at a time where there is some; [`SYMBOLIZE_ENV`]
 //!   (`PROFILING_CPU_SYMBOLIZE=debuginfo|symbols`, default `debuginfo`) chooses. Memory
-//!   figures in `docs/reliability.md` (a profile adds +3 to +7 MiB of RSS while it runs in
-//!   the soak test, and gives it back after).
+//!   figures in `docs/reliability.md` (a profile added +1.6 to +8.5 MiB of RSS while it ran in
+//!   the soak test, and gave it back after).
 //! - The `pprof` crate is used for its protobuf types only ([`protos`]).
 //!
 //! Only with the `profiling-full` feature.
@@ -207,8 +207,9 @@ impl Drop for CpuSampler {
 }
 
 /// Gives the pages freed by a symbolization back to the system: glibc's malloc keeps freed
-/// memory in its arenas otherwise, so RSS would stay 100 MiB higher after the first profile
-/// even though the live heap is back. No-op with other C libraries.
+/// memory in its arenas otherwise, so RSS would stay higher after a profile even though the
+/// live heap is back (by 100 MiB when symbolizing went through `backtrace`'s cache, before
+/// our own symbolizer). No-op with other C libraries.
 pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.

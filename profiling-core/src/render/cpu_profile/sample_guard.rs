@@ -20,8 +20,8 @@
 //!   [not unwound](Kind::NotUnwound).
 //!
 //! Counts go, with atomics only (no allocation, no lock: async-signal-safe), into a fixed
-//! table of threads keyed by thread id (`gettid`), which also records the thread's
-//! `pthread_self()` and name (`PR_GET_NAME`) at its first sample. Every invocation while the
+//! table of threads keyed by thread id (`gettid`), which also records the thread's name
+//! (`PR_GET_NAME`) at its first sample. Every invocation while the
 //! profile runs is counted in exactly one kind, so `taken` is the sum of the kinds.
 //!
 //! The system-call test reads the code bytes before the address: an instruction elsewhere in

@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn concurrent_writers_lose_nothing() {
-        // 4 threads × 20,000 samples over 100 stacks per thread and 100 shared keys.
+        // 4 threads × 20,000 samples over 200 keys, (thread % 2, i % 100): each key written by
+        // two threads at once.
         let t = Arc::new(Table::new(1 << 12, 1 << 16).unwrap());
         let handles: Vec<_> = (0..4u32)
             .map(|thread| {
