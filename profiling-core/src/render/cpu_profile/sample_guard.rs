@@ -209,6 +209,8 @@ mod imp {
         table: Option<Box<Table>>,
         previous_action: libc::sigaction,
         previous_timer: libc::itimerval,
+        /// Whether our timer was set (and `previous_timer` read): only then is it put back.
+        timer_set: bool,
         stopped: bool,
     }
 
@@ -271,6 +273,7 @@ mod imp {
                 previous_action,
                 // SAFETY: a zeroed `itimerval` is valid (a stopped timer).
                 previous_timer: unsafe { std::mem::zeroed() },
+                timer_set: false,
                 stopped: false,
             };
             if rc != 0 {
@@ -294,6 +297,7 @@ mod imp {
                 // Dropping `guard` restores the action and unmaps the table.
                 return Err(os_error("starting the profiling timer"));
             }
+            guard.timer_set = true;
             Ok(guard)
         }
 
@@ -331,8 +335,10 @@ mod imp {
                 return true;
             }
             self.stopped = true;
-            // SAFETY: valid pointer; the previous timer (usually stopped) is put back.
-            unsafe { libc::setitimer(libc::ITIMER_PROF, &self.previous_timer, std::ptr::null_mut()) };
+            if self.timer_set {
+                // SAFETY: valid pointer; the previous timer (usually stopped) is put back.
+                unsafe { libc::setitimer(libc::ITIMER_PROF, &self.previous_timer, std::ptr::null_mut()) };
+            }
             ACTIVE.store(false, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(1);
             while IN_FLIGHT.load(Ordering::SeqCst) != 0 && Instant::now() < deadline {
