@@ -86,10 +86,18 @@ impl MeasuringCost {
         // A thread's first recorded call asks for its switch detector; until it arrives
         // (tens of µs, or the 12-23 ms the kernel took here to switch its perf hooks on for a
         // process's first one) the recorder reads the CPU clock at every boundary. Measure
-        // the steady state: let it arrive, and be picked up at the next boundary.
+        // the steady state: wait for it to arrive and be picked up at a boundary (the
+        // recorder gives up waiting after 200 ms, and stops asking then too).
         empty();
-        std::thread::sleep(Duration::from_millis(50));
-        empty();
+        let t = std::time::Instant::now();
+        while profiling_core::record::awaiting_switch_detector() && t.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(1));
+            empty();
+        }
+        assert!(
+            !profiling_core::record::awaiting_switch_detector(),
+            "no answer to the detector request within 1 s"
+        );
         let clock_read = median(|| {
             cpu_of(|| {
                 std::hint::black_box(thread_cpu());

@@ -38,5 +38,5 @@ pub(crate) mod tree;
 pub(crate) mod window;
 
 pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
-pub use recorder::{current_depth, exclude_current_thread};
+pub use recorder::{awaiting_switch_detector, current_depth, exclude_current_thread};
 pub use threads::reset;

@@ -709,6 +709,14 @@ pub fn exclude_current_thread() {
     with_recorder(|r| r.tables.excluded.store(true, Relaxed));
 }
 
+/// Whether this thread asked for its CPU switch detector and has not picked up the answer
+/// yet (it reads its CPU clock at every boundary meanwhile: `record/cpu.rs`). For tests and
+/// diagnostics.
+#[doc(hidden)]
+pub fn awaiting_switch_detector() -> bool {
+    with_recorder(|r| r.cpu.awaiting_detector()).unwrap_or(false)
+}
+
 /// Depth of this thread's frame stack (for tests and diagnostics).
 pub fn current_depth() -> usize {
     with_recorder(|r| r.stack.len()).unwrap_or(0)
