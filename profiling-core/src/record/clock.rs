@@ -8,6 +8,7 @@
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
 //! 500 ns in the VMs this project is tested on), so the recorder reads it only where it must (see `cpu`).
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,12 @@ struct CalibratedClock {
     tsc: bool,
 }
 
-#[inline(always)]
+/// Nanoseconds in 2^32 raw ticks, once the clock is calibrated; 0 before, and also when wall
+/// time does not come from the TSC. The hot path reads only this word: with it set, a
+/// reading is one `rdtsc` and a conversion one multiply and shift, with no call into
+/// `quanta` and no check of the [`OnceLock`].
+static TSC_NANOS_PER_2_32: AtomicU64 = AtomicU64::new(0);
+
 fn source() -> &'static CalibratedClock {
     static SOURCE: OnceLock<CalibratedClock> = OnceLock::new();
     SOURCE.get_or_init(|| {
@@ -30,6 +36,9 @@ fn source() -> &'static CalibratedClock {
         let base_raw = clock.raw();
         // The TSC path scales raw values; the monotonic path returns nanoseconds as they are.
         let tsc = clock.delta_as_nanos(0, 1_000_000_000) != 1_000_000_000;
+        if tsc && cfg!(target_arch = "x86_64") {
+            TSC_NANOS_PER_2_32.store(clock.delta_as_nanos(0, 1 << 32).max(1), Relaxed);
+        }
         CalibratedClock {
             base_raw,
             base_unix_ns: unix_now_ns(),
@@ -37,6 +46,12 @@ fn source() -> &'static CalibratedClock {
             tsc,
         }
     })
+}
+
+/// Raw ticks to nanoseconds with the fast path's factor.
+#[inline(always)]
+fn scale(ticks: u64, nanos_per_2_32: u64) -> u64 {
+    ((ticks as u128 * nanos_per_2_32 as u128) >> 32) as u64
 }
 
 /// How many raw counter ticks make `ns` nanoseconds (rounded up).
@@ -48,7 +63,7 @@ pub(crate) fn ticks_for_nanos(ns: u64) -> u64 {
 
 /// How many nanoseconds `ticks` raw counter ticks make.
 pub(crate) fn nanos_for_ticks(ticks: u64) -> u64 {
-    source().clock.delta_as_nanos(0, ticks)
+    Timestamp(ticks).nanos_since(Timestamp(0))
 }
 
 /// Wall-clock nanoseconds since the Unix epoch from the system clock (slow path).
@@ -68,12 +83,28 @@ impl Timestamp {
     /// Now.
     #[inline(always)]
     pub(crate) fn now() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if TSC_NANOS_PER_2_32.load(Relaxed) != 0 {
+            // SAFETY: `rdtsc` has no preconditions on x86_64; the factor is set only when
+            // `quanta` found the TSC invariant and reads it the same way.
+            return Timestamp(unsafe { core::arch::x86_64::_rdtsc() });
+        }
+        Self::now_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn now_slow() -> Self {
         Timestamp(source().clock.raw())
     }
 
     /// Nanoseconds from `earlier` to `self`, saturating at 0.
     #[inline(always)]
     pub(crate) fn nanos_since(self, earlier: Timestamp) -> u64 {
+        let f = TSC_NANOS_PER_2_32.load(Relaxed);
+        if f != 0 {
+            return scale(self.0.saturating_sub(earlier.0), f);
+        }
         source().clock.delta_as_nanos(earlier.0, self.0)
     }
 
