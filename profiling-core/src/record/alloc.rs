@@ -139,6 +139,9 @@ struct ThreadCounters {
     freed_count: AtomicU64,
     /// Innermost annotated function on this thread (u32::MAX: none), for large allocations.
     current_fn: Cell<u32>,
+    /// Its call-tree node (0: the root), for heap samples. Beside `current_fn` so that the
+    /// recorder sets both with one store to one thread-local.
+    current_node: Cell<u32>,
     /// Set while the profiler itself allocates: such events are left out of the thread's
     /// counters (so they are never attributed to a user's function) but still counted
     /// process-wide.
@@ -172,6 +175,7 @@ thread_local! {
             freed_bytes: AtomicU64::new(0),
             freed_count: AtomicU64::new(0),
             current_fn: Cell::new(u32::MAX),
+            current_node: Cell::new(0),
             suspended: Cell::new(false),
             state: Cell::new(UNREGISTERED),
             prev: AtomicPtr::new(std::ptr::null_mut()),
@@ -410,10 +414,20 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Sets the innermost annotated function of this thread, returning the previous one.
+/// Sets the innermost annotated function of this thread and its call-tree node (called by
+/// the recorder on every frame push and pop).
 #[inline(always)]
-pub(crate) fn swap_current_function(f: u32) -> u32 {
-    COUNTERS.try_with(|c| c.current_fn.replace(f)).unwrap_or(u32::MAX)
+pub(crate) fn set_current(func: u32, node: u32) {
+    let _ = COUNTERS.try_with(|c| {
+        c.current_fn.set(func);
+        c.current_node.set(node);
+    });
+}
+
+/// The call-tree node of this thread's innermost annotated frame (0: the root).
+#[inline]
+pub(crate) fn current_node() -> u32 {
+    COUNTERS.try_with(|c| c.current_node.get()).unwrap_or(0)
 }
 
 /// Whether a [`ProfilingAllocator`] is the global allocator (it has counted an event).

@@ -10,7 +10,7 @@
 //! `scaleHeapSample`); the figures derived from samples are *estimates*.
 //!
 //! **What a sample records.** The call-tree node current on the allocating thread (the
-//! recorder sets it on every frame push and pop, `set_current_node`), the size, the scale
+//! recorder sets it on every frame push and pop, `alloc::set_current`), the size, the scale
 //! `1 / p` and the time. It lives in a fixed table of [`CAPACITY`] slots keyed by address,
 //! 8 slots per 64-byte bucket; a sample whose bucket is full is counted in
 //! [`HeapSamplerStats::dropped_samples`] and still counts in the allocated totals.
@@ -112,8 +112,6 @@ struct Sampler {
     left: Cell<i64>,
     /// Whether `left` holds a drawn gap (false at thread start and while sampling is off).
     armed: Cell<bool>,
-    /// Current call-tree node (0: the root, no annotated function open).
-    node: Cell<u32>,
     rng: Cell<u64>,
     /// Set while this thread is in the sampler or reads the table: its own allocations
     /// are not sampled.
@@ -122,7 +120,7 @@ struct Sampler {
 
 thread_local! {
     static SAMPLER: Sampler = const {
-        Sampler { left: Cell::new(0), armed: Cell::new(false), node: Cell::new(0), rng: Cell::new(0), busy: Cell::new(false) }
+        Sampler { left: Cell::new(0), armed: Cell::new(false), rng: Cell::new(0), busy: Cell::new(false) }
     };
 }
 
@@ -142,12 +140,6 @@ pub fn set_heap_sample_bytes(bytes: u64) -> Result<()> {
 /// The mean sampling interval in bytes (0: off).
 pub fn heap_sample_bytes() -> u64 {
     RATE.load(Relaxed)
-}
-
-/// Sets the current call-tree node of this thread (called by the recorder on push and pop).
-#[inline(always)]
-pub(crate) fn set_current_node(node: u32) {
-    let _ = SAMPLER.try_with(|s| s.node.set(node));
 }
 
 /// The allocation hook: a decrement and a branch unless this allocation is sampled.
@@ -258,7 +250,7 @@ fn sample_slow(s: &Sampler, addr: usize, size: u64) {
         return;
     }
     s.busy.set(true);
-    record(s.node.get(), addr, size, scale(size, rate));
+    record(crate::record::alloc::current_node(), addr, size, scale(size, rate));
     s.busy.set(false);
 }
 
@@ -367,37 +359,44 @@ fn read_live() -> Vec<LiveSample> {
     live
 }
 
+/// The per-node totals, read while no sample is being added; after many tries that all met
+/// an add in flight, the totals as they are (at most the samples in flight counted in part).
 fn read_allocated() -> Vec<NodeAllocated> {
+    read_allocated_clean(1_000).unwrap_or_else(read_allocated_once)
+}
+
+fn read_allocated_once() -> Vec<NodeAllocated> {
     let n = crate::record::tree::len().min(NODES);
-    let once = || -> Vec<NodeAllocated> {
-        (0..n)
-            .filter_map(|i| {
-                let objects = f64::from_bits(ALLOC_OBJECTS[i].load(Relaxed));
-                (objects > 0.0).then(|| NodeAllocated {
-                    node: i as u32,
-                    objects,
-                    bytes: f64::from_bits(ALLOC_BYTES[i].load(Relaxed)),
-                })
+    (0..n)
+        .filter_map(|i| {
+            let objects = f64::from_bits(ALLOC_OBJECTS[i].load(Relaxed));
+            (objects > 0.0).then(|| NodeAllocated {
+                node: i as u32,
+                objects,
+                bytes: f64::from_bits(ALLOC_BYTES[i].load(Relaxed)),
             })
-            .collect()
-    };
-    // Samples are rare (one per `rate` bytes per thread): a read is almost always clean
-    // the first time.
-    for _ in 0..1_000 {
+        })
+        .collect()
+}
+
+/// The per-node totals read while no sample was being added, or `None` if every one of
+/// `tries` met an add in flight. Samples are rare (one per `rate` bytes per thread): a read
+/// is almost always clean the first time.
+fn read_allocated_clean(tries: usize) -> Option<Vec<NodeAllocated>> {
+    for _ in 0..tries {
         let done = ADDS_DONE.load(Acquire);
         let started = ADDS_STARTED.load(Relaxed);
         if started != done {
             std::thread::yield_now();
             continue;
         }
-        let allocated = once();
+        let allocated = read_allocated_once();
         fence(Acquire);
         if ADDS_STARTED.load(Relaxed) == started {
-            return allocated;
+            return Some(allocated);
         }
     }
-    // Never clean in 1,000 tries: at most the samples in flight are counted in part.
-    once()
+    None
 }
 
 /// Counters of the heap sampler.
@@ -445,7 +444,10 @@ mod tests {
             let reader = s.spawn(|| {
                 let (mut reads, mut torn) = (0u64, 0u64);
                 while !stop.load(Relaxed) {
-                    if let Some(a) = of_node(read_allocated()) {
+                    // Only reads the protocol calls clean: a reader that meets adds in
+                    // flight 1,000 times in a row (four writers in a loop here) falls back
+                    // to a read that may count a sample in part, and says so.
+                    if let Some(a) = read_allocated_clean(1_000).and_then(of_node) {
                         reads += 1;
                         torn += u64::from(a.bytes != a.objects * 1_000.0);
                     }
@@ -567,7 +569,6 @@ mod tests {
         let s = Sampler {
             left: Cell::new(0),
             armed: Cell::new(false),
-            node: Cell::new(0),
             rng: Cell::new(0x1234_5678),
             busy: Cell::new(false),
         };
@@ -597,7 +598,6 @@ mod tests {
         let s = Sampler {
             left: Cell::new(0),
             armed: Cell::new(true),
-            node: Cell::new(0),
             rng: Cell::new(42),
             busy: Cell::new(false),
         };

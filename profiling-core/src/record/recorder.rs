@@ -33,11 +33,8 @@ pub(crate) struct Frame {
     kind: FrameKind,
     owner: u64,
     start: Timestamp,
-    alloc_start: AllocCounters,
     child_wall: u64,
     child_busy: u64,
-    child_alloc: AllocCounters,
-    prev_fn: u32,
 }
 
 /// The recording state of one thread: its frame stack and what it needs to book calls.
@@ -50,6 +47,9 @@ struct ThreadRecorder {
     /// Open frames per function (recursion is counted once in total time).
     depth: Vec<u32>,
     cpu: CpuAttribution,
+    /// The thread's allocation counters at the last boundary: what was allocated and freed
+    /// since then belongs to the innermost frame's node (its self figures).
+    alloc_mark: AllocCounters,
 }
 
 impl ThreadRecorder {
@@ -66,6 +66,7 @@ impl ThreadRecorder {
             cache: kit.cache,
             depth: kit.depth,
             cpu: CpuAttribution::new(),
+            alloc_mark: alloc::thread_counters(),
         }
     }
 
@@ -75,6 +76,7 @@ impl ThreadRecorder {
             let top = self.stack.last().map_or(ROOT, |f| f.node);
             self.cpu.boundary(top, Timestamp::now());
             self.cpu.flush(&self.tables.nodes);
+            self.book_allocations();
         }
     }
 }
@@ -390,9 +392,35 @@ impl ThreadRecorder {
         self.tables.fns.get_or_alloc(func as usize)
     }
 
+    /// Books the allocations and frees made since the last boundary to the innermost open
+    /// frame's node: they are its own (a child's were booked at the child's boundaries).
+    /// Most calls allocate nothing: then this is a compare of two counts.
+    #[inline(always)]
+    fn book_allocations(&mut self) {
+        let now = alloc::thread_counters();
+        if now.alloc_count == self.alloc_mark.alloc_count && now.freed_count == self.alloc_mark.freed_count {
+            return;
+        }
+        self.book_allocations_since_mark(now);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn book_allocations_since_mark(&mut self, now: AllocCounters) {
+        let made = now.since(&self.alloc_mark);
+        self.alloc_mark = now;
+        // Outside every frame, allocations belong to no function.
+        if let Some(top) = self.stack.last() {
+            if let Some(n) = self.tables.nodes.get_or_alloc(top.node as usize) {
+                n.add_alloc(&made);
+            }
+        }
+    }
+
     /// Closes the current self segment at `now`; returns when the next one starts.
     #[inline(always)]
     fn boundary(&mut self, now: Timestamp) -> Timestamp {
+        self.book_allocations();
         let top = self.stack.last().map_or(ROOT, |f| f.node);
         if self.cpu.boundary(top, now) {
             self.cpu.flush(&self.tables.nodes)
@@ -415,8 +443,7 @@ impl ThreadRecorder {
         };
         let start = self.boundary(now);
         *self.depth_mut(func) += 1;
-        let prev_fn = alloc::swap_current_function(func);
-        crate::record::heap_sample::set_current_node(node);
+        alloc::set_current(func, node);
         let index = self.stack.len();
         if index == self.stack.capacity() {
             alloc::untracked(|| self.stack.reserve(index));
@@ -428,11 +455,8 @@ impl ThreadRecorder {
             kind,
             owner,
             start,
-            alloc_start: alloc::thread_counters(),
             child_wall: 0,
             child_busy: 0,
-            child_alloc: AllocCounters::default(),
-            prev_fn,
         });
         OpenedFrame {
             index,
@@ -445,38 +469,40 @@ impl ThreadRecorder {
     fn drop_orphans(&mut self, idx: usize) {
         while self.stack.len() > idx + 1 {
             if let Some(f) = self.stack.pop() {
-                alloc::swap_current_function(f.prev_fn);
                 let d = self.depth_mut(f.func);
                 *d = d.saturating_sub(1);
             }
         }
     }
 
-    /// Pops the frame at `idx`, credits its elapsed time and allocations to the frame below,
-    /// and closes its CPU segment. Its own node is left to the caller, which books every
-    /// figure of that node at once.
+    /// Pops the frame at `idx`, credits its elapsed time to the frame below, and closes its
+    /// CPU segment and allocation segment. Its own node is left to the caller, which books
+    /// its other figures at once.
     #[inline(always)]
-    fn pop(&mut self, idx: usize, end: Timestamp, alloc_end: AllocCounters) -> Option<Popped> {
+    fn pop(&mut self, idx: usize, end: Timestamp) -> Option<Popped> {
         self.check_epoch();
         if self.stack.len() <= idx {
             return None;
         }
+        // What was allocated since the last boundary is the innermost frame's: an orphan's,
+        // or this frame's.
+        self.book_allocations();
         if self.stack.len() > idx + 1 {
             self.drop_orphans(idx);
         }
         let frame = self.stack.pop()?;
         let elapsed = end.nanos_since(frame.start);
-        let alloc = alloc_end.since(&frame.alloc_start);
         let outermost = {
             let d = self.depth_mut(frame.func);
             *d = d.saturating_sub(1);
             *d == 0
         };
-        alloc::swap_current_function(frame.prev_fn);
-        crate::record::heap_sample::set_current_node(self.stack.last().map_or(ROOT, |f| f.node));
-        if let Some(p) = self.stack.last_mut() {
-            p.child_busy += elapsed;
-            p.child_alloc.add(&alloc);
+        match self.stack.last_mut() {
+            Some(p) => {
+                p.child_busy += elapsed;
+                alloc::set_current(p.func, p.node);
+            }
+            None => alloc::set_current(u32::MAX, ROOT),
         }
         // The segment that just ended was this frame's own.
         if self.cpu.boundary(frame.node, end) {
@@ -485,7 +511,6 @@ impl ThreadRecorder {
         Some(Popped {
             frame,
             elapsed,
-            alloc,
             outermost,
         })
     }
@@ -512,7 +537,6 @@ impl ThreadRecorder {
             bump(&n.wall_self, c.wall.saturating_sub(c.child_wall));
             if let Some(own) = &c.frame_self {
                 bump(&n.busy_self, own.busy);
-                n.add_alloc(&own.alloc);
             }
         }
         if let Some(p) = self.stack.last_mut() {
@@ -527,19 +551,17 @@ impl ThreadRecorder {
 struct Popped {
     frame: Frame,
     elapsed: u64,
-    /// Allocations during the frame, its children's included.
-    alloc: AllocCounters,
     /// No other frame of the same function is open on this thread (recursion is counted once).
     outermost: bool,
 }
 
 impl Popped {
-    /// Busy time and allocations of the frame itself, children's excluded.
+    /// Busy time of the frame itself, children's excluded (its allocations are booked at
+    /// its boundaries, [`ThreadRecorder::book_allocations`]).
     #[inline(always)]
     fn frame_self(&self) -> FrameSelf {
         FrameSelf {
             busy: self.elapsed.saturating_sub(self.frame.child_busy),
-            alloc: self.alloc.saturating_sub(&self.frame.child_alloc),
         }
     }
 }
@@ -547,7 +569,6 @@ impl Popped {
 /// What a frame measured itself, its children's figures excluded.
 struct FrameSelf {
     busy: u64,
-    alloc: AllocCounters,
 }
 
 /// One finished call, as [`ThreadRecorder::book_call`] records it.
@@ -562,7 +583,7 @@ struct Call {
     child_wall: u64,
     cancelled: bool,
     outermost: bool,
-    /// The self busy time and allocations of the call's last frame, when it closes with it
+    /// The self busy time of the call's last frame, when it closes with it
     /// (sync calls); poll frames book theirs as they close.
     frame_self: Option<FrameSelf>,
 }
@@ -599,9 +620,8 @@ pub(crate) fn push_sync(func: u32) -> Option<usize> {
 #[inline(never)]
 pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
-    let alloc_end = alloc::thread_counters();
     with_recorder(|r| {
-        if let Some(p) = r.pop(idx, end, alloc_end) {
+        if let Some(p) = r.pop(idx, end) {
             r.book_call(&Call {
                 func: p.frame.func,
                 node: p.frame.node,
@@ -625,11 +645,10 @@ pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<Open
     with_recorder(|r| r.push(func, node, FrameKind::Poll, owner))
 }
 
-/// Closes a poll frame and books its self busy time and allocations.
+/// Closes a poll frame and books its self busy time (its allocations are booked at its boundaries).
 #[inline]
 pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
     let end = Timestamp::now();
-    let alloc_end = alloc::thread_counters();
     with_recorder(|r| {
         let idx = match at {
             Locator::Index(idx) => idx,
@@ -641,11 +660,9 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
         if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return None;
         }
-        let p = r.pop(idx, end, alloc_end)?;
+        let p = r.pop(idx, end)?;
         if let Some(n) = r.node(p.frame.node) {
-            let own = p.frame_self();
-            bump(&n.busy_self, own.busy);
-            n.add_alloc(&own.alloc);
+            bump(&n.busy_self, p.frame_self().busy);
         }
         Some(PollOutcome {
             busy: p.elapsed,
@@ -662,12 +679,11 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
 #[inline]
 pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
     let end = Timestamp::now();
-    let alloc_end = alloc::thread_counters();
     with_recorder(|r| {
         if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return;
         }
-        let Some(p) = r.pop(idx, end, alloc_end) else {
+        let Some(p) = r.pop(idx, end) else {
             return;
         };
         // The frame's node is the call's: every poll after the first reopens it. Its own
