@@ -8,7 +8,7 @@
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
 //! 500 ns in the VMs this project is tested on), so the recorder reads it only where it must (see `cpu`).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::{Acquire, Relaxed, Release}};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,10 @@ struct CalibratedClock {
 /// reading is one `rdtsc` and a conversion one multiply and shift, with no call into
 /// `quanta` and no check of the [`OnceLock`].
 static TSC_NANOS_PER_2_32: AtomicU64 = AtomicU64::new(0);
+/// The calibration's raw reading and the Unix time it was taken at, for the fast path of
+/// [`Timestamp::unix_ns`] (written before the factor, which publishes them).
+static BASE_RAW: AtomicU64 = AtomicU64::new(0);
+static BASE_UNIX_NS: AtomicU64 = AtomicU64::new(0);
 
 fn source() -> &'static CalibratedClock {
     static SOURCE: OnceLock<CalibratedClock> = OnceLock::new();
@@ -36,12 +40,15 @@ fn source() -> &'static CalibratedClock {
         let base_raw = clock.raw();
         // The TSC path scales raw values; the monotonic path returns nanoseconds as they are.
         let tsc = clock.delta_as_nanos(0, 1_000_000_000) != 1_000_000_000;
+        let base_unix_ns = unix_now_ns();
         if tsc && cfg!(target_arch = "x86_64") {
-            TSC_NANOS_PER_2_32.store(clock.delta_as_nanos(0, 1 << 32).max(1), Relaxed);
+            BASE_RAW.store(base_raw, Relaxed);
+            BASE_UNIX_NS.store(base_unix_ns, Relaxed);
+            TSC_NANOS_PER_2_32.store(clock.delta_as_nanos(0, 1 << 32).max(1), Release);
         }
         CalibratedClock {
             base_raw,
-            base_unix_ns: unix_now_ns(),
+            base_unix_ns,
             clock,
             tsc,
         }
@@ -117,6 +124,15 @@ impl Timestamp {
     /// Nanoseconds since the Unix epoch.
     #[inline]
     pub(crate) fn unix_ns(self) -> u64 {
+        let f = TSC_NANOS_PER_2_32.load(Acquire);
+        if f != 0 {
+            let (base_raw, base_unix_ns) = (BASE_RAW.load(Relaxed), BASE_UNIX_NS.load(Relaxed));
+            return if self.0 >= base_raw {
+                base_unix_ns + scale(self.0 - base_raw, f)
+            } else {
+                base_unix_ns.saturating_sub(scale(base_raw - self.0, f))
+            };
+        }
         let s = source();
         if self.0 >= s.base_raw {
             s.base_unix_ns + s.clock.delta_as_nanos(s.base_raw, self.0)
