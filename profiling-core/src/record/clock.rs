@@ -8,7 +8,10 @@
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
 //! 500 ns in the VMs this project is tested on), so the recorder reads it only where it must (see `cpu`).
 
-use std::sync::atomic::{AtomicU64, Ordering::{Acquire, Relaxed, Release}};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 

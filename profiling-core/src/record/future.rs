@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::record::call::{InFlightCall, Locator};
+use crate::record::call::{InFlightCall, Locator, OpenedFrame};
 use crate::record::callsite::Callsite;
 use crate::record::config;
 use crate::record::recorder;
@@ -61,27 +61,36 @@ impl<F: Future> Instrumented<F> {
 struct PollFrame<'a> {
     idx: usize,
     state: &'a mut CallState,
-    /// Closed by [`PollFrame::complete`].
-    closed: bool,
+    /// Where the frame opened: the call's start when this is its first poll.
+    opened: OpenedFrame,
+    func: u32,
 }
 
 impl PollFrame<'_> {
     /// Closes the frame of the poll that completed the call, and records the call.
-    fn complete(mut self) {
-        if let CallState::Running(call) = &*self.state {
-            recorder::pop_last_poll(self.idx, call);
+    fn complete(self) {
+        match &*self.state {
+            // Ready at its first poll: the call is that one frame, which is then a sync
+            // call's in every figure (latency = busy = the frame's time), and is booked as
+            // one, without making the in-flight record.
+            CallState::NotStarted => recorder::pop_sync(self.idx),
+            CallState::Running(call) => recorder::pop_last_poll(self.idx, call),
+            CallState::Passthrough | CallState::Done => {}
         }
         *self.state = CallState::Done;
-        self.closed = true;
+        std::mem::forget(self);
     }
 }
 
 impl Drop for PollFrame<'_> {
+    /// A poll that returned `Pending` (or panicked): its frame closes, the call stays in
+    /// flight.
     fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
         let out = recorder::pop_poll(Locator::Index(self.idx));
+        if let CallState::NotStarted = self.state {
+            let started_ns = self.opened.at.unix_ns();
+            *self.state = CallState::Running(InFlightCall::new(self.func, self.opened.place, started_ns));
+        }
         if let (Some(out), CallState::Running(call)) = (out, &mut *self.state) {
             call.add_poll(&out);
         }
@@ -111,15 +120,11 @@ impl<F: Future> Future for Instrumented<F> {
         let Some(opened) = recorder::push_poll(func, node, 0) else {
             return inner.poll(cx);
         };
-        if let CallState::NotStarted = this.state {
-            // Read before the frame's start, so the call's latency covers its busy time.
-            let started_ns = opened.at.unix_ns();
-            this.state = CallState::Running(InFlightCall::new(func, opened.place, started_ns));
-        }
         let frame = PollFrame {
             idx: opened.index,
             state: &mut this.state,
-            closed: false,
+            opened,
+            func,
         };
         let result = inner.poll(cx);
         if result.is_ready() {
@@ -198,6 +203,41 @@ mod tests {
     );
     static CHILD: Callsite = Callsite::new(None, "ready_child", "future_unit", "future.rs", 2, CallsiteKind::Sync);
     static TWO_POLLS: Callsite = Callsite::new(None, "two_polls", "future_unit", "future.rs", 3, CallsiteKind::Async);
+    static PANICS: Callsite = Callsite::new(
+        None,
+        "panics_at_first_poll",
+        "future_unit",
+        "future.rs",
+        4,
+        CallsiteKind::Async,
+    );
+
+    /// A call whose first poll panics is booked once, as cancelled, with the time of that
+    /// poll, and leaves no frame open.
+    #[test]
+    fn call_that_panics_in_its_first_poll_is_booked_as_cancelled() {
+        let depth = crate::record::current_depth();
+        let around = Instant::now();
+        let r = std::panic::catch_unwind(|| {
+            poll_until_ready(Instrumented::new(&PANICS, async {
+                spin(2);
+                // Unwinds without the panic hook (whose report can take longer than the
+                // spin, and prints to the test's output).
+                std::panic::resume_unwind(Box::new("boom in the first poll"));
+            }))
+        });
+        let around = around.elapsed().as_nanos() as u64;
+        assert!(r.is_err());
+        assert_eq!(crate::record::current_depth(), depth, "the poll frame closed");
+        let s = crate::snapshot();
+        let f = s.function("future_unit::panics_at_first_poll").expect("recorded");
+        assert_eq!((f.calls, f.cancelled), (1, 1));
+        assert!(
+            f.busy_ns >= 2_000_000 && f.busy_ns <= around,
+            "busy {} ns, around {around} ns",
+            f.busy_ns
+        );
+    }
 
     // Bounds: busy time covers the interval measured inside the call (its whole body) and
     // lies within the interval measured around it; self and total identities hold to the
