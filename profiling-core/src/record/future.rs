@@ -68,6 +68,7 @@ struct PollFrame<'a> {
 
 impl PollFrame<'_> {
     /// Closes the frame of the poll that completed the call, and records the call.
+    #[inline(always)]
     fn complete(self) {
         match &*self.state {
             // Ready at its first poll: the call is that one frame, which is then a sync
@@ -137,18 +138,23 @@ impl<F: Future> Future for Instrumented<F> {
 }
 
 impl<F> Instrumented<F> {
-    fn finish(&mut self, cancelled: bool) {
+    #[cold]
+    #[inline(never)]
+    fn finish_cancelled(&mut self) {
         if let CallState::Running(call) = &self.state {
-            recorder::complete(call, recorder::now_ns(), cancelled);
+            recorder::complete(call, recorder::now_ns(), true);
         }
         self.state = CallState::Done;
     }
 }
 
 impl<F> Drop for Instrumented<F> {
+    #[inline]
     fn drop(&mut self) {
         // A future dropped before completion is a cancelled call: it still took time.
-        self.finish(true);
+        if let CallState::Running(_) = self.state {
+            self.finish_cancelled();
+        }
     }
 }
 
