@@ -507,14 +507,7 @@ impl CpuProfile {
             flamegraph::format_value(self.cpu_ns, Unit::Nanoseconds),
             self.wall.as_secs_f64()
         );
-        let subtitle = format!(
-            "{} samples taken ({} unwound) at {} Hz nominal; each sample = {} of measured process CPU. \
-             Root frames are threads; {SYSTEM_CALL_FRAME} and {IN_LIBC_FRAME} are samples that were not unwound.",
-            self.counts.taken,
-            self.counts.unwound,
-            self.frequency_hz,
-            flamegraph::format_value(self.ns_per_sample(), Unit::Nanoseconds)
-        );
+        let subtitle = subtitle(&self.counts, self.frequency_hz, self.ns_per_sample());
         flamegraph::render(
             &self.folded(),
             &SvgOptions::new(title, Unit::Nanoseconds).subtitle(subtitle),
@@ -535,6 +528,20 @@ impl CpuProfile {
     pub fn pprof_gzip(&self) -> Result<Vec<u8>> {
         gzip(&self.pprof_protobuf())
     }
+}
+
+/// The flamegraph's subtitle: what its samples are, and every kind of leaf that stands for
+/// samples that were not unwound.
+fn subtitle(counts: &SampleCounts, frequency_hz: i32, ns_per_sample: u64) -> String {
+    format!(
+        "{} samples taken ({} unwound) at {} Hz nominal; each sample = {} of measured process CPU. \
+         Root frames are threads; {SYSTEM_CALL_FRAME}, {IN_LIBC_FRAME} and {NOT_UNWOUND_FRAME} \
+         are samples that were not unwound.",
+        counts.taken,
+        counts.unwound,
+        frequency_hz,
+        flamegraph::format_value(ns_per_sample, Unit::Nanoseconds)
+    )
 }
 
 pub(crate) fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
@@ -594,6 +601,22 @@ mod tests {
                 ("[other threads]", SYSTEM_CALL_FRAME, 1),
             ]
         );
+    }
+
+    #[test]
+    fn subtitle_names_every_kind_of_sample_not_unwound() {
+        let counts = SampleCounts {
+            taken: 10,
+            unwound: 6,
+            system_call: 2,
+            in_libc: 1,
+            not_unwound: 1,
+        };
+        let s = subtitle(&counts, 99, 1_000_000);
+        for marker in [SYSTEM_CALL_FRAME, IN_LIBC_FRAME, NOT_UNWOUND_FRAME] {
+            assert!(s.contains(marker), "{marker} missing from {s:?}");
+        }
+        assert!(s.starts_with("10 samples taken (6 unwound) at 99 Hz"), "{s}");
     }
 
     #[test]
