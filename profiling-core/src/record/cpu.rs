@@ -145,14 +145,13 @@ impl CpuAttribution {
             None => false,
         };
         if !switched {
-            let mut i = self.len;
-            while i > 0 {
-                i -= 1;
-                let p = &mut self.pending[i];
-                if p.node == node && !p.switched {
-                    p.ticks += ticks;
-                    return now.ticks_since(self.last_read_at) >= self.window_ticks;
-                }
+            if let Some(p) = self.pending[..self.len]
+                .iter_mut()
+                .rev()
+                .find(|p| p.node == node && !p.switched)
+            {
+                p.ticks += ticks;
+                return now.ticks_since(self.last_read_at) >= self.window_ticks;
             }
         }
         self.pending[self.len] = Segment { node, ticks, switched };
