@@ -44,6 +44,9 @@ pub(super) fn stripe_of(layer: u64, id: u64) -> usize {
     ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
 }
 
+/// [`Hot::slot`] of a view that knows no slot of its span.
+pub(super) const NO_SLOT: u32 = u32::MAX;
+
 /// Spans a thread keeps a view of. Nesting deeper than this still works, through the
 /// published state.
 pub(super) const HOT_SPANS: usize = 8;
@@ -60,6 +63,9 @@ pub(super) struct Hot {
     pub(super) gen: u64,
     /// The span's stripe of `GEN`.
     pub(super) stripe: u8,
+    /// Index of the span's slot (`slots.rs`) as last found, or [`NO_SLOT`]: publication
+    /// goes there without a search (and checks it is still the span's).
+    pub(super) slot: u32,
     /// Open entries of the span on this thread.
     pub(super) entered: u32,
     /// The call as published when the view was taken (exact while the view is valid).
@@ -77,6 +83,7 @@ impl Hot {
         id: 0,
         layer: 0,
         stripe: 0,
+        slot: NO_SLOT,
         func: 0,
         gen: 0,
         entered: 0,
@@ -89,17 +96,18 @@ impl Hot {
 
     pub(super) fn new(layer: u64, id: u64, func: u32, gen: u64) -> Hot {
         let mut h = Hot::EMPTY;
-        h.reset(layer, id, func, gen);
+        h.reset(layer, id, func, gen, NO_SLOT);
         h
     }
 
     /// Makes this slot a fresh view, field by field (a whole `Hot` built on the stack and
     /// copied in costs a store-forwarding stall).
     #[inline(always)]
-    pub(super) fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64) {
+    pub(super) fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64, slot: u32) {
         self.id = id;
         self.layer = layer;
         self.stripe = stripe_of(layer, id) as u8;
+        self.slot = slot;
         self.func = func;
         self.gen = gen;
         self.entered = 0;
@@ -163,16 +171,40 @@ pub(super) fn merged(call: Option<InFlightCall>, func: u32, h: &Hot) -> Option<I
     }
 }
 
+/// Span callsites a thread remembers the function of.
+pub(super) const ID_CACHE: usize = 64;
+
+/// What the layer keeps per thread, in one thread-local so that a callback reaches it once.
+pub(super) struct Local {
+    /// Views of the spans this thread touched last.
+    pub(super) hot: [Hot; HOT_SPANS],
+    /// `(metadata address, function id)` of span callsites seen last, direct-mapped by
+    /// address; the id is [`super::SKIP`] for callsites the layer does not record.
+    pub(super) ids: [(usize, u32); ID_CACHE],
+}
+
 thread_local! {
-    static HOT: RefCell<[Hot; HOT_SPANS]> = const { RefCell::new([Hot::EMPTY; HOT_SPANS]) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local {
+            hot: [Hot::EMPTY; HOT_SPANS],
+            ids: [(0, 0); ID_CACHE],
+        })
+    };
+}
+
+/// Runs `f` on this thread's layer state (`None` during thread teardown or re-entry).
+#[inline(always)]
+pub(super) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
+        .ok()
+        .flatten()
 }
 
 /// Runs `f` on this thread's table of views (`None` during thread teardown or re-entry).
 #[inline(always)]
 pub(super) fn with_hot<R>(f: impl FnOnce(&mut [Hot; HOT_SPANS]) -> R) -> Option<R> {
-    HOT.try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
-        .ok()
-        .flatten()
+    with_local(|l| f(&mut l.hot))
 }
 
 #[inline(always)]
