@@ -320,15 +320,7 @@ where
             // claimed below) holds the function only until an entry is published at exit.
             let gen = gen_of(layer, key).load(Relaxed);
             // Before any other thread can know the id: the span's home is decided here, once.
-            let slot = slots::claim(
-                layer,
-                key,
-                SpanTiming {
-                    func,
-                    call: None,
-                    last_exit_ns: 0,
-                },
-            );
+            let slot = slots::claim(layer, key, func);
             let hot = &mut l.hot;
             if let Some(i) = find(hot, layer, key).or_else(|| free_slot(hot)) {
                 hot[i].reset(layer, key, func, gen, slot.unwrap_or(NO_SLOT));
@@ -443,15 +435,7 @@ where
 fn new_span_unviewed(layer: u64, meta: &'static Metadata<'static>, key: u64) {
     let func = function_id_uncached(meta);
     if func != SKIP {
-        slots::claim(
-            layer,
-            key,
-            SpanTiming {
-                func,
-                call: None,
-                last_exit_ns: 0,
-            },
-        );
+        slots::claim(layer, key, func);
     }
 }
 

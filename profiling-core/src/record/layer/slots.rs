@@ -74,6 +74,7 @@ fn bucket(layer: u64, id: u64) -> usize {
 struct Locked(&'static Slot);
 
 impl Locked {
+    #[inline(always)]
     fn try_new(slot: &'static Slot) -> Option<Self> {
         // `then`, not `then_some`: a `Locked` built for a lock not taken would unlock the
         // holder's lock when dropped.
@@ -84,7 +85,17 @@ impl Locked {
     }
 
     /// Waits for the slot: held by another thread only for the copy of a span's state.
+    #[inline(always)]
     fn new(slot: &'static Slot) -> Self {
+        match Self::try_new(slot) {
+            Some(l) => l,
+            None => Self::wait(slot),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait(slot: &'static Slot) -> Self {
         let mut spins = 0u32;
         loop {
             if let Some(l) = Self::try_new(slot) {
@@ -100,11 +111,13 @@ impl Locked {
         }
     }
 
+    #[inline(always)]
     fn layer(&self) -> u64 {
         self.0.layer.load(Relaxed)
     }
 
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     fn timing(&mut self) -> &mut SpanTiming {
         // SAFETY: this thread holds the slot's lock, and `&mut self` keeps the borrow unique.
         unsafe { &mut *self.0.timing.get() }
@@ -112,14 +125,15 @@ impl Locked {
 }
 
 impl Drop for Locked {
+    #[inline(always)]
     fn drop(&mut self) {
         self.0.lock.store(0, Release);
     }
 }
 
-/// Gives span `id` of `layer` a slot holding `timing`, and returns its index. `None` when its
-/// bucket is full: the span then lives in its extensions.
-pub(super) fn claim(layer: u64, id: u64, timing: SpanTiming) -> Option<u32> {
+/// Gives span `id` of `layer` a slot holding function `func` and nothing measured yet, and
+/// returns its index. `None` when its bucket is full: the span then lives in its extensions.
+pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
         if key.load(Relaxed) != 0 {
@@ -132,7 +146,13 @@ pub(super) fn claim(layer: u64, id: u64, timing: SpanTiming) -> Option<u32> {
             continue;
         }
         slot.0.layer.store(layer, Relaxed);
-        *slot.timing() = timing;
+        // Field by field: a whole `SpanTiming` built by the caller and copied in was read
+        // back wider than it was written (a store-forwarding stall, half of `claim` under
+        // `perf`).
+        let t = slot.timing();
+        t.func = func;
+        t.call = None;
+        t.last_exit_ns = 0;
         key.store(id, Release);
         return Some((b * WAYS + way) as u32);
     }
@@ -232,7 +252,7 @@ mod tests {
     use super::*;
 
     fn claim_ok(layer: u64, id: u64, t: SpanTiming) -> bool {
-        claim(layer, id, t).is_some()
+        claim(layer, id, t.func).is_some()
     }
 
     fn timing(func: u32) -> SpanTiming {
@@ -287,7 +307,7 @@ mod tests {
     fn slots_are_reached_by_index_while_they_are_the_spans() {
         let layer = 0xC0DE;
         let ids = ids_in_one_bucket(layer, 2);
-        let a = claim(layer, ids[0], timing(7)).expect("a slot");
+        let a = claim(layer, ids[0], 7).expect("a slot");
         assert_eq!(with(layer, ids[0], |_, i| i), Some(a));
         assert_eq!(with_at(a, layer, ids[0], |t| t.func), Some(7));
         assert_eq!(with_at(a, layer + 1, ids[0], |t| t.func), None, "another layer");
@@ -299,11 +319,11 @@ mod tests {
         assert_eq!(with_at(a, layer, ids[0], |t| t.func), None);
         assert_eq!(with(layer, ids[0], |t, _| t.func), None);
         // The same slot, now another span's: the old index does not reach it for the old id.
-        let b = claim(layer, ids[1], timing(8)).expect("a slot");
+        let b = claim(layer, ids[1], 8).expect("a slot");
         assert_eq!(b, a, "the freed way is the first free one");
         assert_eq!(with_at(a, layer, ids[0], |t| t.func), None);
         // A stale index falls back to a search when freeing.
-        let c = claim(layer, ids[0], timing(9)).expect("a slot");
+        let c = claim(layer, ids[0], 9).expect("a slot");
         assert_ne!(c, a);
         free_at(a, layer, ids[0]);
         assert_eq!(with(layer, ids[0], |t, _| t.func), None);

@@ -129,11 +129,13 @@ impl Hot {
     }
 
     /// The call as this thread knows it: published figures plus its own unpublished ones.
+    #[inline(always)]
     pub(super) fn merged_call(&self) -> Option<InFlightCall> {
         merged(self.call, self.func, self)
     }
 
     /// Publishes this view's own figures into `t`, then takes `t` as the new view.
+    #[inline]
     pub(super) fn sync(&mut self, t: &mut SpanTiming, gen: u64) {
         let call = merged(t.call, t.func, self);
         let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns);
