@@ -167,7 +167,7 @@ struct NotRecorded;
 mod slots;
 mod views;
 
-use views::{find, free_slot, gen_of, merged, with_hot, with_local, Hot, ID_CACHE, NO_SLOT};
+use views::{find, free_slot, gen_of, merged, with_hot, with_local, Exited, Hot, ID_CACHE, NO_SLOT};
 
 /// The slow path: takes a view of span `id` into `view` from its published state, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
@@ -239,15 +239,16 @@ where
 /// valid view of the span, so the view stays valid (unless a slow path ran since the check:
 /// then it is invalid, and exact).
 #[inline(never)]
-fn publish<S>(layer: u64, id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
+fn publish<S>(layer: u64, id: &Id, view: &mut Hot, exit: Exited, ctx: &Context<'_, S>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let gen = view.gen;
     let key = id.into_u64();
-    if slots::with_at(view.slot, layer, key, |t| view.sync(t, gen)).is_some() {
+    if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
         return true;
     }
+    view.add(exit);
     publish_elsewhere(layer, id, view, ctx)
 }
 
@@ -383,15 +384,18 @@ where
             };
             let h = &mut hot[i];
             h.entered = h.entered.saturating_sub(1);
-            h.busy_ns += out.busy;
-            h.child_latency_ns += out.child_wall;
-            h.last_exit_ns = h.last_exit_ns.max(out.end.unix_ns());
+            let exit = Exited {
+                busy_ns: out.busy,
+                child_latency_ns: out.child_wall,
+                end_ns: out.end.unix_ns(),
+            };
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(self.instance, id, h, &ctx) {
+                if !publish(self.instance, id, h, exit, &ctx) {
                     h.id = 0;
                 }
             } else {
+                h.add(exit);
                 view_from_published(self.instance, id, h, true, &ctx);
             }
             true
