@@ -235,21 +235,27 @@ where
     ok
 }
 
-/// Publishes the own figures of `view`, valid when it was checked: no other thread holds a
-/// valid view of the span, so the view stays valid (unless a slow path ran since the check:
-/// then it is invalid, and exact).
+/// Publishes the own figures of `view`, valid when it was checked, with those of the entry
+/// that just exited (`busy_ns`, `child_latency_ns`, `end_ns`): no other thread holds a valid
+/// view of the span, so the view stays valid (unless a slow path ran since the check: then
+/// it is invalid, and exact). `false` when the view knows no slot of the span (or not the
+/// right one): the exit is then added to the view, for [`publish_elsewhere`].
+///
+/// The exit's figures come as scalars, in registers: passed in memory, they were read back
+/// by one wide load just after the caller's narrower stores (a store-forwarding stall).
 #[inline(never)]
-fn publish<S>(layer: u64, id: &Id, view: &mut Hot, exit: Exited, ctx: &Context<'_, S>) -> bool
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
+fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end_ns: u64) -> bool {
     let gen = view.gen;
-    let key = id.into_u64();
+    let exit = Exited {
+        busy_ns,
+        child_latency_ns,
+        end_ns,
+    };
     if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
         return true;
     }
     view.add(exit);
-    publish_elsewhere(layer, id, view, ctx)
+    false
 }
 
 /// [`publish`] for a span whose view knows no slot (or not the right one).
@@ -391,7 +397,9 @@ where
             };
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(self.instance, id, h, exit, &ctx) {
+                if !publish(self.instance, key, h, exit.busy_ns, exit.child_latency_ns, exit.end_ns)
+                    && !publish_elsewhere(self.instance, id, h, &ctx)
+                {
                     h.id = 0;
                 }
             } else {
