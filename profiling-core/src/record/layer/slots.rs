@@ -62,7 +62,7 @@ static SLOTS: [Slot; CAPACITY] = [const {
 /// Leaving those out of the hash keeps a place that the registry reuses for span after
 /// span in the same bucket, whose lines stay in the cache. Only where spans land depends
 /// on this: keys are compared whole.
-const PLACE_BITS: u64 = (1 << 51) - 1;
+pub(super) const PLACE_BITS: u64 = (1 << 51) - 1;
 
 #[inline(always)]
 fn bucket(layer: u64, id: u64) -> usize {

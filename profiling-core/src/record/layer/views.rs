@@ -39,9 +39,13 @@ pub(super) fn gen_of(layer: u64, id: u64) -> &'static AtomicU64 {
     &GEN[stripe_of(layer, id)].0
 }
 
+/// By the id's place in the registry's slab, as the slot's bucket (`slots::PLACE_BITS`): a
+/// place reused span after span keeps its stripe's line in the cache (by the whole id, the
+/// counter's load in `on_new_span` was a fifth of that callback's samples).
 #[inline(always)]
 pub(super) fn stripe_of(layer: u64, id: u64) -> usize {
-    ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
+    (((id & super::slots::PLACE_BITS) ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+        % STRIPES
 }
 
 /// [`Hot::slot`] of a view that knows no slot of its span.
