@@ -7,9 +7,10 @@
 //! of them. What a span has measured is *published* for every thread in a slot of a fixed
 //! table keyed by span id (`layer/slots.rs`), or, for spans beyond the table's room, in the
 //! span's extensions in the `Registry`; a thread serves the spans it touches from a small
-//! table of views of that state, and publishes each entry as it exits (one slot lookup per
-//! entry, not one registry lookup per callback: see the thread-local fast path in
-//! `layer/views.rs`).
+//! table of views of that state, and publishes each entry as it exits (one lock of the slot
+//! the view remembers per entry, not one registry lookup per callback: see the thread-local
+//! fast path in `layer/views.rs`). A callback reaches the thread's layer state through one
+//! thread-local (views and callsite ids together) and the recorder through another.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
