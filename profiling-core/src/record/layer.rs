@@ -7,9 +7,10 @@
 //! of them. What a span has measured is *published* for every thread in a slot of a fixed
 //! table keyed by span id (`layer/slots.rs`), or, for spans beyond the table's room, in the
 //! span's extensions in the `Registry`; a thread serves the spans it touches from a small
-//! table of views of that state, and publishes each entry as it exits (one slot lookup per
-//! entry, not one registry lookup per callback: see the thread-local fast path in
-//! `layer/views.rs`).
+//! table of views of that state, and publishes each entry as it exits (one lock of the slot
+//! the view remembers per entry, not one registry lookup per callback: see the thread-local
+//! fast path in `layer/views.rs`). A callback reaches the thread's layer state through one
+//! thread-local (views and callsite ids together) and the recorder through another.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -101,32 +102,37 @@ impl Default for ProfilingLayer {
     }
 }
 
-/// The function id of the spans of `meta`, registering the function on first sight.
+/// The function id of the spans of `meta`, registering the function on first sight; [`SKIP`]
+/// for spans opened by `#[profiled(span)]`.
 ///
-/// A small per-thread direct-mapped cache answers repeat lookups; a miss asks the function
+/// The thread's direct-mapped cache `ids` answers repeat lookups; a miss asks the function
 /// registry, which is idempotent per callsite, so ids are shared by every layer instance.
 #[inline]
-fn function_id(meta: &'static Metadata<'static>) -> u32 {
+fn function_id(ids: &mut [(usize, u32); ID_CACHE], meta: &'static Metadata<'static>) -> u32 {
     let key = meta as *const Metadata<'static> as usize;
     let slot = (key >> 4) % ID_CACHE;
-    if let Ok(Some(id)) = ID_CACHE_TLS.try_with(|c| {
-        let (k, id) = c[slot].get();
-        (k == key).then_some(id)
-    }) {
+    let (k, id) = ids[slot];
+    if k == key {
         return id;
     }
-    let id = alloc::untracked(|| register_function(FunctionKey::Span(key), span_meta(meta)));
-    let _ = ID_CACHE_TLS.try_with(|c| c[slot].set((key, id)));
+    let id = function_id_uncached(meta);
+    ids[slot] = (key, id);
     id
 }
 
-const ID_CACHE: usize = 64;
-
-thread_local! {
-    /// `(metadata address, function id)` of recently seen span callsites.
-    static ID_CACHE_TLS: [std::cell::Cell<(usize, u32)>; ID_CACHE] =
-        const { [const { std::cell::Cell::new((0, 0)) }; ID_CACHE] };
+/// [`function_id`] without the thread's cache.
+#[cold]
+#[inline(never)]
+fn function_id_uncached(meta: &'static Metadata<'static>) -> u32 {
+    if opened_by_profiled(meta) {
+        return SKIP;
+    }
+    let key = meta as *const Metadata<'static> as usize;
+    alloc::untracked(|| register_function(FunctionKey::Span(key), span_meta(meta)))
 }
+
+/// The function id of a span callsite the layer does not record (`#[profiled(span)]`).
+const SKIP: u32 = u32::MAX;
 
 /// Function identity of a span callsite.
 fn span_meta(meta: &'static Metadata<'static>) -> FunctionMeta {
@@ -162,7 +168,7 @@ struct NotRecorded;
 mod slots;
 mod views;
 
-use views::{find, free_slot, gen_of, merged, with_hot, Hot};
+use views::{find, free_slot, gen_of, merged, with_hot, with_local, Exited, Hot, ID_CACHE, NO_SLOT};
 
 /// The slow path: takes a view of span `id` into `view` from its published state, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
@@ -174,12 +180,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let key = id.into_u64();
-    let in_slot = slots::with(layer, key, |t| {
+    let in_slot = slots::with(layer, key, |t, index| {
         // As below, under the slot's lock.
         let gen = gen_of(layer, key).fetch_add(1, Relaxed) + 1;
         if !held {
             *view = Hot::new(layer, key, 0, gen);
         }
+        view.slot = index;
         view.sync(t, gen);
     });
     if in_slot.is_some() {
@@ -197,16 +204,20 @@ where
         if !held {
             *view = Hot::new(layer, id.into_u64(), 0, gen);
         }
+        view.slot = NO_SLOT;
         match ext.get_mut::<SpanTiming>() {
             Some(t) => view.sync(t, gen),
             None => {
-                let meta = span.metadata();
-                if opened_by_profiled(meta) {
-                    return None;
-                }
                 // Never entered, or created on a thread that kept its view (which holds
                 // nothing but the function): this thread publishes the span.
-                let func = if held { view.func } else { function_id(meta) };
+                let func = if held {
+                    view.func
+                } else {
+                    function_id_uncached(span.metadata())
+                };
+                if func == SKIP {
+                    return None;
+                }
                 let mut t = SpanTiming {
                     func,
                     call: None,
@@ -225,18 +236,45 @@ where
     ok
 }
 
-/// Publishes the own figures of `view`, valid when it was checked: no other thread holds a
-/// valid view of the span, so the view stays valid (unless a slow path ran since the check:
-/// then it is invalid, and exact).
+/// Publishes the own figures of `view`, valid when it was checked, with those of the entry
+/// that just exited (`busy_ns`, `child_latency_ns`, `end_ns`): no other thread holds a valid
+/// view of the span, so the view stays valid (unless a slow path ran since the check: then
+/// it is invalid, and exact). `false` when the view knows no slot of the span (or not the
+/// right one): the exit is then added to the view, for [`publish_elsewhere`].
+///
+/// The exit's figures come as scalars, in registers: passed in memory, they were read back
+/// by one wide load just after the caller's narrower stores (a store-forwarding stall).
 #[inline(never)]
-fn publish<S>(layer: u64, id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
+fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end_ns: u64) -> bool {
+    let gen = view.gen;
+    let exit = Exited {
+        busy_ns,
+        child_latency_ns,
+        end_ns,
+    };
+    if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
+        return true;
+    }
+    view.add(exit);
+    false
+}
+
+/// [`publish`] for a span whose view knows no slot (or not the right one).
+#[cold]
+#[inline(never)]
+fn publish_elsewhere<S>(layer: u64, id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let gen = view.gen;
-    if slots::with(layer, id.into_u64(), |t| view.sync(t, gen)).is_some() {
+    if let Some(index) = slots::with(layer, id.into_u64(), |t, index| {
+        view.sync(t, gen);
+        index
+    }) {
+        view.slot = index;
         return true;
     }
+    view.slot = NO_SLOT;
     publish_to_extensions(id, view, ctx)
 }
 
@@ -271,35 +309,34 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
-        if opened_by_profiled(meta) {
-            return;
-        }
+        let key = id.into_u64();
+        let layer = self.instance;
         if !config::is_enabled() {
-            if let Some(span) = ctx.span(id) {
-                span.extensions_mut().insert(NotRecorded);
+            if !opened_by_profiled(meta) {
+                if let Some(span) = ctx.span(id) {
+                    span.extensions_mut().insert(NotRecorded);
+                }
             }
             return;
         }
-        let func = function_id(meta);
-        // The creating thread holds the span's only view; its published state (the slot
-        // claimed below) holds the function only until an entry is published at exit.
-        let gen = gen_of(self.instance, id.into_u64()).load(Relaxed);
-        let key = id.into_u64();
-        // Before any other thread can know the id: the span's home is decided here, once.
-        slots::claim(
-            self.instance,
-            key,
-            SpanTiming {
-                func,
-                call: None,
-                last_exit_ns: 0,
-            },
-        );
-        let _ = with_hot(|hot| {
-            if let Some(i) = find(hot, self.instance, key).or_else(|| free_slot(hot)) {
-                hot[i].reset(self.instance, key, func, gen);
+        let done = with_local(|l| {
+            let func = function_id(&mut l.ids, meta);
+            if func == SKIP {
+                return;
+            }
+            // The creating thread holds the span's only view; its published state (the slot
+            // claimed below) holds the function only until an entry is published at exit.
+            let gen = gen_of(layer, key).load(Relaxed);
+            // Before any other thread can know the id: the span's home is decided here, once.
+            let slot = slots::claim(layer, key, func);
+            let hot = &mut l.hot;
+            if let Some(i) = find(hot, layer, key).or_else(|| free_slot(hot)) {
+                hot[i].reset(layer, key, func, gen, slot.unwrap_or(NO_SLOT));
             }
         });
+        if done.is_none() {
+            new_span_unviewed(layer, meta, key);
+        }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
@@ -333,14 +370,11 @@ where
                 (None, Some((place, _))) => Some(place.node),
                 (None, None) => None,
             };
-            let Some(opened) = recorder::push_poll(h.func, node, key) else {
-                return;
-            };
-            if node.is_none() {
-                // Read before the frame's start, so a span entered once has latency >= busy.
-                h.start = Some((opened.place, opened.at.unix_ns()));
+            // When `node` is `None`, the start is read before the frame's start, so a span
+            // entered once has latency >= busy.
+            if recorder::push_span_entry(h.func, node, key, &mut h.start) {
+                h.entered += 1;
             }
-            h.entered += 1;
         });
     }
 
@@ -357,15 +391,20 @@ where
             };
             let h = &mut hot[i];
             h.entered = h.entered.saturating_sub(1);
-            h.busy_ns += out.busy;
-            h.child_latency_ns += out.child_wall;
-            h.last_exit_ns = h.last_exit_ns.max(out.end.unix_ns());
+            let exit = Exited {
+                busy_ns: out.busy,
+                child_latency_ns: out.child_wall,
+                end_ns: out.end.unix_ns(),
+            };
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(self.instance, id, h, &ctx) {
+                if !publish(self.instance, key, h, exit.busy_ns, exit.child_latency_ns, exit.end_ns)
+                    && !publish_elsewhere(self.instance, id, h, &ctx)
+                {
                     h.id = 0;
                 }
             } else {
+                h.add(exit);
                 view_from_published(self.instance, id, h, true, &ctx);
             }
             true
@@ -385,7 +424,7 @@ where
             if valid {
                 // Every figure of the span is in the view: its slot is only freed. A span
                 // never entered is not a call.
-                slots::free(self.instance, key);
+                slots::free_at(h.slot, self.instance, key);
                 if let Some(call) = &h.merged_call() {
                     recorder::complete(call, h.last_exit_ns, false);
                 }
@@ -398,6 +437,18 @@ where
         if viewed.is_none() {
             close_unviewed(self.instance, &id, None, &ctx);
         }
+    }
+}
+
+/// Publishes a span created while this thread's layer state is out of reach (thread
+/// teardown, or a span created from within the layer): its slot holds its function, for
+/// whichever thread enters it.
+#[cold]
+#[inline(never)]
+fn new_span_unviewed(layer: u64, meta: &'static Metadata<'static>, key: u64) {
+    let func = function_id_uncached(meta);
+    if func != SKIP {
+        slots::claim(layer, key, func);
     }
 }
 
@@ -464,7 +515,7 @@ where
         }
         t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
     };
-    if slots::with(layer, id.into_u64(), book).is_some() {
+    if slots::with(layer, id.into_u64(), |t, _| book(t)).is_some() {
         return;
     }
     let Some(span) = ctx.span(id) else { return };

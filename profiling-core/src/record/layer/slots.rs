@@ -62,7 +62,7 @@ static SLOTS: [Slot; CAPACITY] = [const {
 /// Leaving those out of the hash keeps a place that the registry reuses for span after
 /// span in the same bucket, whose lines stay in the cache. Only where spans land depends
 /// on this: keys are compared whole.
-const PLACE_BITS: u64 = (1 << 51) - 1;
+pub(super) const PLACE_BITS: u64 = (1 << 51) - 1;
 
 #[inline(always)]
 fn bucket(layer: u64, id: u64) -> usize {
@@ -74,6 +74,7 @@ fn bucket(layer: u64, id: u64) -> usize {
 struct Locked(&'static Slot);
 
 impl Locked {
+    #[inline(always)]
     fn try_new(slot: &'static Slot) -> Option<Self> {
         // `then`, not `then_some`: a `Locked` built for a lock not taken would unlock the
         // holder's lock when dropped.
@@ -84,7 +85,17 @@ impl Locked {
     }
 
     /// Waits for the slot: held by another thread only for the copy of a span's state.
+    #[inline(always)]
     fn new(slot: &'static Slot) -> Self {
+        match Self::try_new(slot) {
+            Some(l) => l,
+            None => Self::wait(slot),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait(slot: &'static Slot) -> Self {
         let mut spins = 0u32;
         loop {
             if let Some(l) = Self::try_new(slot) {
@@ -100,11 +111,13 @@ impl Locked {
         }
     }
 
+    #[inline(always)]
     fn layer(&self) -> u64 {
         self.0.layer.load(Relaxed)
     }
 
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     fn timing(&mut self) -> &mut SpanTiming {
         // SAFETY: this thread holds the slot's lock, and `&mut self` keeps the borrow unique.
         unsafe { &mut *self.0.timing.get() }
@@ -112,14 +125,15 @@ impl Locked {
 }
 
 impl Drop for Locked {
+    #[inline(always)]
     fn drop(&mut self) {
         self.0.lock.store(0, Release);
     }
 }
 
-/// Gives span `id` of `layer` a slot holding `timing`. `false` when its bucket is full: the
-/// span then lives in its extensions.
-pub(super) fn claim(layer: u64, id: u64, timing: SpanTiming) -> bool {
+/// Gives span `id` of `layer` a slot holding function `func` and nothing measured yet, and
+/// returns its index. `None` when its bucket is full: the span then lives in its extensions.
+pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
         if key.load(Relaxed) != 0 {
@@ -132,16 +146,22 @@ pub(super) fn claim(layer: u64, id: u64, timing: SpanTiming) -> bool {
             continue;
         }
         slot.0.layer.store(layer, Relaxed);
-        *slot.timing() = timing;
+        // Field by field: a whole `SpanTiming` built by the caller and copied in was read
+        // back wider than it was written (a store-forwarding stall, half of `claim` under
+        // `perf`).
+        let t = slot.timing();
+        t.func = func;
+        t.call = None;
+        t.last_exit_ns = 0;
         key.store(id, Release);
-        return true;
+        return Some((b * WAYS + way) as u32);
     }
-    false
+    None
 }
 
-/// The slot of span `id` of `layer`, locked; `None` when the span has none.
+/// The slot of span `id` of `layer`, locked, and its index; `None` when the span has none.
 #[inline]
-fn find(layer: u64, id: u64) -> Option<(Locked, &'static AtomicU64)> {
+fn find(layer: u64, id: u64) -> Option<(Locked, &'static AtomicU64, u32)> {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
         if key.load(Acquire) != id {
@@ -149,21 +169,42 @@ fn find(layer: u64, id: u64) -> Option<(Locked, &'static AtomicU64)> {
         }
         let slot = Locked::new(&SLOTS[b * WAYS + way]);
         if key.load(Relaxed) == id && slot.layer() == layer {
-            return Some((slot, key));
+            return Some((slot, key, (b * WAYS + way) as u32));
         }
     }
     None
 }
 
-/// Runs `f` on the published state of span `id` of `layer`; `None` when the span has no slot.
+/// Runs `f` on the published state of span `id` of `layer` and the index of its slot; `None`
+/// when the span has no slot.
 #[inline]
-pub(super) fn with<R>(layer: u64, id: u64, f: impl FnOnce(&mut SpanTiming) -> R) -> Option<R> {
-    find(layer, id).map(|(mut slot, _)| f(slot.timing()))
+pub(super) fn with<R>(layer: u64, id: u64, f: impl FnOnce(&mut SpanTiming, u32) -> R) -> Option<R> {
+    find(layer, id).map(|(mut slot, _, index)| f(slot.timing(), index))
+}
+
+/// The key of slot `index`.
+#[inline(always)]
+fn key_of(index: usize) -> &'static AtomicU64 {
+    &KEYS[index / WAYS].0[index % WAYS]
+}
+
+/// [`with`] for a span whose slot was found at `index` before: no search. `None` when that
+/// slot is (no longer) the span's.
+#[inline]
+pub(super) fn with_at<R>(index: u32, layer: u64, id: u64, f: impl FnOnce(&mut SpanTiming) -> R) -> Option<R> {
+    let index = index as usize;
+    let slot = SLOTS.get(index)?;
+    let key = key_of(index);
+    if key.load(Acquire) != id {
+        return None;
+    }
+    let mut slot = Locked::new(slot);
+    (key.load(Relaxed) == id && slot.layer() == layer).then(|| f(slot.timing()))
 }
 
 /// Frees the slot of span `id` of `layer` and returns its state; `None` when it has none.
 pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
-    let (mut slot, key) = find(layer, id)?;
+    let (mut slot, key, _) = find(layer, id)?;
     let t = std::mem::replace(
         slot.timing(),
         SpanTiming {
@@ -191,9 +232,28 @@ pub(super) fn free(layer: u64, id: u64) {
     }
 }
 
+/// [`free`] for a span whose slot was found at `index` before; falls back to [`free`] when
+/// that slot is not the span's.
+pub(super) fn free_at(index: u32, layer: u64, id: u64) {
+    let i = index as usize;
+    if i < CAPACITY {
+        let key = key_of(i);
+        // As in `free`.
+        if key.load(Acquire) == id && SLOTS[i].layer.load(Relaxed) == layer {
+            key.store(0, Release);
+            return;
+        }
+    }
+    free(layer, id);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claim_ok(layer: u64, id: u64, t: SpanTiming) -> bool {
+        claim(layer, id, t.func).is_some()
+    }
 
     fn timing(func: u32) -> SpanTiming {
         SpanTiming {
@@ -217,28 +277,57 @@ mod tests {
         let layer = 0xA11CE;
         let ids = ids_in_one_bucket(layer, WAYS + 1);
         for (i, &id) in ids[..WAYS].iter().enumerate() {
-            assert!(claim(layer, id, timing(i as u32)), "slot {i}");
+            assert!(claim_ok(layer, id, timing(i as u32)), "slot {i}");
         }
-        assert!(!claim(layer, ids[WAYS], timing(99)), "the bucket is full");
-        assert_eq!(with(layer, ids[WAYS], |t| t.func), None);
-        assert_eq!(with(layer, ids[3], |t| t.func), Some(3));
+        assert!(!claim_ok(layer, ids[WAYS], timing(99)), "the bucket is full");
+        assert_eq!(with(layer, ids[WAYS], |t, _| t.func), None);
+        assert_eq!(with(layer, ids[3], |t, _| t.func), Some(3));
         assert_eq!(
-            with(layer + 1, ids[3], |t| t.func),
+            with(layer + 1, ids[3], |t, _| t.func),
             None,
             "another layer's span of the same id"
         );
         assert_eq!(release(layer, ids[3]).map(|t| t.func), Some(3));
-        assert_eq!(with(layer, ids[3], |t| t.func), None);
+        assert_eq!(with(layer, ids[3], |t, _| t.func), None);
         free(layer + 1, ids[4]);
-        assert_eq!(with(layer, ids[4], |t| t.func), Some(4), "another layer's free");
+        assert_eq!(with(layer, ids[4], |t, _| t.func), Some(4), "another layer's free");
         free(layer, ids[4]);
-        assert_eq!(with(layer, ids[4], |t| t.func), None);
-        assert!(claim(layer, ids[4], timing(4)));
-        assert!(claim(layer, ids[WAYS], timing(99)), "a freed slot is reused");
-        assert_eq!(with(layer, ids[WAYS], |t| t.func), Some(99));
+        assert_eq!(with(layer, ids[4], |t, _| t.func), None);
+        assert!(claim_ok(layer, ids[4], timing(4)));
+        assert!(claim_ok(layer, ids[WAYS], timing(99)), "a freed slot is reused");
+        assert_eq!(with(layer, ids[WAYS], |t, _| t.func), Some(99));
         for &id in ids.iter().filter(|&&id| id != ids[3]) {
             assert!(release(layer, id).is_some());
         }
+    }
+
+    /// A slot found once is reached again by its index, only while it is still the span's:
+    /// after the span's release, or for another layer's span of the same id, it is not.
+    #[test]
+    fn slots_are_reached_by_index_while_they_are_the_spans() {
+        let layer = 0xC0DE;
+        let ids = ids_in_one_bucket(layer, 2);
+        let a = claim(layer, ids[0], 7).expect("a slot");
+        assert_eq!(with(layer, ids[0], |_, i| i), Some(a));
+        assert_eq!(with_at(a, layer, ids[0], |t| t.func), Some(7));
+        assert_eq!(with_at(a, layer + 1, ids[0], |t| t.func), None, "another layer");
+        assert_eq!(with_at(a, layer, ids[1], |t| t.func), None, "another span");
+        assert_eq!(with_at(u32::MAX, layer, ids[0], |t| t.func), None, "no slot");
+        free_at(a, layer + 1, ids[0]);
+        assert_eq!(with_at(a, layer, ids[0], |t| t.func), Some(7), "another layer's free");
+        free_at(a, layer, ids[0]);
+        assert_eq!(with_at(a, layer, ids[0], |t| t.func), None);
+        assert_eq!(with(layer, ids[0], |t, _| t.func), None);
+        // The same slot, now another span's: the old index does not reach it for the old id.
+        let b = claim(layer, ids[1], 8).expect("a slot");
+        assert_eq!(b, a, "the freed way is the first free one");
+        assert_eq!(with_at(a, layer, ids[0], |t| t.func), None);
+        // A stale index falls back to a search when freeing.
+        let c = claim(layer, ids[0], 9).expect("a slot");
+        assert_ne!(c, a);
+        free_at(a, layer, ids[0]);
+        assert_eq!(with(layer, ids[0], |t, _| t.func), None);
+        assert_eq!(release(layer, ids[1]).map(|t| t.func), Some(8));
     }
 
     /// Threads updating the same spans at once lose no update: the slot's lock serializes
@@ -248,14 +337,14 @@ mod tests {
         let layer = 0xB0B;
         let ids = ids_in_one_bucket(layer, 2);
         for &id in &ids {
-            assert!(claim(layer, id, timing(1)));
+            assert!(claim_ok(layer, id, timing(1)));
         }
         std::thread::scope(|s| {
             for t in 0..4 {
                 let ids = &ids;
                 s.spawn(move || {
                     for i in 0..20_000u64 {
-                        with(layer, ids[(i as usize + t) % 2], |x| x.last_exit_ns += 1);
+                        with(layer, ids[(i as usize + t) % 2], |x, _| x.last_exit_ns += 1);
                     }
                 });
             }

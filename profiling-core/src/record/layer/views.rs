@@ -6,7 +6,12 @@
 //! slot (`slots.rs`) costs a hash and a lock, so the common life of a span, created, entered,
 //! exited and closed on one thread, is served from a small per-thread table of the spans this
 //! thread touched last, and the published state is written once per exit (to publish the
-//! entry for other threads) instead of once per callback.
+//! entry for other threads) instead of once per callback, at the slot the view remembers.
+//!
+//! Store forwarding: several figures here are passed or merged as scalars, or written field
+//! by field, where a whole struct would be simpler: under `perf`, a struct just written in
+//! narrow stores and read back at once in wider loads (a copy, or two adjacent `u64` added
+//! as one vector) stalled for about as long as the rest of the callback.
 //!
 //! Coherence: a thread's view of a span ([`Hot`]) is *valid* while the span's generation
 //! counter (one of `GEN`, by a hash of the span) has not moved since the view was taken. It
@@ -39,10 +44,17 @@ pub(super) fn gen_of(layer: u64, id: u64) -> &'static AtomicU64 {
     &GEN[stripe_of(layer, id)].0
 }
 
+/// By the id's place in the registry's slab, as the slot's bucket (`slots::PLACE_BITS`): a
+/// place reused span after span keeps its stripe's line in the cache (by the whole id, the
+/// counter's load in `on_new_span` was a fifth of that callback's samples).
 #[inline(always)]
 pub(super) fn stripe_of(layer: u64, id: u64) -> usize {
-    ((id ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
+    (((id & super::slots::PLACE_BITS) ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+        % STRIPES
 }
+
+/// [`Hot::slot`] of a view that knows no slot of its span.
+pub(super) const NO_SLOT: u32 = u32::MAX;
 
 /// Spans a thread keeps a view of. Nesting deeper than this still works, through the
 /// published state.
@@ -60,6 +72,9 @@ pub(super) struct Hot {
     pub(super) gen: u64,
     /// The span's stripe of `GEN`.
     pub(super) stripe: u8,
+    /// Index of the span's slot (`slots.rs`) as last found, or [`NO_SLOT`]: publication
+    /// goes there without a search (and checks it is still the span's).
+    pub(super) slot: u32,
     /// Open entries of the span on this thread.
     pub(super) entered: u32,
     /// The call as published when the view was taken (exact while the view is valid).
@@ -77,6 +92,7 @@ impl Hot {
         id: 0,
         layer: 0,
         stripe: 0,
+        slot: NO_SLOT,
         func: 0,
         gen: 0,
         entered: 0,
@@ -89,17 +105,18 @@ impl Hot {
 
     pub(super) fn new(layer: u64, id: u64, func: u32, gen: u64) -> Hot {
         let mut h = Hot::EMPTY;
-        h.reset(layer, id, func, gen);
+        h.reset(layer, id, func, gen, NO_SLOT);
         h
     }
 
     /// Makes this slot a fresh view, field by field (a whole `Hot` built on the stack and
     /// copied in costs a store-forwarding stall).
     #[inline(always)]
-    pub(super) fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64) {
+    pub(super) fn reset(&mut self, layer: u64, id: u64, func: u32, gen: u64, slot: u32) {
         self.id = id;
         self.layer = layer;
         self.stripe = stripe_of(layer, id) as u8;
+        self.slot = slot;
         self.func = func;
         self.gen = gen;
         self.entered = 0;
@@ -115,20 +132,44 @@ impl Hot {
         self.gen == GEN[self.stripe as usize % STRIPES].0.load(Relaxed)
     }
 
+    /// Adds an exited entry's figures to the view, unpublished.
+    #[inline]
+    pub(super) fn add(&mut self, exit: Exited) {
+        self.busy_ns += exit.busy_ns;
+        self.child_latency_ns += exit.child_latency_ns;
+        self.last_exit_ns = self.last_exit_ns.max(exit.end_ns);
+    }
+
     /// Whether the view holds figures the published state lacks.
     pub(super) fn unpublished(&self) -> bool {
         self.start.is_some() || self.busy_ns != 0 || self.child_latency_ns != 0
     }
 
     /// The call as this thread knows it: published figures plus its own unpublished ones.
+    #[inline(always)]
     pub(super) fn merged_call(&self) -> Option<InFlightCall> {
         merged(self.call, self.func, self)
     }
 
     /// Publishes this view's own figures into `t`, then takes `t` as the new view.
+    #[inline]
     pub(super) fn sync(&mut self, t: &mut SpanTiming, gen: u64) {
-        let call = merged(t.call, t.func, self);
-        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns);
+        self.sync_exit(t, gen, Exited::NONE);
+    }
+
+    /// [`Hot::sync`] with an entry that just exited, `exit`, not yet added to the view: its
+    /// figures were just read and are added here in registers (added to the view first, then
+    /// read back at once, two 8-byte stores read by one 16-byte load stalled).
+    #[inline(always)]
+    pub(super) fn sync_exit(&mut self, t: &mut SpanTiming, gen: u64, exit: Exited) {
+        let call = merge(
+            t.call,
+            t.func,
+            self.start,
+            self.busy_ns + exit.busy_ns,
+            self.child_latency_ns + exit.child_latency_ns,
+        );
+        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns).max(exit.end_ns);
         t.call = call;
         t.last_exit_ns = last_exit_ns;
         self.func = t.func;
@@ -141,38 +182,91 @@ impl Hot {
     }
 }
 
+/// What one exited entry measured, as the view adds it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Exited {
+    pub(super) busy_ns: u64,
+    pub(super) child_latency_ns: u64,
+    pub(super) end_ns: u64,
+}
+
+impl Exited {
+    pub(super) const NONE: Exited = Exited {
+        busy_ns: 0,
+        child_latency_ns: 0,
+        end_ns: 0,
+    };
+}
+
 /// `call` with the unpublished figures of `h` added. Built whole rather than updated field
 /// by field: the result is copied at once, and a wide read of narrow writes stalls.
 #[inline(always)]
 pub(super) fn merged(call: Option<InFlightCall>, func: u32, h: &Hot) -> Option<InFlightCall> {
-    match (call, h.start) {
+    merge(call, func, h.start, h.busy_ns, h.child_latency_ns)
+}
+
+/// `call` with unpublished figures added: a start (the earliest wins, the first published
+/// keeps its place), busy time and child latency.
+#[inline(always)]
+fn merge(
+    call: Option<InFlightCall>,
+    func: u32,
+    start: Option<(TreePlace, u64)>,
+    busy_ns: u64,
+    child_latency_ns: u64,
+) -> Option<InFlightCall> {
+    match (call, start) {
         (None, None) => None,
         (None, Some((place, started_ns))) => Some(InFlightCall {
             func,
             place,
             started_ns,
-            busy_ns: h.busy_ns,
-            child_latency_ns: h.child_latency_ns,
+            busy_ns,
+            child_latency_ns,
         }),
         (Some(c), start) => Some(InFlightCall {
             started_ns: start.map_or(c.started_ns, |(_, s)| c.started_ns.min(s)),
-            busy_ns: c.busy_ns + h.busy_ns,
-            child_latency_ns: c.child_latency_ns + h.child_latency_ns,
+            busy_ns: c.busy_ns + busy_ns,
+            child_latency_ns: c.child_latency_ns + child_latency_ns,
             ..c
         }),
     }
 }
 
+/// Span callsites a thread remembers the function of.
+pub(super) const ID_CACHE: usize = 64;
+
+/// What the layer keeps per thread, in one thread-local so that a callback reaches it once.
+pub(super) struct Local {
+    /// Views of the spans this thread touched last.
+    pub(super) hot: [Hot; HOT_SPANS],
+    /// `(metadata address, function id)` of span callsites seen last, direct-mapped by
+    /// address; the id is [`super::SKIP`] for callsites the layer does not record.
+    pub(super) ids: [(usize, u32); ID_CACHE],
+}
+
 thread_local! {
-    static HOT: RefCell<[Hot; HOT_SPANS]> = const { RefCell::new([Hot::EMPTY; HOT_SPANS]) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local {
+            hot: [Hot::EMPTY; HOT_SPANS],
+            ids: [(0, 0); ID_CACHE],
+        })
+    };
+}
+
+/// Runs `f` on this thread's layer state (`None` during thread teardown or re-entry).
+#[inline(always)]
+pub(super) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
+        .ok()
+        .flatten()
 }
 
 /// Runs `f` on this thread's table of views (`None` during thread teardown or re-entry).
 #[inline(always)]
 pub(super) fn with_hot<R>(f: impl FnOnce(&mut [Hot; HOT_SPANS]) -> R) -> Option<R> {
-    HOT.try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
-        .ok()
-        .flatten()
+    with_local(|l| f(&mut l.hot))
 }
 
 #[inline(always)]
