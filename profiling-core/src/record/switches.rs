@@ -22,7 +22,7 @@
 //! the event (`perf_event_paranoid` above 2, a seccomp filter, a non-Linux system), fall back
 //! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off. Asking
 //! allocates nothing either: requests are pooled, and a second background thread
-//! (`profiling-kits`) resets them, with the recording threads' kits (`record/recorder.rs`).
+//! (`profiling-kits`) resets them, with the recording threads' kits (`record/kits.rs`).
 //!
 //! The kernel switches its per-task perf hooks on (a code-patching static key, then an RCU
 //! grace period, under a global mutex) when the first per-task event of the system opens,
@@ -312,7 +312,7 @@ pub(crate) fn background_running() -> bool {
     kits_worker().is_some()
 }
 
-/// The thread that tends the recording threads' kits (`record/recorder.rs`, `Kit`) and the
+/// The thread that tends the recording threads' kits (`record/kits.rs`, `Kit`) and the
 /// detector requests, started at the first need; `None` if it could not be. Apart from the
 /// detectors' thread: opening a detector maps a page, and waits for the memory-map lock
 /// while threads start and exit, which is when kits must be made ready quickly.
@@ -324,7 +324,7 @@ fn kits_worker() -> Option<&'static std::thread::Thread> {
 /// The kits' thread's loop. It records no calls (so it has no kit itself).
 fn tend() {
     loop {
-        let held = crate::record::recorder::tend_kits() | crate::record::alloc::untracked(tend_requests);
+        let held = crate::record::kits::tend_kits() | crate::record::alloc::untracked(tend_requests);
         // Woken by `wake_background` (an unpark before the park makes it return at once).
         if held {
             std::thread::park_timeout(RETRY_KITS);
@@ -335,18 +335,18 @@ fn tend() {
 }
 
 /// Whether a thread starting now would find what its first recorded call needs made ahead
-/// (a kit and a detector request, see `record/recorder.rs`), so that neither its first call
+/// (a kit and a detector request, see `record/kits.rs`), so that neither its first call
 /// nor its exit calls the allocator. For tests and diagnostics.
 #[doc(hidden)]
 pub fn ready_for_new_thread() -> bool {
-    crate::record::recorder::kits_ready() && REQUESTS_POOL.count(READY) > 0
+    crate::record::kits::kits_ready() && REQUESTS_POOL.count(READY) > 0
 }
 
 /// Threads that found no kit ready at their first recorded call and made their own (calling
 /// the allocator), since the process started. For tests and diagnostics.
 #[doc(hidden)]
 pub fn kits_made_on_the_spot() -> u64 {
-    crate::record::recorder::kits_made_on_the_spot()
+    crate::record::kits::kits_made_on_the_spot()
 }
 
 /// How soon the background thread looks again at kits a reader still held.

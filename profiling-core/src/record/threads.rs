@@ -5,7 +5,7 @@
 //! only it writes, with plain relaxed stores; readers merge it concurrently. When a thread
 //! exits, its tables move to a list of exited tables, which the kits' background thread
 //! then folds into the registry's retired totals (and zeroes them for another thread, see
-//! `Kit` in `record/recorder.rs`), so the data of exited threads survives while memory
+//! `Kit` in `record/kits.rs`), so the data of exited threads survives while memory
 //! stays bounded by distinct functions and paths.
 //!
 //! The registry's lock is held only to push, move or copy `Arc`s: readers merge outside it,
