@@ -1,12 +1,14 @@
-//! Kits: what a recording thread needs, made ahead of its first call (see [`Kit`]).
+//! Kits: what a recording thread needs, made ahead of its first call, and recycled at its
+//! exit without the allocator, a lock, or the help of another thread (see [`Kit`]).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::record::alloc;
 use crate::record::cpu::CpuAttribution;
 use crate::record::recorder::Frame;
 use crate::record::storage::Slots;
+use crate::record::switches;
 use crate::record::threads::{self, ThreadTables};
 use crate::record::tree::NodeCache;
 
@@ -15,71 +17,95 @@ use crate::record::tree::NodeCache;
 /// (12 KiB), its frame stack (room for 64 frames) and depth counters: about 90 KiB by
 /// these layouts.
 ///
-/// A thread's first call and its exit must not call the allocator: a new thread's
-/// allocations go to the allocator's shared arena (its own cache is empty) and wait for the
-/// arena's lock and, when the arena grows, for the kernel's memory-map lock, for which a
-/// thread can wait milliseconds while others start, exit or map memory (`docs/reliability.md`,
-/// thread stall). So kits wait, ready, in [`KITS`]: a thread's first call takes one, and its
-/// exit puts it back, as returned, with its CPU attribution (whose switch detector must be
-/// closed) and nothing freed. The background thread (`record/switches.rs`) folds returned
-/// kits' tables into the retired totals, zeroes them and puts them back as ready, and tops
-/// up the ready kits to [`READY_TARGET`] with new ones; every allocation and free of kits
-/// happens there. A thread that finds no ready kit makes its own, as before; a thread that
-/// finds the pool full frees its own kit.
+/// A thread's first call and its exit must not call the allocator, take a lock, or wait
+/// for another thread: a new thread's allocations go to the allocator's shared arena (its
+/// own cache is empty) and wait for the arena's lock and, when the arena grows, for the
+/// kernel's memory-map lock, for which a thread can wait milliseconds while others start,
+/// exit or map memory; and a background thread may not be scheduled for tens of
+/// milliseconds on a loaded machine (`docs/reliability.md`, thread stall). So kits wait in
+/// [`KITS`], a lock-free pool, and a thread's first call takes one:
+/// - a *clean* one ([`CLEAN`]: zeroed tables), if one is ready;
+/// - else a *used* one ([`USED`]), as an exiting thread left it: its tables still hold the
+///   figures of the threads that recorded into them, registered and counted, and the new
+///   thread records on top of them (figures are sums, minima and maxima, so one table
+///   recorded into by two threads in turn reads as the two threads merged). Its exit
+///   puts the kit back as used at once: no fold, no zeroing, nothing freed;
+/// - else it makes its own, calling the allocator (only when more threads start at once
+///   than kits exist: a burst past [`KEEP`] plus the live threads).
+///
+/// The kits' background thread (`profiling-kits`, see `record/switches.rs`), whenever it
+/// runs, turns used kits into clean ones (folding their tables into the retired totals,
+/// then zeroing them) so that [`READY_TARGET`] are clean, frees what is past [`KEEP`], folds
+/// and frees or zeroes kits handed back as [`RETURNED`] (too big to keep, or excluded), and
+/// makes new kits when none is left to clean. Nothing waits for it: when it falls behind,
+/// threads take used kits. Clean kits are there for a thread that excludes itself
+/// (`exclude_current_thread`): on inherited tables it moves to new ones, and what it recorded
+/// before on the inherited ones stays counted.
 pub(crate) struct Kit {
     pub(crate) tables: Arc<ThreadTables>,
     pub(crate) cache: NodeCache,
     pub(crate) stack: Vec<Frame>,
     pub(crate) depth: Vec<u32>,
-    /// A returned kit's CPU attribution, dropped (its detector closed) by the background thread.
-    pub(crate) cpu: Option<CpuAttribution>,
 }
 
-/// Ready kits kept, at most, once the background thread has tended them: about 90 KiB
-/// each new, up to about 160 KiB reused (the figures' chunks of a reused kit bounded by
-/// `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
-/// [`KEEP_FRAMES`]), and
-/// what a burst of threads as large leaves behind. Kits returned beyond it are freed by the
-/// background thread.
-const KEEP_READY: usize = 64;
-/// Slots of [`KITS`]: ready kits and returned ones waiting for the background thread. Past
-/// [`KEEP_READY`] so that threads exiting while it is busy find room (a thread that finds
-/// none frees its kit itself).
-const SLOTS: usize = 2 * KEEP_READY;
-/// New kits the background thread keeps ready (reused ones may be more, up to [`KEEP_READY`]).
+/// Kits kept in the pool, clean and used, once the background thread has tended them:
+/// about 90 KiB each new, up to about 160 KiB used (the figures' chunks of a kept kit
+/// bounded by `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
+/// [`KEEP_FRAMES`]), so at most about 10 MiB; what a burst of threads as large leaves
+/// behind. The background thread folds and frees what is past it.
+const KEEP: usize = 64;
+/// Slots of [`KITS`]. Past [`KEEP`] so that threads exiting while the background thread is
+/// not running find room (a thread that finds none leaves its tables to be folded and
+/// frees the rest of its kit itself).
+const SLOTS: usize = 2 * KEEP;
+/// Clean kits the background thread keeps ready.
 const READY_TARGET: usize = 32;
-/// Frames of stack a reused kit keeps room for.
+/// Used kits the background thread cleans at a time: it holds them out of the pool
+/// meanwhile, and may be preempted.
+const CLEAN_BATCH: usize = 8;
+/// Frames of stack a kept kit keeps room for.
 const KEEP_FRAMES: usize = 64;
-/// Open-frame counters (one per function) a reused kit keeps room for.
+/// Open-frame counters (one per function) a kept kit keeps room for.
 const KEEP_DEPTHS: usize = 1024;
-/// Kind of a kit in [`KITS`] ready for a thread.
-const READY: u8 = 1;
-/// Kind of a kit in [`KITS`] given back by an exiting thread, for the background thread.
-const RETURNED: u8 = 2;
+/// Kind of a kit in [`KITS`]: zeroed tables, registered.
+const CLEAN: u8 = 1;
+/// Kind of a kit in [`KITS`]: tables with the figures of exited threads, registered and
+/// counted; ready for a thread all the same.
+const USED: u8 = 2;
+/// Kind of a kit in [`KITS`]: given back for the background thread to fold and free (too
+/// big to keep) or to zero (excluded figures); tables registered.
+const RETURNED: u8 = 3;
+/// Kind of a kit in [`KITS`]: folded and unregistered, to be zeroed once no reader's merge
+/// holds its tables any more.
+const HELD: u8 = 4;
 
 static KITS: Slots<Kit, SLOTS> = Slots::new();
 
-// SAFETY: a kit is owned by one thread at a time (moved through `KITS`). Its only member
-// that is not `Send` is `CpuAttribution` (a raw pointer to a read-only mapping, readable
-// from any thread, see `record/switches.rs`), which the background thread only drops.
-unsafe impl Send for Kit {}
-
 impl Kit {
+    /// A new kit, its tables registered.
     fn new() -> Self {
+        let tables = Arc::new(ThreadTables::new());
+        threads::enroll(&tables);
         Kit {
-            tables: Arc::new(ThreadTables::new()),
+            tables,
             cache: NodeCache::new(),
             stack: Vec::with_capacity(KEEP_FRAMES),
             depth: Vec::with_capacity(256),
-            cpu: None,
         }
     }
 
-    /// The kit made ready for another thread, or still held by a reader (try again later),
-    /// or to be freed (too big to keep). The CPU attribution of the thread that used it goes
-    /// to `spent`, to be dropped once every returned kit is ready (dropping it hands its
-    /// detector to be closed).
-    fn reset(mut self, spent: &mut Vec<CpuAttribution>) -> Reset {
+    /// Whether the kit can go back to the pool as it is: figures counted (not excluded), and
+    /// within what a kept kit may hold.
+    fn reusable_as_is(&self) -> bool {
+        !self.tables.excluded.load(Relaxed)
+            && self.tables.within_keep_limits()
+            && self.stack.capacity() <= KEEP_FRAMES
+            && self.depth.capacity() <= KEEP_DEPTHS
+    }
+
+    /// The kit, folded and unregistered, made clean (not registered), or still held by
+    /// a reader (try again later), or to be freed (too big to keep).
+    fn reset(mut self) -> Reset {
         let Some(tables) = Arc::get_mut(&mut self.tables) else {
             return Reset::Held(self);
         };
@@ -91,38 +117,56 @@ impl Kit {
         self.stack.shrink_to(KEEP_FRAMES);
         self.depth.clear();
         self.depth.shrink_to(KEEP_DEPTHS);
-        spent.extend(self.cpu.take());
-        Reset::Ready(self)
+        Reset::Clean(self)
     }
 }
 
-/// What [`Kit::reset`] made of a returned kit.
+/// What [`Kit::reset`] made of a folded kit.
 enum Reset {
-    Ready(Kit),
+    Clean(Kit),
     /// A reader's merge still holds its tables.
     Held(Kit),
     /// Too big to keep.
     Free,
 }
 
-/// Whether a ready kit waits in the pool.
+/// Puts a clean kit in the pool, its tables registered (if not yet); `false` (the kit
+/// freed, its tables left to be folded) when the pool is full.
+fn put_clean(kit: Kit) -> bool {
+    if !kit.tables.registered() {
+        threads::enroll(&kit.tables);
+    }
+    match KITS.put(kit, CLEAN) {
+        Ok(()) => true,
+        Err(kit) => {
+            threads::orphan(&kit.tables);
+            false
+        }
+    }
+}
+
+/// Whether a kit, clean or used, waits in the pool.
 pub(crate) fn kits_ready() -> bool {
-    KITS.count(READY) > 0
+    KITS.count(CLEAN) + KITS.count(USED) > 0
 }
 
 /// Kits made by the thread that needed them, none being ready, since the process started.
-static KITS_MADE_ON_THE_SPOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static KITS_MADE_ON_THE_SPOT: AtomicU64 = AtomicU64::new(0);
 
 /// See [`KITS_MADE_ON_THE_SPOT`].
 pub(crate) fn kits_made_on_the_spot() -> u64 {
     KITS_MADE_ON_THE_SPOT.load(Relaxed)
 }
 
-/// A ready kit, or a new one if none is (the background thread is then asked for more).
+/// A clean kit, or a used one (its tables marked inherited), or a new one if none is ready
+/// (the background thread is then asked for more).
 pub(crate) fn take_kit() -> Kit {
-    let kit = KITS.take(READY);
-    if KITS.count(READY) < READY_TARGET / 2 {
-        crate::record::switches::wake_background();
+    let kit = match KITS.take(CLEAN) {
+        Some(kit) => Some(kit),
+        None => KITS.take(USED).inspect(|kit| kit.tables.inherited.store(true, Relaxed)),
+    };
+    if KITS.count(CLEAN) < READY_TARGET / 2 {
+        switches::wake_background();
     }
     kit.unwrap_or_else(|| {
         KITS_MADE_ON_THE_SPOT.fetch_add(1, Relaxed);
@@ -130,60 +174,131 @@ pub(crate) fn take_kit() -> Kit {
     })
 }
 
-/// Hands an exiting thread's kit to the background thread, or frees it here (its tables
-/// folded first) when the pool is full or that thread is not running.
-pub(crate) fn give_back_kit(kit: Kit) {
-    if crate::record::switches::background_running() {
-        match KITS.put(kit, RETURNED) {
+/// Takes an exiting thread's kit back: as used, ready for the next thread at once, when it
+/// can be kept as it is; else for the background thread. Where the pool is full, or that
+/// thread is not running, its tables stay registered and counted, orphaned, and the rest
+/// is freed here. `cpu` is dropped here: that hands its detector to be closed, without
+/// allocating (`record/switches.rs`).
+pub(crate) fn give_back_kit(mut kit: Kit, cpu: CpuAttribution) {
+    drop(cpu);
+    let kind = if kit.reusable_as_is() {
+        // Frames left open at exit are dropped; no memory is freed.
+        kit.stack.clear();
+        kit.depth.clear();
+        USED
+    } else {
+        RETURNED
+    };
+    if switches::background_running() {
+        match KITS.put(kit, kind) {
             Ok(()) => {
-                crate::record::switches::wake_background();
+                if kind == RETURNED || KITS.count(CLEAN) < READY_TARGET / 2 {
+                    switches::wake_background();
+                }
                 return;
             }
-            Err(kit) => drop(kit),
+            Err(back) => kit = back,
         }
-    } else {
-        drop(kit);
     }
-    threads::fold_exited();
+    threads::orphan(&kit.tables);
+    drop(kit);
+    if !switches::wake_background() {
+        fold_orphans();
+    }
 }
 
-/// The background thread's share of the kits: folds exited threads' figures, makes
-/// returned kits ready again (or frees them), and tops up the ready ones. Returns whether
-/// a kit is still held by a reader, to try again shortly.
+/// Moves a thread recording on inherited tables (`exclude_current_thread`) to new tables of
+/// its own: the inherited ones, with the figures of the threads before it and of this one
+/// so far, stay counted (orphaned, to be folded). `None` where the tables are its own.
+pub(crate) fn own_tables_for_exclusion(tables: &ThreadTables) -> Option<Arc<ThreadTables>> {
+    if !tables.inherited.load(Relaxed) {
+        return None;
+    }
+    let own = alloc::untracked(|| Arc::new(ThreadTables::new()));
+    own.epoch.store(tables.epoch.load(Relaxed), Relaxed);
+    threads::enroll(&own);
+    threads::orphan(tables);
+    if !switches::wake_background() {
+        fold_orphans();
+    }
+    Some(own)
+}
+
+/// Folds and frees orphaned tables on the calling thread (where the background thread
+/// cannot run).
+fn fold_orphans() {
+    alloc::untracked(|| {
+        let mut orphans = Vec::new();
+        threads::claim_orphans(&mut orphans);
+        threads::fold(&orphans);
+    });
+}
+
+/// The background thread's share of the kits: cleans used kits up to [`READY_TARGET`]
+/// clean ones, folds and frees (or zeroes) returned ones and what is past [`KEEP`], folds
+/// orphaned tables, and makes new kits when no used one is left to clean. Returns whether a
+/// kit is still held by a reader, to try again shortly.
 pub(crate) fn tend_kits() -> bool {
     alloc::untracked(|| {
-        let mut returned = Vec::new();
+        let mut orphans = Vec::new();
+        threads::claim_orphans(&mut orphans);
+        let mut batch: Vec<Kit> = Vec::new();
         while let Some(kit) = KITS.take(RETURNED) {
-            returned.push(kit);
+            batch.push(kit);
         }
-        // Their tables were moved to the exited list before they were put: fold them, so
-        // that the registry holds them no more.
-        threads::fold_exited();
-        // Threads may be starting now: make kits ready first, drop what is left after.
         let mut waiting = false;
-        let mut spent = Vec::with_capacity(returned.len());
-        let mut unkept = Vec::new();
-        for kit in returned {
-            match kit.reset(&mut spent) {
-                Reset::Ready(kit) if KITS.count(READY) < KEEP_READY => {
-                    if let Err(kit) = KITS.put(kit, READY) {
-                        unkept.push(kit);
-                    }
+        loop {
+            // Used kits past what the pool keeps, or to be made clean, a few at a time:
+            // threads may be starting, and take used kits meanwhile.
+            let (clean, used) = (KITS.count(CLEAN), KITS.count(USED));
+            let wanted = (clean + used)
+                .saturating_sub(KEEP)
+                .max(READY_TARGET.saturating_sub(clean));
+            for _ in 0..wanted.min(CLEAN_BATCH) {
+                match KITS.take(USED) {
+                    Some(kit) => batch.push(kit),
+                    None => break,
                 }
-                Reset::Ready(kit) => unkept.push(kit),
-                Reset::Free => {}
-                Reset::Held(kit) => {
-                    // A reader's merge still holds the tables: back in the pool, as returned.
-                    waiting = true;
-                    if let Err(kit) = KITS.put(kit, RETURNED) {
-                        unkept.push(kit);
+            }
+            let tables: Vec<Arc<ThreadTables>> = batch
+                .iter()
+                .map(|k| Arc::clone(&k.tables))
+                .chain(orphans.drain(..))
+                .collect();
+            threads::fold(&tables);
+            drop(tables);
+            let mut unkept = Vec::new();
+            while let Some(kit) = KITS.take(HELD) {
+                batch.push(kit);
+            }
+            let progressed = !batch.is_empty();
+            for kit in batch.drain(..) {
+                match kit.reset() {
+                    Reset::Clean(kit) if KITS.count(CLEAN) + KITS.count(USED) < KEEP => {
+                        put_clean(kit);
+                    }
+                    Reset::Clean(kit) => unkept.push(kit),
+                    Reset::Free => {}
+                    Reset::Held(kit) => {
+                        waiting = true;
+                        if let Err(kit) = KITS.put(kit, HELD) {
+                            unkept.push(kit);
+                        }
                     }
                 }
             }
+            // Kits freed here were folded and unregistered.
+            drop(unkept);
+            if !progressed || waiting {
+                break;
+            }
+            let (clean, used) = (KITS.count(CLEAN), KITS.count(USED));
+            if (clean >= READY_TARGET || used == 0) && clean + used <= KEEP {
+                break;
+            }
         }
-        drop((spent, unkept));
-        while KITS.count(READY) < READY_TARGET {
-            if KITS.put(Kit::new(), READY).is_err() {
+        while KITS.count(CLEAN) < READY_TARGET && KITS.count(USED) == 0 {
+            if !put_clean(Kit::new()) {
                 break;
             }
         }

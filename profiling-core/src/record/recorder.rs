@@ -158,13 +158,15 @@ fn retire_current_thread() {
 
 /// Gives the exiting thread's kit back (see [`kits::give_back_kit`]).
 fn give_back_kit(rec: ThreadRecorder) {
-    kits::give_back_kit(Kit {
-        tables: rec.tables,
-        cache: rec.cache,
-        stack: rec.stack,
-        depth: rec.depth,
-        cpu: Some(rec.cpu),
-    });
+    kits::give_back_kit(
+        Kit {
+            tables: rec.tables,
+            cache: rec.cache,
+            stack: rec.stack,
+            depth: rec.depth,
+        },
+        rec.cpu,
+    );
 }
 
 #[inline(always)]
@@ -529,8 +531,17 @@ pub(crate) fn now_ns() -> u64 {
 ///
 /// For threads that run annotated code only to measure the profiler itself (such as the
 /// HTTP server's overhead calibration): their calls are real, but not the application's.
+///
+/// On a thread that took a used kit (`record/kits.rs`: none clean was ready), whose tables
+/// hold the figures of earlier threads, the thread moves to tables of its own; what it
+/// recorded before the call stays counted, with those earlier threads' figures.
 pub fn exclude_current_thread() {
-    with_recorder(|r| r.tables.excluded.store(true, Relaxed));
+    with_recorder(|r| {
+        if let Some(own) = kits::own_tables_for_exclusion(&r.tables) {
+            r.tables = own;
+        }
+        r.tables.excluded.store(true, Relaxed)
+    });
 }
 
 /// Whether this thread asked for its CPU switch detector and has not picked up the answer

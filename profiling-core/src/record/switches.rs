@@ -302,7 +302,7 @@ fn spawn_named(name: &str, f: fn()) -> Option<std::thread::Thread> {
 }
 
 /// Wakes the kits' background thread (starting it if it is not yet); `false` if it could
-/// not be started. An unpark never waits.
+/// not be started. An unpark never waits (nor allocates).
 pub(crate) fn wake_background() -> bool {
     kits_worker().map(std::thread::Thread::unpark).is_some()
 }
@@ -349,6 +349,14 @@ pub fn kits_made_on_the_spot() -> u64 {
     crate::record::kits::kits_made_on_the_spot()
 }
 
+/// Holds the thread registry's lock until the value is dropped, as a snapshot reader
+/// preempted while copying the registry would (the kits' thread cannot fold meanwhile). For
+/// tests: a thread's first recorded call and its exit must not wait for it.
+#[doc(hidden)]
+pub fn hold_thread_registry() -> crate::record::threads::RegistryHold {
+    crate::record::threads::hold_registry()
+}
+
 /// How soon the background thread looks again at kits a reader still held.
 const RETRY_KITS: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -369,6 +377,9 @@ fn work() {
             } else if let Some(d) = d {
                 d.close_now();
             }
+        }
+        while let Some(d) = TO_CLOSE.take(CLOSE) {
+            d.close_now();
         }
         for job in take_jobs() {
             match job {
@@ -489,17 +500,35 @@ impl SwitchDetector {
     }
 }
 
+/// Detectors handed to the detectors' thread to close. As many slots as detectors may be
+/// open at once, so that handing one over never allocates (an exiting thread drops its
+/// detector: `record/kits.rs`); the job stack ([`submit`]) remains for the impossible case
+/// of a full set.
+static TO_CLOSE: Slots<SwitchDetector, MAX_OPEN> = Slots::new();
+/// Kind of a detector in [`TO_CLOSE`].
+const CLOSE: u8 = 1;
+
 impl Drop for SwitchDetector {
     /// Hands the detector to the background thread to close (an exiting thread does not wait
-    /// for the memory-map lock); closes it here if that thread is not running.
+    /// for the memory-map lock), without allocating; closes it here if that thread is not
+    /// running.
     fn drop(&mut self) {
         let d = Self {
             fd: self.fd,
             page: self.page,
             page_len: self.page_len,
         };
-        if let Err(Job::Close(d)) = submit(Job::Close(d)) {
+        let Some(worker) = background() else {
             d.close_now();
+            return;
+        };
+        match TO_CLOSE.put(d, CLOSE) {
+            Ok(()) => worker.unpark(),
+            Err(d) => {
+                if let Err(Job::Close(d)) = submit(Job::Close(d)) {
+                    d.close_now();
+                }
+            }
         }
     }
 }
