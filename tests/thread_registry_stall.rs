@@ -25,8 +25,12 @@ const THREADS: u64 = 200;
 
 #[test]
 fn threads_start_and_exit_while_a_reader_holds_the_registry() {
-    // Kits made and ready (the process's first thread makes its own).
-    std::thread::spawn(|| work(3)).join().unwrap();
+    // Kits made: 16 threads alive at once, whose kits come back used. Holding the lock below
+    // stops the kits' thread in its first fold, with at most 8 of them out of the pool.
+    let first: Vec<_> = (0..16).map(|_| std::thread::spawn(|| work(3))).collect();
+    first.into_iter().for_each(|t| {
+        t.join().unwrap();
+    });
     let waited = std::time::Instant::now();
     while !switches::ready_for_new_thread() {
         assert!(waited.elapsed() < Duration::from_secs(10), "no kit made ready in 10 s");
