@@ -34,10 +34,11 @@ use crate::record::tree::NodeCache;
 ///   than kits exist: a burst past [`KEEP`] plus the live threads).
 ///
 /// The kits' background thread (`profiling-kits`, see `record/switches.rs`), whenever it
-/// runs, turns used kits into clean ones (folding their tables into the retired totals,
-/// then zeroing them) so that [`READY_TARGET`] are clean, frees what is past [`KEEP`], folds
-/// and frees or zeroes kits handed back as [`RETURNED`] (too big to keep, or excluded), and
-/// makes new kits when none is left to clean. Nothing waits for it: when it falls behind,
+/// runs, makes new clean kits while the pool has room, up to [`CLEAN_TARGET`] clean (and
+/// [`READY_TARGET`] in all); once the pool holds [`KEEP`], it turns used kits into clean
+/// ones instead (folding their tables into the retired totals, then zeroing them); it
+/// frees what is past [`KEEP`], and folds and frees or zeroes kits handed back as
+/// [`RETURNED`] (too big to keep, or excluded). Nothing waits for it: when it falls behind,
 /// threads take used kits. Clean kits are there for a thread that excludes itself
 /// (`exclude_current_thread`): on inherited tables it moves to new ones, and what it recorded
 /// before on the inherited ones stays counted.
@@ -49,22 +50,29 @@ pub(crate) struct Kit {
 }
 
 /// Kits kept in the pool, clean and used, once the background thread has tended them:
-/// about 90 KiB each new, up to about 160 KiB used (the figures' chunks of a kept kit
+/// about 90 KiB each new, up to about 215 KiB used (the figures' chunks of a kept kit
 /// bounded by `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
-/// [`KEEP_FRAMES`]), so at most about 10 MiB; what a burst of threads as large leaves
-/// behind. The background thread folds and frees what is past it.
-const KEEP: usize = 64;
+/// [`KEEP_FRAMES_USED`]), so at most about 20 MiB; what a burst of threads as large leaves
+/// behind. The background thread folds and frees what is past it. Past 64, so that a
+/// burst of 64 threads finds a kit each while the background thread holds a few to clean.
+const KEEP: usize = 96;
 /// Slots of [`KITS`]. Past [`KEEP`] so that threads exiting while the background thread is
 /// not running find room (a thread that finds none leaves its tables to be folded and
 /// frees the rest of its kit itself).
 const SLOTS: usize = 2 * KEEP;
-/// Clean kits the background thread keeps ready.
+/// Kits, clean or used, the background thread keeps ready at least: it makes new ones when
+/// there are fewer.
 const READY_TARGET: usize = 32;
+/// Clean kits the background thread keeps ready (cleaning used ones).
+const CLEAN_TARGET: usize = 16;
 /// Used kits the background thread cleans at a time: it holds them out of the pool
 /// meanwhile, and may be preempted.
 const CLEAN_BATCH: usize = 8;
-/// Frames of stack a kept kit keeps room for.
+/// Frames of stack a clean kit keeps room for.
 const KEEP_FRAMES: usize = 64;
+/// Frames of stack (112 bytes each) a used kit may keep room for: a thread that recursed
+/// deeper hands its kit to the background thread to shrink (its exit frees nothing).
+const KEEP_FRAMES_USED: usize = 512;
 /// Open-frame counters (one per function) a kept kit keeps room for.
 const KEEP_DEPTHS: usize = 1024;
 /// Kind of a kit in [`KITS`]: zeroed tables, registered.
@@ -99,7 +107,7 @@ impl Kit {
     fn reusable_as_is(&self) -> bool {
         !self.tables.excluded.load(Relaxed)
             && self.tables.within_keep_limits()
-            && self.stack.capacity() <= KEEP_FRAMES
+            && self.stack.capacity() <= KEEP_FRAMES_USED
             && self.depth.capacity() <= KEEP_DEPTHS
     }
 
@@ -165,7 +173,7 @@ pub(crate) fn take_kit() -> Kit {
         Some(kit) => Some(kit),
         None => KITS.take(USED).inspect(|kit| kit.tables.inherited.store(true, Relaxed)),
     };
-    if KITS.count(CLEAN) < READY_TARGET / 2 {
+    if KITS.count(CLEAN) < CLEAN_TARGET / 2 {
         switches::wake_background();
     }
     kit.unwrap_or_else(|| {
@@ -192,7 +200,7 @@ pub(crate) fn give_back_kit(mut kit: Kit, cpu: CpuAttribution) {
     if switches::background_running() {
         match KITS.put(kit, kind) {
             Ok(()) => {
-                if kind == RETURNED || KITS.count(CLEAN) < READY_TARGET / 2 {
+                if kind == RETURNED || KITS.count(CLEAN) < CLEAN_TARGET / 2 {
                     switches::wake_background();
                 }
                 return;
@@ -234,12 +242,13 @@ fn fold_orphans() {
     });
 }
 
-/// The background thread's share of the kits: cleans used kits up to [`READY_TARGET`]
-/// clean ones, folds and frees (or zeroes) returned ones and what is past [`KEEP`], folds
-/// orphaned tables, and makes new kits when no used one is left to clean. Returns whether a
+/// The background thread's share of the kits: makes new kits (see [`top_up`]), cleans used
+/// kits up to [`CLEAN_TARGET`] clean ones once the pool is full, folds and frees (or
+/// zeroes) returned ones and what is past [`KEEP`], and folds orphaned tables. Returns whether a
 /// kit is still held by a reader, to try again shortly.
 pub(crate) fn tend_kits() -> bool {
     alloc::untracked(|| {
+        top_up();
         let mut orphans = Vec::new();
         threads::claim_orphans(&mut orphans);
         let mut batch: Vec<Kit> = Vec::new();
@@ -248,12 +257,13 @@ pub(crate) fn tend_kits() -> bool {
         }
         let mut waiting = false;
         loop {
-            // Used kits past what the pool keeps, or to be made clean, a few at a time:
-            // threads may be starting, and take used kits meanwhile.
+            // Used kits past what the pool keeps, or, once it is full, to be made clean; a
+            // few at a time: threads may be starting, and take kits meanwhile.
             let (clean, used) = (KITS.count(CLEAN), KITS.count(USED));
-            let wanted = (clean + used)
-                .saturating_sub(KEEP)
-                .max(READY_TARGET.saturating_sub(clean));
+            let mut wanted = (clean + used).saturating_sub(KEEP);
+            if clean + used >= KEEP {
+                wanted = wanted.max(CLEAN_TARGET.saturating_sub(clean));
+            }
             for _ in 0..wanted.min(CLEAN_BATCH) {
                 match KITS.take(USED) {
                     Some(kit) => batch.push(kit),
@@ -293,15 +303,27 @@ pub(crate) fn tend_kits() -> bool {
                 break;
             }
             let (clean, used) = (KITS.count(CLEAN), KITS.count(USED));
-            if (clean >= READY_TARGET || used == 0) && clean + used <= KEEP {
+            if (clean >= CLEAN_TARGET || clean + used < KEEP) && clean + used <= KEEP {
                 break;
             }
         }
-        while KITS.count(CLEAN) < READY_TARGET && KITS.count(USED) == 0 {
-            if !put_clean(Kit::new()) {
-                break;
-            }
-        }
+        top_up();
         waiting
     })
 }
+
+/// Makes new kits while fewer than [`READY_TARGET`] are ready, or fewer than
+/// [`CLEAN_TARGET`] clean ones with room in the pool: used kits are cleaned (taken out of
+/// the pool for a while) only when it is full.
+fn top_up() {
+    loop {
+        let (clean, used) = (KITS.count(CLEAN), KITS.count(USED));
+        let short = clean + used < READY_TARGET || (clean < CLEAN_TARGET && clean + used < KEEP);
+        if !short || !put_clean(Kit::new()) {
+            return;
+        }
+    }
+}
+
+// The layout the frame-stack figures above count.
+const _: () = assert!(std::mem::size_of::<Frame>() == 112);
