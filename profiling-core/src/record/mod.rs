@@ -25,6 +25,7 @@ pub(crate) mod future;
 pub(crate) mod guard;
 pub mod heap_sample;
 pub(crate) mod histogram;
+pub(crate) mod kits;
 pub mod layer;
 pub(crate) mod lock;
 pub mod memory_sample;

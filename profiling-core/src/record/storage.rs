@@ -113,6 +113,9 @@ impl FnCell {
 /// `CHUNK` is a constant so that indexing compiles to shifts and masks, not divisions.
 pub(crate) struct Chunked<T, const CHUNK: usize> {
     ptrs: Box<[AtomicPtr<T>]>,
+    /// Chunks allocated (read at a thread's exit, which must not scan `ptrs`: 48 KiB,
+    /// mostly pages never touched, whose first read faults).
+    allocated: AtomicUsize,
 }
 
 impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
@@ -136,7 +139,10 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
             }
             _ => (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
         };
-        Self { ptrs }
+        Self {
+            ptrs,
+            allocated: AtomicUsize::new(0),
+        }
     }
 
     /// The element, if its chunk exists.
@@ -167,8 +173,10 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
         let p = Box::into_raw(chunk) as *mut T;
         if slot
             .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+            .is_ok()
         {
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+        } else {
             // SAFETY: `p` was just made by `Box::into_raw` and was not published.
             drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, CHUNK)) });
         }
@@ -177,10 +185,7 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
 
     /// Number of chunks allocated.
     pub(crate) fn chunks(&self) -> usize {
-        self.ptrs
-            .iter()
-            .filter(|p| !p.load(Ordering::Acquire).is_null())
-            .count()
+        self.allocated.load(Ordering::Relaxed)
     }
 
     /// Every existing element with its index.

@@ -22,7 +22,7 @@
 //! the event (`perf_event_paranoid` above 2, a seccomp filter, a non-Linux system), fall back
 //! to windowed attribution. `PROFILING_CPU_SWITCH_DETECTION=0` switches it off. Asking
 //! allocates nothing either: requests are pooled, and a second background thread
-//! (`profiling-kits`) resets them, with the recording threads' kits (`record/recorder.rs`).
+//! (`profiling-kits`) resets them, with the recording threads' kits (`record/kits.rs`).
 //!
 //! The kernel switches its per-task perf hooks on (a code-patching static key, then an RCU
 //! grace period, under a global mutex) when the first per-task event of the system opens,
@@ -152,10 +152,20 @@ impl Requested {
 }
 
 impl Drop for Requested {
-    /// Gives the request back to the pool, for the background thread to reset.
+    /// Gives the request back to the pool: ready at once when the detectors' thread is done
+    /// with it (a detector answered and never taken is handed over to be closed), else for
+    /// the kits' thread to reset once it is. Threads starting in a burst thus find requests
+    /// ready without that thread's help; nothing here allocates.
     fn drop(&mut self) {
-        let req = Arc::clone(&self.req);
-        let _ = REQUESTS_POOL.put(req, RETURNED);
+        let kind = match Arc::get_mut(&mut self.req) {
+            Some(req) => {
+                drop(req.answer.get_mut().take());
+                *req.state.get_mut() = UNANSWERED;
+                READY
+            }
+            None => RETURNED,
+        };
+        let _ = REQUESTS_POOL.put(Arc::clone(&self.req), kind);
     }
 }
 
@@ -302,7 +312,7 @@ fn spawn_named(name: &str, f: fn()) -> Option<std::thread::Thread> {
 }
 
 /// Wakes the kits' background thread (starting it if it is not yet); `false` if it could
-/// not be started. An unpark never waits.
+/// not be started. An unpark never waits (nor allocates).
 pub(crate) fn wake_background() -> bool {
     kits_worker().map(std::thread::Thread::unpark).is_some()
 }
@@ -312,7 +322,7 @@ pub(crate) fn background_running() -> bool {
     kits_worker().is_some()
 }
 
-/// The thread that tends the recording threads' kits (`record/recorder.rs`, `Kit`) and the
+/// The thread that tends the recording threads' kits (`record/kits.rs`, `Kit`) and the
 /// detector requests, started at the first need; `None` if it could not be. Apart from the
 /// detectors' thread: opening a detector maps a page, and waits for the memory-map lock
 /// while threads start and exit, which is when kits must be made ready quickly.
@@ -324,7 +334,7 @@ fn kits_worker() -> Option<&'static std::thread::Thread> {
 /// The kits' thread's loop. It records no calls (so it has no kit itself).
 fn tend() {
     loop {
-        let held = crate::record::recorder::tend_kits() | crate::record::alloc::untracked(tend_requests);
+        let held = crate::record::kits::tend_kits() | crate::record::alloc::untracked(tend_requests);
         // Woken by `wake_background` (an unpark before the park makes it return at once).
         if held {
             std::thread::park_timeout(RETRY_KITS);
@@ -335,18 +345,26 @@ fn tend() {
 }
 
 /// Whether a thread starting now would find what its first recorded call needs made ahead
-/// (a kit and a detector request, see `record/recorder.rs`), so that neither its first call
+/// (a kit and a detector request, see `record/kits.rs`), so that neither its first call
 /// nor its exit calls the allocator. For tests and diagnostics.
 #[doc(hidden)]
 pub fn ready_for_new_thread() -> bool {
-    crate::record::recorder::kits_ready() && REQUESTS_POOL.count(READY) > 0
+    crate::record::kits::kits_ready() && REQUESTS_POOL.count(READY) > 0
 }
 
 /// Threads that found no kit ready at their first recorded call and made their own (calling
 /// the allocator), since the process started. For tests and diagnostics.
 #[doc(hidden)]
 pub fn kits_made_on_the_spot() -> u64 {
-    crate::record::recorder::kits_made_on_the_spot()
+    crate::record::kits::kits_made_on_the_spot()
+}
+
+/// Holds the thread registry's lock until the value is dropped, as a snapshot reader
+/// preempted while copying the registry would (the kits' thread cannot fold meanwhile). For
+/// tests: a thread's first recorded call and its exit must not wait for it.
+#[doc(hidden)]
+pub fn hold_thread_registry() -> crate::record::threads::RegistryHold {
+    crate::record::threads::hold_registry()
 }
 
 /// How soon the background thread looks again at kits a reader still held.
@@ -369,6 +387,9 @@ fn work() {
             } else if let Some(d) = d {
                 d.close_now();
             }
+        }
+        while let Some(d) = TO_CLOSE.take(CLOSE) {
+            d.close_now();
         }
         for job in take_jobs() {
             match job {
@@ -489,17 +510,35 @@ impl SwitchDetector {
     }
 }
 
+/// Detectors handed to the detectors' thread to close. As many slots as detectors may be
+/// open at once, so that handing one over never allocates (an exiting thread drops its
+/// detector: `record/kits.rs`); the job stack ([`submit`]) remains for the impossible case
+/// of a full set.
+static TO_CLOSE: Slots<SwitchDetector, MAX_OPEN> = Slots::new();
+/// Kind of a detector in [`TO_CLOSE`].
+const CLOSE: u8 = 1;
+
 impl Drop for SwitchDetector {
     /// Hands the detector to the background thread to close (an exiting thread does not wait
-    /// for the memory-map lock); closes it here if that thread is not running.
+    /// for the memory-map lock), without allocating; closes it here if that thread is not
+    /// running.
     fn drop(&mut self) {
         let d = Self {
             fd: self.fd,
             page: self.page,
             page_len: self.page_len,
         };
-        if let Err(Job::Close(d)) = submit(Job::Close(d)) {
+        let Some(worker) = background() else {
             d.close_now();
+            return;
+        };
+        match TO_CLOSE.put(d, CLOSE) {
+            Ok(()) => worker.unpark(),
+            Err(d) => {
+                if let Err(Job::Close(d)) = submit(Job::Close(d)) {
+                    d.close_now();
+                }
+            }
         }
     }
 }
