@@ -14,7 +14,7 @@ use crate::record::tree::NodeCache;
 
 /// What a thread needs to record, made ahead of its first call: its tables (48 KiB of chunk
 /// pointers, the first chunk of nodes, 16 KiB, and of functions, 3.3 KiB), its node cache
-/// (12 KiB), its frame stack (room for 64 frames) and depth counters: about 90 KiB by
+/// (12 KiB), its frame stack (room for 64 frames) and depth counters: about 85 KiB by
 /// these layouts.
 ///
 /// A thread's first call and its exit must not call the allocator, take a lock, or wait
@@ -50,9 +50,9 @@ pub(crate) struct Kit {
 }
 
 /// Kits kept in the pool, clean and used, once the background thread has tended them:
-/// about 90 KiB each new, up to about 215 KiB used (the figures' chunks of a kept kit
+/// about 85 KiB each new, up to about 185 KiB used (the figures' chunks of a kept kit
 /// bounded by `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
-/// [`KEEP_FRAMES_USED`]), so at most about 20 MiB; what a burst of threads as large leaves
+/// [`KEEP_FRAMES_USED`]), so at most about 17 MiB; what a burst of threads as large leaves
 /// behind. The background thread folds and frees what is past it. Past 64, so that a
 /// burst of 64 threads finds a kit each while the background thread holds a few to clean.
 const KEEP: usize = 96;
@@ -70,7 +70,7 @@ const CLEAN_TARGET: usize = 16;
 const CLEAN_BATCH: usize = 8;
 /// Frames of stack a clean kit keeps room for.
 const KEEP_FRAMES: usize = 64;
-/// Frames of stack (at most 112 bytes each) a used kit may keep room for: a thread that recursed
+/// Frames of stack (48 bytes each) a used kit may keep room for: a thread that recursed
 /// deeper hands its kit to the background thread to shrink (its exit frees nothing).
 const KEEP_FRAMES_USED: usize = 512;
 /// Open-frame counters (one per function) a kept kit keeps room for.
@@ -325,5 +325,5 @@ fn top_up() {
     }
 }
 
-// The frame-stack figures above are upper bounds: a frame is at most 112 bytes.
-const _: () = assert!(std::mem::size_of::<Frame>() <= 112);
+// The frame-stack figures above are for 48-byte frames.
+const _: () = assert!(std::mem::size_of::<Frame>() == 48);
