@@ -32,7 +32,12 @@ fn spans_created_while_switched_off_are_never_recorded() {
     let s = snapshot();
     let names: Vec<&str> = s.functions.iter().map(|f| f.name.as_str()).collect();
     assert!(s.function("layer_switched_off::created_off").is_none(), "{names:?}");
-    assert!(s.function("layer_switched_off::created_and_entered_off").is_none(), "{names:?}");
-    let on = s.function("layer_switched_off::created_on").unwrap_or_else(|| panic!("{names:?}"));
+    assert!(
+        s.function("layer_switched_off::created_and_entered_off").is_none(),
+        "{names:?}"
+    );
+    let on = s
+        .function("layer_switched_off::created_on")
+        .unwrap_or_else(|| panic!("{names:?}"));
     assert_eq!(on.calls, 1, "one span is one call, however many times it is entered");
 }
