@@ -100,14 +100,14 @@ impl CpuAttribution {
         }
     }
 
-    /// Starts detecting switches if the detector asked for has arrived. Called right after a
-    /// read, when no segment is pending but the one the read opened (which ran on the CPU).
-    #[cold]
     /// Whether a detector was asked for and its answer not yet picked up.
     pub(crate) fn awaiting_detector(&self) -> bool {
         self.requested.is_some()
     }
 
+    /// Starts detecting switches if the detector asked for has arrived. Called right after a
+    /// read, when no segment is pending but the one the read opened (which ran on the CPU).
+    #[cold]
     fn adopt_detector(&mut self, now: Timestamp) {
         let Some((requested, at)) = self.requested.as_mut() else {
             return;

@@ -59,9 +59,9 @@ impl<F: Future> Instrumented<F> {
 
 /// Closes the poll frame even when the inner poll panics.
 struct PollFrame<'a> {
-    idx: usize,
     state: &'a mut CallState,
-    /// Where the frame opened: the call's start when this is its first poll.
+    /// Where the frame opened (its index on the stack), and the call's start when this is
+    /// its first poll.
     opened: OpenedFrame,
     func: u32,
 }
@@ -74,8 +74,8 @@ impl PollFrame<'_> {
             // Ready at its first poll: the call is that one frame, which is then a sync
             // call's in every figure (latency = busy = the frame's time), and is booked as
             // one, without making the in-flight record.
-            CallState::NotStarted => recorder::pop_sync(self.idx),
-            CallState::Running(call) => recorder::pop_last_poll(self.idx, call),
+            CallState::NotStarted => recorder::pop_sync(self.opened.index),
+            CallState::Running(call) => recorder::pop_last_poll(self.opened.index, call),
             CallState::Passthrough | CallState::Done => {}
         }
         *self.state = CallState::Done;
@@ -87,8 +87,9 @@ impl Drop for PollFrame<'_> {
     /// A poll that returned `Pending` (or panicked): its frame closes, the call stays in
     /// flight.
     fn drop(&mut self) {
-        let out = recorder::pop_poll(Locator::Index(self.idx));
+        let out = recorder::pop_poll(Locator::Index(self.opened.index));
         if let CallState::NotStarted = self.state {
+            // Read before the frame's start, so the call's latency covers its busy time.
             let started_ns = self.opened.at.unix_ns();
             *self.state = CallState::Running(InFlightCall::new(self.func, self.opened.place, started_ns));
         }
@@ -122,7 +123,6 @@ impl<F: Future> Future for Instrumented<F> {
             return inner.poll(cx);
         };
         let frame = PollFrame {
-            idx: opened.index,
             state: &mut this.state,
             opened,
             func,
