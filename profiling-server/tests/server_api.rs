@@ -237,6 +237,9 @@ async fn memory_cpu_and_allocations() {
     let _g = LOCK.lock().await;
     workload();
     let (s, app) = server(quick().memory_warning_mb(1).memory_alert_mb(1_000_000));
+    // Samples are stamped in milliseconds: the CPU percent needs the two to be at least one
+    // apart, which on a fast machine the start-up sample and this one are not by themselves.
+    spin_heavy();
     s.sample_now();
     let r = get(&app, "/api/profiling/memory").await;
     assert_eq!(r.status, StatusCode::OK);

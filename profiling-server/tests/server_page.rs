@@ -197,7 +197,17 @@ async fn call_tree_holds_functions_and_their_edges() {
 async fn samples_are_the_sampler_window_with_cpu_between_them() {
     let _g = LOCK.lock().await;
     let (s, app) = app(quick());
+    // Samples are stamped in milliseconds: spin a few between them, or on a fast machine all
+    // three land in one millisecond and no interval has a length to divide by.
+    let spin = || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_millis(5) {
+            std::hint::black_box(0u64);
+        }
+    };
+    spin();
     s.sample_now();
+    spin();
     s.sample_now();
     let v = get(&app, "/api/profiling/samples", &[]).await.json();
     let samples = v["samples"].as_array().unwrap();
