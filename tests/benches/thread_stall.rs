@@ -21,6 +21,13 @@
 //! `/proc/thread-self/schedstat` (time runnable on a run queue): *blocked* = wall - on CPU -
 //! runnable, the time the thread slept (on a lock). Criterion measures the blocked time per
 //! thread.
+//!
+//! On a virtual machine *blocked* also holds the time the hypervisor took the thread's CPU
+//! away (steal). `THREAD_STALL_PROBE_SECS=30` runs only a probe of that floor: the same
+//! readings around a call that records nothing, back to back, with the machine's steal
+//! around each interval over 1 ms. The report prints, for each first call blocked over
+//! 200 µs, its page faults and the steal around it, and a control: the same readings around
+//! an unrecorded call just before each first call.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -55,6 +62,12 @@ const DEPTH: u32 = 300;
 
 #[profiled]
 fn first_call(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+/// What the control interval times: the same as [`first_call`], not annotated.
+#[inline(never)]
+fn unrecorded(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
@@ -108,6 +121,12 @@ struct Clocks {
     wall: Instant,
     on_cpu_ns: u64,
     runnable_ns: u64,
+    /// Page faults the thread has taken (minor and major): a fault on a page not yet mapped
+    /// can wait for the kernel's memory-map lock, which threads starting and exiting take.
+    faults: u64,
+    /// Voluntary context switches: the thread gave up its CPU (to sleep on a lock, or in
+    /// the kernel). Time the hypervisor takes away is not one.
+    sleeps: u64,
 }
 
 impl Clocks {
@@ -133,12 +152,15 @@ impl Clocks {
             // SAFETY: `ts` is a valid timespec to write; the clock id is a constant.
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
             let wall = Instant::now();
+            let ru = rusage();
             let after = runnable_ns();
             if after == before {
                 return Clocks {
                     wall,
                     on_cpu_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
                     runnable_ns: before,
+                    faults: ru.0,
+                    sleeps: ru.1,
                 };
             }
             before = after;
@@ -153,6 +175,22 @@ impl Clocks {
         let busy_or_queued =
             (self.on_cpu_ns + self.runnable_ns).saturating_sub(earlier.on_cpu_ns + earlier.runnable_ns);
         (wall, wall.saturating_sub(Duration::from_nanos(busy_or_queued)))
+    }
+
+    /// Page faults taken since `earlier`.
+    fn faults_since(&self, earlier: &Clocks) -> u64 {
+        self.faults.saturating_sub(earlier.faults)
+    }
+
+    /// The part of [`Clocks::since`]'s blocked time that can be a sleep: all of it when the
+    /// thread gave up its CPU since `earlier`, none otherwise (then it never slept, and
+    /// what reads as blocked is time the hypervisor took).
+    fn slept_since(&self, earlier: &Clocks) -> Duration {
+        if self.sleeps > earlier.sleeps {
+            self.since(earlier).1
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
@@ -231,6 +269,36 @@ fn runnable_ns() -> u64 {
     s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0)
 }
 
+/// Page faults (minor and major) and voluntary context switches of the calling thread so
+/// far (`getrusage(RUSAGE_THREAD)`).
+fn rusage() -> (u64, u64) {
+    // SAFETY: `rusage` is plain data, valid zeroed; `getrusage` writes it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to write; `RUSAGE_THREAD` is the calling thread.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ((ru.ru_minflt + ru.ru_majflt) as u64, ru.ru_nvcsw as u64)
+}
+
+/// Time the hypervisor ran something else on this machine's CPUs (all CPUs together, the
+/// `steal` column of `/proc/stat`'s first line, in its 10 ms ticks), read without allocating.
+/// The kernel subtracts it from a running thread's CPU time and counts it as neither running
+/// nor runnable, so the bench's *blocked* includes it.
+fn steal_ns() -> u64 {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::open("/proc/stat")
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
+    let ticks: u64 = s
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    ticks * 10_000_000
+}
+
 /// Reads one figure of a [`Blocked`].
 type Field = fn(&Blocked) -> Duration;
 
@@ -241,6 +309,18 @@ struct Blocked {
     exit: Duration,
     first_call_blocked: Duration,
     exit_blocked: Duration,
+    /// The blocked time of intervals in which the thread gave up its CPU (see
+    /// [`Clocks::slept_since`]).
+    first_call_slept: Duration,
+    exit_slept: Duration,
+    /// Page faults the first call took.
+    first_call_faults: u64,
+    /// Blocked time between the same readings around a call that records nothing, just
+    /// before the first call: what the measurement itself can show.
+    control_blocked: Duration,
+    /// Time the hypervisor took the machine's CPUs away (steal, all CPUs, 10 ms ticks)
+    /// around the first call.
+    first_call_stolen: Duration,
 }
 
 /// The four exit stamps of a thread: thread-local destructors, then key destructors.
@@ -253,12 +333,16 @@ struct ExitStamps {
 }
 
 impl ExitStamps {
-    /// Wall and blocked time between the stamps of each pair, summed.
-    fn exit(&self) -> (Duration, Duration) {
+    /// Wall, blocked and slept time between the stamps of each pair, summed.
+    fn exit(&self) -> (Duration, Duration, Duration) {
         let get = |s: &StampSlot| s.lock().unwrap().expect("the thread stamped its exit");
-        let tls = get(&self.tls_ends).since(&get(&self.tls_begins));
-        let key = get(&self.key_ends).since(&get(&self.key_begins));
-        (tls.0 + key.0, tls.1 + key.1)
+        let [tls, key] =
+            [(&self.tls_begins, &self.tls_ends), (&self.key_begins, &self.key_ends)].map(|(begins, ends)| {
+                let (begins, ends) = (get(begins), get(ends));
+                let (wall, blocked) = ends.since(&begins);
+                (wall, blocked, ends.slept_since(&begins))
+            });
+        (tls.0 + key.0, tls.1 + key.1, tls.2 + key.2)
     }
 }
 
@@ -272,12 +356,28 @@ fn wave(n: usize, keys: ExitKeys) -> Vec<Blocked> {
             let h = std::thread::spawn(move || {
                 EXIT_ENDS.with(|s| *s.0.borrow_mut() = Some(te));
                 keys.set(kb, ke);
+                // The control: the same two readings around a call that records nothing.
+                let c = Clocks::now();
+                black_box(unrecorded(i as u64));
+                let control_blocked = Clocks::now().since(&c).1;
+                let steal_before = steal_ns();
                 let t = Clocks::now();
                 black_box(first_call(i as u64));
-                let first_call = Clocks::now().since(&t);
+                let done = Clocks::now();
+                let stolen = steal_ns().saturating_sub(steal_before);
+                let (first_call, first_call_blocked) = done.since(&t);
+                let b = Blocked {
+                    first_call,
+                    first_call_blocked,
+                    first_call_slept: done.slept_since(&t),
+                    first_call_faults: done.faults_since(&t),
+                    control_blocked,
+                    first_call_stolen: Duration::from_nanos(stolen),
+                    ..Blocked::default()
+                };
                 EXIT_BEGINS.with(|s| *s.0.borrow_mut() = Some(tb));
                 black_box(recurse(DEPTH));
-                first_call
+                b
             });
             (h, stamps)
         })
@@ -285,13 +385,13 @@ fn wave(n: usize, keys: ExitKeys) -> Vec<Blocked> {
     handles
         .into_iter()
         .map(|(h, stamps)| {
-            let first_call = h.join().unwrap();
-            let exit = stamps.exit();
+            let first = h.join().unwrap();
+            let (exit, exit_blocked, exit_slept) = stamps.exit();
             Blocked {
-                first_call: first_call.0,
-                first_call_blocked: first_call.1,
-                exit: exit.0,
-                exit_blocked: exit.1,
+                exit,
+                exit_blocked,
+                exit_slept,
+                ..first
             }
         })
         .collect()
@@ -308,9 +408,11 @@ fn report_worst_case(keys: ExitKeys) {
     let after_first = on_the_spot();
     let worst = |get: Field| first.iter().map(get).max().unwrap_or_default();
     eprintln!(
-        "thread_stall: first wave of the process, worst blocked: first call {:?}, exit {:?}",
+        "thread_stall: first wave of the process, worst blocked: first call {:?}, exit {:?}; worst slept: first call {:?}, exit {:?}",
         worst(|b| b.first_call_blocked),
-        worst(|b| b.exit_blocked)
+        worst(|b| b.exit_blocked),
+        worst(|b| b.first_call_slept),
+        worst(|b| b.exit_slept)
     );
     let mut all = Vec::new();
     for _ in 0..10 {
@@ -336,12 +438,41 @@ fn report_worst_case(keys: ExitKeys) {
             "system"
         }
     );
-    let rows: [(&str, Field); 4] = [
+    let rows: [(&str, Field); 7] = [
+        ("control, blocked", |b| b.control_blocked),
         ("first call, wall", |b| b.first_call),
         ("first call, blocked", |b| b.first_call_blocked),
+        ("first call, slept", |b| b.first_call_slept),
         ("exit, wall", |b| b.exit),
         ("exit, blocked", |b| b.exit_blocked),
+        ("exit, slept", |b| b.exit_slept),
     ];
+    let faulted = all.iter().filter(|b| b.first_call_faults > 0).count();
+    let worst = all
+        .iter()
+        .max_by_key(|b| b.first_call_blocked)
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "thread_stall: first calls that took page faults: {faulted} of {} ({} faults in all); the most blocked one took {}",
+        all.len(),
+        all.iter().map(|b| b.first_call_faults).sum::<u64>(),
+        worst.first_call_faults
+    );
+    for b in all.iter().filter(|b| b.first_call_blocked > Duration::from_micros(200)) {
+        eprintln!(
+            "thread_stall: a first call blocked {:?} (wall {:?}, {} page faults, {}); the machine's CPUs stolen meanwhile: {:?}",
+            b.first_call_blocked,
+            b.first_call,
+            b.first_call_faults,
+            if b.first_call_slept > Duration::ZERO {
+                "gave up its CPU"
+            } else {
+                "never gave up its CPU"
+            },
+            b.first_call_stolen
+        );
+    }
     for (name, get) in rows {
         let v: Vec<Duration> = all.iter().map(get).collect();
         eprintln!(
@@ -353,7 +484,55 @@ fn report_worst_case(keys: ExitKeys) {
     }
 }
 
+/// Seconds of the noise probe (`THREAD_STALL_PROBE_SECS`): when set, the bench runs only
+/// [`report_noise_floor`].
+fn probe_secs() -> Option<u64> {
+    std::env::var("THREAD_STALL_PROBE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+/// What the measurement reads for a thread that takes no lock, makes no allocator call and
+/// no system call but the clocks' reads: the same two readings as a first call's, around a
+/// call that records nothing, back to back for `secs` seconds. On a virtual machine this
+/// is not zero: while the hypervisor runs something else on the thread's CPU (*steal*), the
+/// kernel counts the thread neither on a CPU nor waiting for one, so that time reads as
+/// blocked. Each interval blocked over 1 ms is printed with the steal of the machine's CPUs
+/// around it (`/proc/stat`, in 10 ms ticks, so shorter steals may not move it).
+fn report_noise_floor(secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut intervals, mut over_1ms, mut worst) = (0u64, 0u64, Duration::ZERO);
+    while Instant::now() < end {
+        let steal_before = steal_ns();
+        let t = Clocks::now();
+        black_box(unrecorded(intervals));
+        let done = Clocks::now();
+        let (_, blocked) = done.since(&t);
+        intervals += 1;
+        worst = worst.max(blocked);
+        if blocked > Duration::from_millis(1) {
+            over_1ms += 1;
+            eprintln!(
+                "thread_stall: noise probe: blocked {blocked:?} ({}); the machine's CPUs stolen meanwhile: {:?}",
+                if done.slept_since(&t) > Duration::ZERO {
+                    "gave up its CPU"
+                } else {
+                    "never gave up its CPU"
+                },
+                Duration::from_nanos(steal_ns().saturating_sub(steal_before))
+            );
+        }
+    }
+    eprintln!(
+        "thread_stall: noise probe: {intervals} intervals in {secs} s, {over_1ms} blocked over 1 ms, worst {worst:?}"
+    );
+}
+
 fn thread_stall(c: &mut Criterion) {
+    if let Some(secs) = probe_secs() {
+        report_noise_floor(secs);
+        return;
+    }
     let keys = ExitKeys::create();
     report_worst_case(keys);
     let mut g = c.benchmark_group("thread_stall");
