@@ -94,12 +94,31 @@ impl Kit {
     fn new() -> Self {
         let tables = Arc::new(ThreadTables::new());
         threads::enroll(&tables);
-        Kit {
+        let mut kit = Kit {
             tables,
             cache: NodeCache::new(),
             stack: Vec::with_capacity(KEEP_FRAMES),
             depth: Vec::with_capacity(256),
+        };
+        kit.touch_spare_room();
+        kit
+    }
+
+    /// Writes the spare room of the frame stack and of the depth counters, so that their
+    /// pages are mapped here, where the kit is made, and not at the first call of the thread
+    /// that takes it. The allocator hands out fresh pages untouched, and the first write to
+    /// one faults; a page fault can sleep on the kernel's memory-map lock, which threads
+    /// starting and exiting take (`docs/reliability.md`: first calls held 9 and 232 ms,
+    /// each on its page faults). The tables and the node cache are written when made.
+    fn touch_spare_room(&mut self) {
+        fn touch<T>(v: &mut Vec<T>) {
+            for slot in v.spare_capacity_mut() {
+                *slot = std::mem::MaybeUninit::zeroed();
+            }
+            std::hint::black_box(v.as_ptr());
         }
+        touch(&mut self.stack);
+        touch(&mut self.depth);
     }
 
     /// Whether the kit can go back to the pool as it is: figures counted (not excluded), and
@@ -125,6 +144,7 @@ impl Kit {
         self.stack.shrink_to(KEEP_FRAMES);
         self.depth.clear();
         self.depth.shrink_to(KEEP_DEPTHS);
+        self.touch_spare_room();
         Reset::Clean(self)
     }
 }

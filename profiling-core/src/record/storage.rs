@@ -118,6 +118,23 @@ pub(crate) struct Chunked<T, const CHUNK: usize> {
     allocated: AtomicUsize,
 }
 
+/// Writes a byte in each page of `room` (not yet initialized), so that its pages are mapped
+/// where a chunk is made (for a thread's first chunks, on the kits' thread) and not at the
+/// first write of the thread recording into it: that write's page fault can sleep on the
+/// kernel's memory-map lock while threads start and exit (`docs/reliability.md`: first calls
+/// held 9 and 232 ms on their page faults). Without these writes, the compiler makes the
+/// allocation and the chunk's default (zero) values one zeroed allocation, which the
+/// allocator serves with fresh pages it does not write. Volatile, so that they stay.
+fn touch_pages<T>(room: &mut [MaybeUninit<T>]) {
+    let len = std::mem::size_of_val(room);
+    let p = room.as_mut_ptr().cast::<u8>();
+    for off in (0..len).step_by(4096).chain(len.checked_sub(1)) {
+        // SAFETY: `off < len`, inside `room`, which is ours to write; any byte is a valid
+        // `MaybeUninit`.
+        unsafe { p.add(off).write_volatile(0) };
+    }
+}
+
 impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
     /// The pointer table comes zeroed from the allocator rather than written: where the
     /// allocator hands out fresh zeroed pages (glibc's `calloc` from untouched heap, for
@@ -169,7 +186,15 @@ impl<T: Default, const CHUNK: usize> Chunked<T, CHUNK> {
     #[cold]
     fn alloc_chunk(&self, i: usize) -> Option<&T> {
         let slot = self.ptrs.get(i / CHUNK)?;
-        let chunk: Box<[T]> = crate::record::alloc::untracked(|| (0..CHUNK).map(|_| T::default()).collect());
+        let chunk: Box<[T]> = crate::record::alloc::untracked(|| {
+            let mut room = Box::<[T]>::new_uninit_slice(CHUNK);
+            touch_pages(&mut room);
+            for e in room.iter_mut() {
+                e.write(T::default());
+            }
+            // SAFETY: every element was written just above.
+            unsafe { room.assume_init() }
+        });
         let p = Box::into_raw(chunk) as *mut T;
         if slot
             .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
@@ -442,6 +467,55 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pages of `[p, p + len)` resident in memory, and pages in all (`mincore`).
+    #[cfg(target_os = "linux")]
+    fn resident_pages(p: *const u8, len: usize) -> (usize, usize) {
+        // SAFETY: `sysconf` has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let start = p as usize & !(page - 1);
+        let pages = (p as usize + len - start).div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `start` is page-aligned and the range is mapped (it holds the chunk);
+        // `vec` has a byte per page.
+        let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+    }
+
+    /// A chunk's pages are mapped when it is made: the thread that records into it next (a
+    /// thread at its first call, for chunks made on the kits' thread) takes no page fault,
+    /// which could sleep on the kernel's memory-map lock. On fresh pages (an anonymous
+    /// mapping: none resident), as the allocator hands out for a chunk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn touching_a_chunks_room_maps_every_page() {
+        let len = 5 * 4096 + 100;
+        // SAFETY: an anonymous private mapping: no file, no address hint.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        // Not page-aligned, as an allocation need not be.
+        let start = map.cast::<u8>().wrapping_add(96).cast::<MaybeUninit<u64>>();
+        let n = len / 8;
+        // SAFETY: `n` elements of 8 bytes from byte 96 of the mapping (aligned for them) fit
+        // in it, and the mapping is ours alone.
+        let room = unsafe { std::slice::from_raw_parts_mut(start, n) };
+        assert_eq!(resident_pages(start.cast(), n * 8).0, 0, "fresh pages are not resident");
+        touch_pages(room);
+        let (resident, pages) = resident_pages(start.cast(), n * 8);
+        assert_eq!((resident, pages), (6, 6), "the room spans bytes 96 to 20,672: 6 pages");
+        // SAFETY: the mapping made above, unmapped once.
+        unsafe { libc::munmap(map, len + 4096) };
+    }
 
     #[test]
     fn slots_hold_at_most_n_and_give_back_by_kind() {
