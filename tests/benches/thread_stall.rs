@@ -257,13 +257,30 @@ impl ExitKeys {
     }
 }
 
+thread_local! {
+    /// The thread's `/proc/thread-self/schedstat`, opened at its first reading: a reading
+    /// inside a timed interval then reads the open file, with no path lookup, open or close
+    /// (which the kernel may do sleeping) in the interval.
+    static SCHEDSTAT: Option<std::fs::File> = std::fs::File::open("/proc/thread-self/schedstat").ok();
+}
+
 /// Time the calling thread has spent runnable, waiting for a CPU (the second field of
-/// `/proc/thread-self/schedstat`), read without allocating.
+/// `/proc/thread-self/schedstat`), read without allocating. From the thread's open file;
+/// opened on the spot once the thread's thread-locals are gone (the exit stamps of the
+/// keys' destructors).
 fn runnable_ns() -> u64 {
     use std::io::Read;
+    use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 128];
-    let n = std::fs::File::open("/proc/thread-self/schedstat")
-        .and_then(|mut f| f.read(&mut buf))
+    let n = SCHEDSTAT
+        .try_with(|f| f.as_ref().and_then(|f| f.read_at(&mut buf, 0).ok()))
+        .ok()
+        .flatten()
+        .or_else(|| {
+            std::fs::File::open("/proc/thread-self/schedstat")
+                .and_then(|mut f| f.read(&mut buf))
+                .ok()
+        })
         .unwrap_or(0);
     let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
     s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0)
@@ -397,6 +414,27 @@ fn wave(n: usize, keys: ExitKeys) -> Vec<Blocked> {
         .collect()
 }
 
+/// Prints each first call of `threads` blocked over 200 µs, with what may explain it.
+fn print_long_first_calls(waves: &str, threads: &[Blocked]) {
+    for b in threads
+        .iter()
+        .filter(|b| b.first_call_blocked > Duration::from_micros(200))
+    {
+        eprintln!(
+            "thread_stall: {waves}: a first call blocked {:?} (wall {:?}, {} page faults, {}); the machine's CPUs stolen meanwhile: {:?}",
+            b.first_call_blocked,
+            b.first_call,
+            b.first_call_faults,
+            if b.first_call_slept > Duration::ZERO {
+                "gave up its CPU"
+            } else {
+                "never gave up its CPU"
+            },
+            b.first_call_stolen
+        );
+    }
+}
+
 fn report_worst_case(keys: ExitKeys) {
     let _storm = Storm::start();
     std::thread::sleep(Duration::from_millis(50));
@@ -414,6 +452,7 @@ fn report_worst_case(keys: ExitKeys) {
         worst(|b| b.first_call_slept),
         worst(|b| b.exit_slept)
     );
+    print_long_first_calls("first wave", &first);
     let mut all = Vec::new();
     for _ in 0..10 {
         all.extend(wave(THREADS, keys));
@@ -459,20 +498,7 @@ fn report_worst_case(keys: ExitKeys) {
         all.iter().map(|b| b.first_call_faults).sum::<u64>(),
         worst.first_call_faults
     );
-    for b in all.iter().filter(|b| b.first_call_blocked > Duration::from_micros(200)) {
-        eprintln!(
-            "thread_stall: a first call blocked {:?} (wall {:?}, {} page faults, {}); the machine's CPUs stolen meanwhile: {:?}",
-            b.first_call_blocked,
-            b.first_call,
-            b.first_call_faults,
-            if b.first_call_slept > Duration::ZERO {
-                "gave up its CPU"
-            } else {
-                "never gave up its CPU"
-            },
-            b.first_call_stolen
-        );
-    }
+    print_long_first_calls("later waves", &all);
     for (name, get) in rows {
         let v: Vec<Duration> = all.iter().map(get).collect();
         eprintln!(
