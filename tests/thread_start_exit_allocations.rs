@@ -170,6 +170,30 @@ fn first_call_and_exit_make_no_allocator_call() {
             "round {round}: the profiler's exit hook called the allocator (thread-local, key destructors)"
         );
     }
+    // A burst of new threads can outrun the background thread that makes switch-detector
+    // requests ready: a first call that finds none goes without (the thread attributes CPU
+    // by windows, and asks again at its reads) rather than make one.
+    wait_until_ready();
+    let switches = &profiling_core::record::switches::requests_not_ready;
+    let held = profiling_core::record::switches::hold_detector_requests();
+    let not_ready = switches();
+    let first_call_calls = std::thread::spawn(|| {
+        CALLS.with(|c| c.set(0));
+        WATCHING.with(|w| w.set(true));
+        let r = first_call(100);
+        WATCHING.with(|w| w.set(false));
+        assert_eq!(r, 101);
+        CALLS.with(Cell::get)
+    })
+    .join()
+    .unwrap();
+    drop(held);
+    // (Counted again at each read that asked again: its exit reads too.)
+    assert!(switches() > not_ready, "the thread found no request ready");
+    assert_eq!(
+        first_call_calls, 0,
+        "the first recorded call with no detector request ready called the allocator"
+    );
     // The calls were all counted, none lost with the kits' reuse.
     let snap = profiling_core::snapshot();
     let calls: u64 = snap
@@ -178,5 +202,5 @@ fn first_call_and_exit_make_no_allocator_call() {
         .filter(|f| f.name.ends_with("first_call"))
         .map(|f| f.calls)
         .sum();
-    assert_eq!(calls, 3 + 4 * 3 + 8);
+    assert_eq!(calls, 3 + 4 * 3 + 8 + 1);
 }

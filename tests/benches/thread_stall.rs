@@ -441,9 +441,12 @@ fn report_worst_case(keys: ExitKeys) {
     // The process's first threads pay one-off costs (the kernel switching its perf hooks on,
     // the allocator's arenas, the paths' first nodes): shown apart from the steady state.
     let on_the_spot = profiling_core::record::switches::kits_made_on_the_spot;
+    let requests = profiling_core::record::switches::requests_not_ready;
     let before_first = on_the_spot();
+    let requests_before = requests();
     let first = wave(THREADS, keys);
     let after_first = on_the_spot();
+    let requests_after_first = requests();
     let worst = |get: Field| first.iter().map(get).max().unwrap_or_default();
     eprintln!(
         "thread_stall: first wave of the process, worst blocked: first call {:?}, exit {:?}; worst slept: first call {:?}, exit {:?}",
@@ -465,6 +468,11 @@ fn report_worst_case(keys: ExitKeys) {
         "thread_stall: threads that found no kit ready and made their own: {} of the first wave, {} of the later ones",
         after_first - before_first,
         on_the_spot() - after_first
+    );
+    eprintln!(
+        "thread_stall: detector requests found not ready (those threads attribute CPU by windows until one is): {} of the first wave, {} of the later ones",
+        requests_after_first - requests_before,
+        requests() - requests_after_first
     );
     eprintln!(
         "thread_stall: {} threads ({} waves of {THREADS}) under {} snapshot readers, {} allocator",

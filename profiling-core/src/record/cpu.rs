@@ -63,6 +63,9 @@ pub(crate) struct CpuAttribution {
     switches: Option<SwitchDetector>,
     /// The detector asked for and not yet answered (see `record/switches.rs`), and when.
     requested: Option<(Requested, Timestamp)>,
+    /// No request was ready when the thread asked (a burst of new threads outran the
+    /// background thread): it asks again at each read until one is.
+    ask_again: bool,
     /// The detector's sequence at the last boundary.
     last_sequence: u32,
 }
@@ -95,6 +98,7 @@ impl CpuAttribution {
             pending: [Segment::default(); PENDING],
             len: 0,
             switches: None,
+            ask_again: requested.is_none() && SwitchDetector::may_ask_again(),
             requested: requested.map(|r| (r, now)),
             last_sequence: 0,
         }
@@ -197,8 +201,21 @@ impl CpuAttribution {
         self.last_boundary = now;
         if self.requested.is_some() {
             self.adopt_detector(now);
+        } else if self.ask_again {
+            self.ask_for_detector_again(now);
         }
         now
+    }
+
+    /// Asks again for a detector that found no request ready; once asked, the CPU clock is
+    /// read at every boundary until it arrives, as after a first call.
+    #[cold]
+    fn ask_for_detector_again(&mut self, now: Timestamp) {
+        if let Some(r) = SwitchDetector::request() {
+            self.requested = Some((r, now));
+            self.ask_again = false;
+            self.window_ticks = 0;
+        }
     }
 
     /// Forgets pending segments (after a reset) and restarts the window now.

@@ -35,7 +35,8 @@
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{
-    AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -171,11 +172,12 @@ impl Drop for Requested {
 
 /// Requests, ready to be asked (kind [`READY`]) or given back by their requester (kind
 /// [`RETURNED`]) for the background thread to reset.
-static REQUESTS_POOL: Slots<Arc<Request>, 128> = Slots::new();
+static REQUESTS_POOL: Slots<Arc<Request>, 256> = Slots::new();
 const READY: u8 = 1;
 const RETURNED: u8 = 2;
-/// Requests the background thread keeps ready.
-const READY_REQUESTS: usize = 64;
+/// Requests the background thread keeps ready: a burst of 128 threads finds one each
+/// (64 bytes each, with the `Arc`'s counts).
+const READY_REQUESTS: usize = 128;
 
 /// Requests for the background thread, newest first: a lock-free stack linked through
 /// [`Request::next`], each entry one reference (`Arc::into_raw`).
@@ -251,6 +253,9 @@ fn take_requests() -> Vec<Arc<Request>> {
 /// Resets returned requests that nothing else holds and makes them ready, and tops the
 /// ready ones up to [`READY_REQUESTS`]. Returns whether one was still held (to try again).
 fn tend_requests() -> bool {
+    if REQUESTS_HELD.load(Relaxed) {
+        return false;
+    }
     let mut returned = Vec::new();
     while let Some(r) = REQUESTS_POOL.take(RETURNED) {
         returned.push(r);
@@ -299,7 +304,14 @@ fn take_jobs() -> Vec<Job> {
 /// The background thread, started at the first request; `None` if it could not be.
 fn background() -> Option<&'static std::thread::Thread> {
     static WORKER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
-    WORKER.get_or_init(|| spawn_named("profiling-switches", work)).as_ref()
+    WORKER
+        .get_or_init(|| {
+            // The process's first request finds requests ready, like every later one (the
+            // process's first recorded call makes its kit here too).
+            crate::record::alloc::untracked(tend_requests);
+            spawn_named("profiling-switches", work)
+        })
+        .as_ref()
 }
 
 /// Starts the background thread `name` running `f`; `None` if it could not be.
@@ -359,6 +371,60 @@ pub fn kits_made_on_the_spot() -> u64 {
     crate::record::kits::kits_made_on_the_spot()
 }
 
+/// Times a thread asked for a switch detector and found no request ready (it attributes
+/// CPU by windows meanwhile, and asks again at its next CPU read), since the process
+/// started. For tests and diagnostics.
+#[doc(hidden)]
+pub fn requests_not_ready() -> u64 {
+    REQUESTS_NOT_READY.load(Relaxed)
+}
+
+static REQUESTS_NOT_READY: AtomicU64 = AtomicU64::new(0);
+
+/// Set while a [`HeldRequests`] exists: the background thread makes no request ready.
+static REQUESTS_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Takes every ready detector request and keeps the background thread from making more
+/// until the value is dropped, as a burst of new threads that outran that thread would.
+/// For tests.
+#[doc(hidden)]
+pub fn hold_detector_requests() -> HeldRequests {
+    REQUESTS_HELD.store(true, Relaxed);
+    let mut held = Vec::new();
+    // The background thread may be topping the pool up as the flag is set: take what it
+    // put until a pause finds nothing more.
+    for _ in 0..100 {
+        while let Some(r) = REQUESTS_POOL.take(READY) {
+            held.push(r);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        if REQUESTS_POOL.count(READY) == 0 {
+            break;
+        }
+    }
+    HeldRequests(held)
+}
+
+/// See [`hold_detector_requests`]: dropping it gives the requests back.
+#[doc(hidden)]
+pub struct HeldRequests(Vec<Arc<Request>>);
+
+impl std::fmt::Debug for HeldRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldRequests").field("held", &self.0.len()).finish()
+    }
+}
+
+impl Drop for HeldRequests {
+    fn drop(&mut self) {
+        for r in self.0.drain(..) {
+            let _ = REQUESTS_POOL.put(r, READY);
+        }
+        REQUESTS_HELD.store(false, Relaxed);
+        wake_background();
+    }
+}
+
 /// Holds the thread registry's lock until the value is dropped, as a snapshot reader
 /// preempted while copying the registry would (the kits' thread cannot fold meanwhile). For
 /// tests: a thread's first recorded call and its exit must not wait for it.
@@ -404,17 +470,30 @@ fn work() {
 
 impl SwitchDetector {
     /// Asks the background thread for a detector for the calling thread; `None` where it is
-    /// switched off or the limit is reached (the caller then attributes by windows).
+    /// switched off, or no request is ready (see [`SwitchDetector::may_ask_again`]): the
+    /// caller then attributes by windows. Allocates nothing: a thread's first call must not
+    /// call the allocator (a new thread's first allocation waits for the allocator's shared
+    /// arena and the allocation counters' list lock, seen here for 40-55 ms under load).
     pub(crate) fn request() -> Option<Requested> {
         if !enabled_by_env() {
             return None;
         }
         let worker = background()?;
-        let req = REQUESTS_POOL.take(READY).unwrap_or_else(|| Arc::new(Request::new()));
+        let Some(req) = REQUESTS_POOL.take(READY) else {
+            REQUESTS_NOT_READY.fetch_add(1, Relaxed);
+            wake_background();
+            return None;
+        };
         // SAFETY: gettid has no preconditions.
         req.tid.store(unsafe { libc::gettid() }, Relaxed);
         push_request(&req, worker);
         Some(Requested { req })
+    }
+
+    /// Whether asking again later can bring a detector: switch detection is on and its
+    /// thread runs (a request refused now found none ready).
+    pub(crate) fn may_ask_again() -> bool {
+        enabled_by_env() && background().is_some()
     }
 
     /// A detector for the calling thread, opened now, or `None` where the kernel or the
