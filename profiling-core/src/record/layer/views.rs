@@ -24,7 +24,6 @@
 //! the start is the earliest, the last exit the latest; the first published start keeps the
 //! call's place in the tree.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::SpanTiming;
@@ -236,8 +235,11 @@ fn merge(
 /// Span callsites a thread remembers the function of.
 pub(super) const ID_CACHE: usize = 64;
 
-/// What the layer keeps per thread, in one thread-local so that a callback reaches it once.
-pub(super) struct Local {
+/// What the layer keeps per thread. It lives in the thread's recorder
+/// (`recorder::ThreadRecorder`), so that a callback reaches both through one thread-local
+/// access and one borrow: as a thread-local of its own, each callback paid a second access
+/// and borrow, and `on_close` a third for the recorder's booking of the call.
+pub(crate) struct Local {
     /// Views of the spans this thread touched last.
     pub(super) hot: [Hot; HOT_SPANS],
     /// `(metadata address, function id)` of span callsites seen last, direct-mapped by
@@ -245,28 +247,12 @@ pub(super) struct Local {
     pub(super) ids: [(usize, u32); ID_CACHE],
 }
 
-thread_local! {
-    static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local {
-            hot: [Hot::EMPTY; HOT_SPANS],
-            ids: [(0, 0); ID_CACHE],
-        })
+impl Local {
+    /// A thread's state before its first span.
+    pub(crate) const EMPTY: Local = Local {
+        hot: [Hot::EMPTY; HOT_SPANS],
+        ids: [(0, 0); ID_CACHE],
     };
-}
-
-/// Runs `f` on this thread's layer state (`None` during thread teardown or re-entry).
-#[inline(always)]
-pub(super) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
-        .ok()
-        .flatten()
-}
-
-/// Runs `f` on this thread's table of views (`None` during thread teardown or re-entry).
-#[inline(always)]
-pub(super) fn with_hot<R>(f: impl FnOnce(&mut [Hot; HOT_SPANS]) -> R) -> Option<R> {
-    with_local(|l| f(&mut l.hot))
 }
 
 #[inline(always)]
