@@ -24,9 +24,9 @@ use tracing_subscriber::Layer;
 use crate::record::alloc;
 use crate::record::call::{InFlightCall, PollOutcome};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
-use crate::record::clock::Timestamp;
+use crate::record::clock::{nanos_for_ticks, Timestamp};
+use crate::record::config;
 use crate::record::recorder::{with_span_recorder, ThreadRecorder};
-use crate::record::{config, recorder};
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.
@@ -159,9 +159,27 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
-    /// The call, from the first enter on (its place resolved under the innermost frame then).
+    /// The call, from the first enter on (its place resolved under the innermost frame then;
+    /// its `started_ns` in ticks, see [`ticks`]).
     call: Option<InFlightCall>,
-    last_exit_ns: u64,
+    /// When its last entry exited, in raw ticks ([`ticks`]).
+    last_exit: u64,
+}
+
+/// An instant as the layer keeps it: the clock's raw reading (ticks), which orders instants
+/// across threads as Unix time does. Spans convert only their wall time, once, at close
+/// ([`complete`]); converting each entry's start and end to Unix time cost two multiplies
+/// per entry.
+#[inline(always)]
+fn ticks(t: Timestamp) -> u64 {
+    t.ticks_since(Timestamp::default())
+}
+
+/// Books the call of a span that closed, last exited at `last_exit` (ticks; so is the call's
+/// `started_ns` in the layer's state, see [`ticks`]).
+#[inline(always)]
+fn complete(r: &mut ThreadRecorder, call: &InFlightCall, last_exit: u64) {
+    r.complete_span(call, nanos_for_ticks(last_exit.saturating_sub(call.started_ns)));
 }
 
 /// Marks a span created while profiling was off: it is not recorded.
@@ -225,7 +243,7 @@ where
                 let mut t = SpanTiming {
                     func,
                     call: None,
-                    last_exit_ns: 0,
+                    last_exit: 0,
                 };
                 view.sync(&mut t, gen);
                 ext.insert(t);
@@ -241,7 +259,7 @@ where
 }
 
 /// Publishes the own figures of `view`, valid when it was checked, with those of the entry
-/// that just exited (`busy_ns`, `child_latency_ns`, `end_ns`): no other thread holds a valid
+/// that just exited (`busy_ns`, `child_latency_ns`, `end`): no other thread holds a valid
 /// view of the span, so the view stays valid (unless a slow path ran since the check: then
 /// it is invalid, and exact). `false` when the view knows no slot of the span (or not the
 /// right one): the exit is then added to the view, for [`publish_elsewhere`].
@@ -249,12 +267,12 @@ where
 /// The exit's figures come as scalars, in registers: passed in memory, they were read back
 /// by one wide load just after the caller's narrower stores (a store-forwarding stall).
 #[inline(never)]
-fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end_ns: u64) -> bool {
+fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end: u64) -> bool {
     let gen = view.gen;
     let exit = Exited {
         busy_ns,
         child_latency_ns,
-        end_ns,
+        end,
     };
     if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
         return true;
@@ -298,7 +316,7 @@ where
             let mut t = SpanTiming {
                 func: view.func,
                 call: None,
-                last_exit_ns: 0,
+                last_exit: 0,
             };
             view.sync(&mut t, gen);
             ext.insert(t);
@@ -383,7 +401,7 @@ where
             let opened = r.push_span_entry(func, node, key);
             let h = &mut r.spans().hot[i];
             if node.is_none() {
-                h.start = Some((opened.place, opened.at.unix_ns()));
+                h.start = Some((opened.place, ticks(opened.at)));
             }
             h.entered += 1;
         });
@@ -406,11 +424,11 @@ where
             let exit = Exited {
                 busy_ns: out.busy,
                 child_latency_ns: out.child_wall,
-                end_ns: out.end.unix_ns(),
+                end: ticks(out.end),
             };
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(layer, key, h, exit.busy_ns, exit.child_latency_ns, exit.end_ns)
+                if !publish(layer, key, h, exit.busy_ns, exit.child_latency_ns, exit.end)
                     && !publish_elsewhere(layer, id, h, &ctx)
                 {
                     h.id = 0;
@@ -441,8 +459,8 @@ where
                 // never entered is not a call.
                 slots::free_at(h.slot, layer, key);
                 if let Some(call) = &h.merged_call() {
-                    let end_ns = h.last_exit_ns;
-                    r.complete(call, end_ns, false);
+                    let last_exit = h.last_exit;
+                    complete(r, call, last_exit);
                 }
             } else {
                 let held = *h;
@@ -487,13 +505,15 @@ where
     let Some(mut t) = t else { return };
     if let Some(h) = held {
         t.call = merged(t.call, t.func, h);
-        t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
+        t.last_exit = t.last_exit.max(h.last_exit);
     }
     // A span never entered is not a call.
     if let Some(call) = &t.call {
         match rec {
-            Some(r) => r.complete(call, t.last_exit_ns, false),
-            None => recorder::complete(call, t.last_exit_ns, false),
+            Some(r) => complete(r, call, t.last_exit),
+            None => {
+                let _ = with_span_recorder(|r| complete(r, call, t.last_exit));
+            }
         }
     }
 }
@@ -513,7 +533,7 @@ where
     let node = view.call.map(|c| c.place.node);
     let opened = r.push_span_entry(view.func, node, id.into_u64());
     if node.is_none() {
-        view.start = Some((opened.place, opened.at.unix_ns()));
+        view.start = Some((opened.place, ticks(opened.at)));
         view_from_published(layer, id, &mut view, true, ctx);
     }
 }
@@ -531,7 +551,7 @@ where
         if let Some(call) = &mut t.call {
             call.add_poll(out);
         }
-        t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
+        t.last_exit = t.last_exit.max(ticks(out.end));
     };
     if slots::with(layer, id.into_u64(), |t, _| book(t)).is_some() {
         return;

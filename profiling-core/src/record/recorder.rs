@@ -625,6 +625,13 @@ impl ThreadRecorder {
         self.push(func, node, FrameKind::Poll, owner)
     }
 
+    /// [`ThreadRecorder::complete`] for a span whose wall time is known rather than its start
+    /// and end in Unix time: the layer keeps raw clock readings.
+    #[inline(always)]
+    pub(crate) fn complete_span(&mut self, call: &InFlightCall, wall_ns: u64) {
+        self.complete(&InFlightCall { started_ns: 0, ..*call }, wall_ns, false)
+    }
+
     /// Closes the innermost open entry of span `owner` at `end`, as [`pop_poll`] does; `None`
     /// when this thread has no open entry of it.
     #[inline(always)]

@@ -51,7 +51,7 @@ static SLOTS: [Slot; CAPACITY] = [const {
         timing: UnsafeCell::new(SpanTiming {
             func: 0,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         }),
     }
 }; CAPACITY];
@@ -152,7 +152,7 @@ pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
         let t = slot.timing();
         t.func = func;
         t.call = None;
-        t.last_exit_ns = 0;
+        t.last_exit = 0;
         key.store(id, Release);
         return Some((b * WAYS + way) as u32);
     }
@@ -210,7 +210,7 @@ pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
         SpanTiming {
             func: 0,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         },
     );
     key.store(0, Release);
@@ -259,7 +259,7 @@ mod tests {
         SpanTiming {
             func,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         }
     }
 
@@ -344,14 +344,14 @@ mod tests {
                 let ids = &ids;
                 s.spawn(move || {
                     for i in 0..20_000u64 {
-                        with(layer, ids[(i as usize + t) % 2], |x, _| x.last_exit_ns += 1);
+                        with(layer, ids[(i as usize + t) % 2], |x, _| x.last_exit += 1);
                     }
                 });
             }
         });
         let total: u64 = ids
             .iter()
-            .map(|&id| release(layer, id).expect("claimed").last_exit_ns)
+            .map(|&id| release(layer, id).expect("claimed").last_exit)
             .sum();
         assert_eq!(total, 80_000);
     }

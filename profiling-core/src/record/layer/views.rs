@@ -22,7 +22,8 @@
 //! on a span of the same stripe since) takes the slow path, which merges what it holds into the published state and reads the
 //! result back. Figures are merged, never overwritten: busy time and child latency add up,
 //! the start is the earliest, the last exit the latest; the first published start keeps the
-//! call's place in the tree.
+//! call's place in the tree. Instants (starts, last exits, a call's `started_ns`) are raw
+//! clock readings here and in the published state (`super::ticks`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -78,8 +79,8 @@ pub(super) struct Hot {
     pub(super) entered: u32,
     /// The call as published when the view was taken (exact while the view is valid).
     pub(super) call: Option<InFlightCall>,
-    pub(super) last_exit_ns: u64,
-    /// Not yet published: where and when this thread's first entry started the call...
+    pub(super) last_exit: u64,
+    /// Not yet published: where and when (ticks) this thread's first entry started the call...
     pub(super) start: Option<(TreePlace, u64)>,
     /// ...and what this thread's exited entries measured since the last publication.
     pub(super) busy_ns: u64,
@@ -96,7 +97,7 @@ impl Hot {
         gen: 0,
         entered: 0,
         call: None,
-        last_exit_ns: 0,
+        last_exit: 0,
         start: None,
         busy_ns: 0,
         child_latency_ns: 0,
@@ -120,7 +121,7 @@ impl Hot {
         self.gen = gen;
         self.entered = 0;
         self.call = None;
-        self.last_exit_ns = 0;
+        self.last_exit = 0;
         self.start = None;
         self.busy_ns = 0;
         self.child_latency_ns = 0;
@@ -136,7 +137,7 @@ impl Hot {
     pub(super) fn add(&mut self, exit: Exited) {
         self.busy_ns += exit.busy_ns;
         self.child_latency_ns += exit.child_latency_ns;
-        self.last_exit_ns = self.last_exit_ns.max(exit.end_ns);
+        self.last_exit = self.last_exit.max(exit.end);
     }
 
     /// Whether the view holds figures the published state lacks.
@@ -168,12 +169,12 @@ impl Hot {
             self.busy_ns + exit.busy_ns,
             self.child_latency_ns + exit.child_latency_ns,
         );
-        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns).max(exit.end_ns);
+        let last_exit = t.last_exit.max(self.last_exit).max(exit.end);
         t.call = call;
-        t.last_exit_ns = last_exit_ns;
+        t.last_exit = last_exit;
         self.func = t.func;
         self.call = call;
-        self.last_exit_ns = last_exit_ns;
+        self.last_exit = last_exit;
         self.start = None;
         self.busy_ns = 0;
         self.child_latency_ns = 0;
@@ -186,14 +187,14 @@ impl Hot {
 pub(super) struct Exited {
     pub(super) busy_ns: u64,
     pub(super) child_latency_ns: u64,
-    pub(super) end_ns: u64,
+    pub(super) end: u64,
 }
 
 impl Exited {
     pub(super) const NONE: Exited = Exited {
         busy_ns: 0,
         child_latency_ns: 0,
-        end_ns: 0,
+        end: 0,
     };
 }
 
