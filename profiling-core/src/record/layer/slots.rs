@@ -133,6 +133,7 @@ impl Drop for Locked {
 
 /// Gives span `id` of `layer` a slot holding function `func` and nothing measured yet, and
 /// returns its index. `None` when its bucket is full: the span then lives in its extensions.
+#[inline]
 pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
@@ -221,6 +222,8 @@ pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
 /// thread holds all of it in a valid view). Takes no lock: no other callback of a span can run
 /// while it closes, a slot's `layer` is written only while its key is 0, and the next claim
 /// of the slot takes the lock.
+#[cold]
+#[inline(never)]
 pub(super) fn free(layer: u64, id: u64) {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
@@ -234,6 +237,7 @@ pub(super) fn free(layer: u64, id: u64) {
 
 /// [`free`] for a span whose slot was found at `index` before; falls back to [`free`] when
 /// that slot is not the span's.
+#[inline]
 pub(super) fn free_at(index: u32, layer: u64, id: u64) {
     let i = index as usize;
     if i < CAPACITY {

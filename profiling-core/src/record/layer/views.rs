@@ -263,8 +263,14 @@ pub(super) fn find(hot: &mut [Hot; HOT_SPANS], layer: u64, id: u64) -> Option<us
 
 /// A slot for a new view: a free one, else one that holds nothing unpublished and is not
 /// entered (dropping it loses nothing), else `None`.
+#[inline]
 pub(super) fn free_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
-    hot.iter()
-        .position(|h| h.id == 0)
-        .or_else(|| hot.iter().rposition(|h| h.entered == 0 && !h.unpublished()))
+    hot.iter().position(|h| h.id == 0).or_else(|| evictable_slot(hot))
+}
+
+/// [`free_slot`] when no slot is free.
+#[cold]
+#[inline(never)]
+fn evictable_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
+    hot.iter().rposition(|h| h.entered == 0 && !h.unpublished())
 }
