@@ -190,7 +190,7 @@ mod slots;
 mod views;
 
 pub(crate) use views::Local as SpanViews;
-use views::{find, free_slot, gen_of, merged, Exited, Hot, ID_CACHE, NO_SLOT};
+use views::{find, free_slot, gen_of, merged, slot_for_new, Exited, Hot, ID_CACHE, NO_SLOT};
 
 /// The slow path: takes a view of span `id` into `view` from its published state, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
@@ -355,7 +355,7 @@ where
             // Before any other thread can know the id: the span's home is decided here, once.
             let slot = slots::claim(layer, key, func);
             let hot = &mut l.hot;
-            if let Some(i) = find(hot, layer, key).or_else(|| free_slot(hot)) {
+            if let Some(i) = slot_for_new(hot, layer, key) {
                 hot[i].reset(layer, key, func, gen, slot.unwrap_or(NO_SLOT));
             }
         });

@@ -268,9 +268,80 @@ pub(super) fn free_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
     hot.iter().position(|h| h.id == 0).or_else(|| evictable_slot(hot))
 }
 
+/// The slot for the view of a span just created: the first free one, unless a view of an
+/// earlier span with the same id (closed on another thread, so stale: a registry reuses ids)
+/// sits below it, where [`find`] would meet it first: that one is then reused. A stale view
+/// above it is never met before the new one. Unlike `find` then [`free_slot`], the common
+/// case (the first slot free) compares no id.
+#[inline]
+pub(super) fn slot_for_new(hot: &[Hot; HOT_SPANS], layer: u64, id: u64) -> Option<usize> {
+    match hot.iter().position(|h| h.id == 0) {
+        Some(free) => Some(
+            hot[..free]
+                .iter()
+                .position(|h| h.id == id && h.layer == layer)
+                .unwrap_or(free),
+        ),
+        None => hot
+            .iter()
+            .position(|h| h.id == id && h.layer == layer)
+            .or_else(|| evictable_slot(hot)),
+    }
+}
+
 /// [`free_slot`] when no slot is free.
 #[cold]
 #[inline(never)]
 fn evictable_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
     hot.iter().rposition(|h| h.entered == 0 && !h.unpublished())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, layer: u64, entered: u32) -> Hot {
+        let mut h = Hot::EMPTY;
+        h.id = id;
+        h.layer = layer;
+        h.entered = entered;
+        h
+    }
+
+    /// A new span's view goes to the first free slot, unless a stale view of its id (an
+    /// earlier span's, closed elsewhere) sits below it, which `find` would meet first.
+    #[test]
+    fn a_new_view_takes_the_first_free_slot_unless_a_stale_view_of_its_id_is_below() {
+        let mut hot = [Hot::EMPTY; HOT_SPANS];
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(0));
+        hot[0] = view(5, 1, 1);
+        hot[1] = view(7, 1, 0);
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(1), "the stale view below is reused");
+        assert_eq!(slot_for_new(&hot, 2, 7), Some(2), "another layer's span of that id");
+        assert_eq!(slot_for_new(&hot, 1, 9), Some(2));
+        // A stale view above the first free slot: the new view, below it, is met first.
+        hot[1] = Hot::EMPTY;
+        hot[3] = view(7, 1, 0);
+        let i = slot_for_new(&hot, 1, 7).expect("a free slot");
+        assert_eq!(i, 1);
+        hot[i] = view(7, 1, 1);
+        assert_eq!(find(&mut hot, 1, 7), Some(1));
+    }
+
+    /// With no free slot, a view of the span's id anywhere is reused, else one that can be
+    /// dropped (not entered, nothing unpublished), else none.
+    #[test]
+    fn a_full_table_reuses_a_view_of_the_id_then_an_evictable_one() {
+        let mut hot = [Hot::EMPTY; HOT_SPANS];
+        for (k, h) in hot.iter_mut().enumerate() {
+            *h = view(100 + k as u64, 1, 1);
+        }
+        hot[5] = view(7, 1, 1);
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(5));
+        assert_eq!(slot_for_new(&hot, 1, 8), None, "every view entered: no room");
+        hot[2].entered = 0;
+        assert_eq!(slot_for_new(&hot, 1, 8), Some(2));
+        hot[2].busy_ns = 1;
+        assert_eq!(slot_for_new(&hot, 1, 8), None, "unpublished figures are kept");
+    }
 }
