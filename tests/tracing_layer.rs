@@ -600,3 +600,73 @@ fn more_spans_open_at_once_than_the_layer_has_slots_for() {
         SPANS / 2
     );
 }
+
+/// Runs `f` inside `n` nested entered spans: entered views are never evicted, so with `n` of
+/// 8 (the views a thread keeps) a span entered by `f` has none and goes through its published
+/// state alone (`enter_unviewed`, `exit_unviewed` in the layer).
+fn with_views_full<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    if n == 0 {
+        return f();
+    }
+    tracing::info_span!("views_filler").in_scope(|| with_views_full(n - 1, f))
+}
+
+/// One span entered here, then, after a pause, on another thread that closes it; with the
+/// views of both threads free, or full. Returns (latency, busy) bounds measured with `Instant`:
+/// inside (from within the first entry to within the last) and around (outside both).
+fn entered_here_then_elsewhere(dispatch: &Dispatch, span: tracing::Span, views: usize) -> [(u64, u64); 2] {
+    let outer = std::time::Instant::now();
+    let (first_start, first_spin) = tracing::dispatcher::with_default(dispatch, || {
+        with_views_full(views, || {
+            span.in_scope(|| {
+                let t = std::time::Instant::now();
+                (t, timed_spin(2))
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_millis(3));
+    let d = dispatch.clone();
+    let (last_end, last_spin) = std::thread::spawn(move || {
+        let last = tracing::dispatcher::with_default(&d, || {
+            with_views_full(views, || {
+                span.in_scope(|| {
+                    let spin = timed_spin(2);
+                    (std::time::Instant::now(), spin)
+                })
+            })
+        });
+        drop(span);
+        last
+    })
+    .join()
+    .unwrap();
+    let around = outer.elapsed().as_nanos() as u64;
+    let inside = last_end.duration_since(first_start).as_nanos() as u64;
+    [(inside, around), ((first_spin + last_spin).as_nanos() as u64, around)]
+}
+
+/// A span's latency runs from its first entry to its last exit, and its busy time is the sum
+/// of its entries, when those are on two threads and whether or not the threads keep a view
+/// of the span: the layer keeps instants as raw clock readings in its views and published
+/// state alike, and converts them once, at close (a reading converted on one path and not on
+/// another would put the latency out by decades).
+#[test]
+fn latency_runs_from_first_entry_to_last_exit_across_threads_with_and_without_views() {
+    let _serial = serial();
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let viewed = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_viewed"));
+    let [latency, busy] = entered_here_then_elsewhere(&dispatch, viewed, 0);
+    let unviewed = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_unviewed"));
+    let [latency_u, busy_u] = entered_here_then_elsewhere(&dispatch, unviewed, 8);
+    let s = snapshot();
+    for (short, latency, busy) in [
+        ("latency_two_threads_viewed", latency, busy),
+        ("latency_two_threads_unviewed", latency_u, busy_u),
+    ] {
+        let f = function(&s, short);
+        assert_eq!(f.calls, 1, "{short}");
+        assert_between(f.total_wall_ns, latency, &format!("{short} latency"));
+        assert_between(f.busy_ns, busy, &format!("{short} busy"));
+    }
+    assert_eq!(profiling_core::record::current_depth(), 0);
+}

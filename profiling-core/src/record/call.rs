@@ -4,11 +4,11 @@
 
 use crate::record::clock::Timestamp;
 
-/// Where a poll frame sits: its stack index, or the span that owns it.
+/// Where a poll frame sits: its stack index (the `tracing` layer finds a span's entries by
+/// owner through `recorder::ThreadRecorder::pop_span_entry`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Locator {
     Index(usize),
-    Owner(u64),
 }
 
 /// What one poll (or span entry) measured.

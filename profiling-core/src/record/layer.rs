@@ -9,8 +9,9 @@
 //! span's extensions in the `Registry`; a thread serves the spans it touches from a small
 //! table of views of that state, and publishes each entry as it exits (one lock of the slot
 //! the view remembers per entry, not one registry lookup per callback: see the thread-local
-//! fast path in `layer/views.rs`). A callback reaches the thread's layer state through one
-//! thread-local (views and callsite ids together) and the recorder through another.
+//! fast path in `layer/views.rs`). A callback reaches the thread's layer state (views and
+//! callsite ids) and its frame stack through one thread-local: the layer's state lives in the
+//! thread's recorder.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -21,9 +22,11 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::record::alloc;
-use crate::record::call::{InFlightCall, Locator, PollOutcome};
+use crate::record::call::{InFlightCall, PollOutcome};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
-use crate::record::{config, recorder};
+use crate::record::clock::{nanos_for_ticks, Timestamp};
+use crate::record::config;
+use crate::record::recorder::{with_span_recorder, ThreadRecorder};
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.
@@ -156,9 +159,27 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
-    /// The call, from the first enter on (its place resolved under the innermost frame then).
+    /// The call, from the first enter on (its place resolved under the innermost frame then;
+    /// its `started_ns` in ticks, see [`ticks`]).
     call: Option<InFlightCall>,
-    last_exit_ns: u64,
+    /// When its last entry exited, in raw ticks ([`ticks`]).
+    last_exit: u64,
+}
+
+/// An instant as the layer keeps it: the clock's raw reading (ticks), which orders instants
+/// across threads as Unix time does. Spans convert only their wall time, once, at close
+/// ([`complete`]); converting each entry's start and end to Unix time cost two multiplies
+/// per entry.
+#[inline(always)]
+fn ticks(t: Timestamp) -> u64 {
+    t.ticks_since(Timestamp::default())
+}
+
+/// Books the call of a span that closed, last exited at `last_exit` (ticks; so is the call's
+/// `started_ns` in the layer's state, see [`ticks`]).
+#[inline(always)]
+fn complete(r: &mut ThreadRecorder, call: &InFlightCall, last_exit: u64) {
+    r.complete_span(call, nanos_for_ticks(last_exit.saturating_sub(call.started_ns)));
 }
 
 /// Marks a span created while profiling was off: it is not recorded.
@@ -168,7 +189,8 @@ struct NotRecorded;
 mod slots;
 mod views;
 
-use views::{find, free_slot, gen_of, merged, with_hot, with_local, Exited, Hot, ID_CACHE, NO_SLOT};
+pub(crate) use views::Local as SpanViews;
+use views::{find, free_slot, gen_of, merged, slot_for_new, Exited, Hot, ID_CACHE, NO_SLOT};
 
 /// The slow path: takes a view of span `id` into `view` from its published state, first
 /// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
@@ -221,7 +243,7 @@ where
                 let mut t = SpanTiming {
                     func,
                     call: None,
-                    last_exit_ns: 0,
+                    last_exit: 0,
                 };
                 view.sync(&mut t, gen);
                 ext.insert(t);
@@ -237,20 +259,22 @@ where
 }
 
 /// Publishes the own figures of `view`, valid when it was checked, with those of the entry
-/// that just exited (`busy_ns`, `child_latency_ns`, `end_ns`): no other thread holds a valid
+/// that just exited (`busy_ns`, `child_latency_ns`, `end`): no other thread holds a valid
 /// view of the span, so the view stays valid (unless a slow path ran since the check: then
 /// it is invalid, and exact). `false` when the view knows no slot of the span (or not the
 /// right one): the exit is then added to the view, for [`publish_elsewhere`].
 ///
 /// The exit's figures come as scalars, in registers: passed in memory, they were read back
 /// by one wide load just after the caller's narrower stores (a store-forwarding stall).
-#[inline(never)]
-fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end_ns: u64) -> bool {
+/// Inlined into `on_exit` (as a call, saving and restoring registers and moving arguments
+/// cost 19 instructions per span).
+#[inline(always)]
+fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end: u64) -> bool {
     let gen = view.gen;
     let exit = Exited {
         busy_ns,
         child_latency_ns,
-        end_ns,
+        end,
     };
     if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
         return true;
@@ -294,7 +318,7 @@ where
             let mut t = SpanTiming {
                 func: view.func,
                 call: None,
-                last_exit_ns: 0,
+                last_exit: 0,
             };
             view.sync(&mut t, gen);
             ext.insert(t);
@@ -319,7 +343,8 @@ where
             }
             return;
         }
-        let done = with_local(|l| {
+        let done = with_span_recorder(|r| {
+            let l = r.spans();
             let func = function_id(&mut l.ids, meta);
             if func == SKIP {
                 return;
@@ -330,7 +355,7 @@ where
             // Before any other thread can know the id: the span's home is decided here, once.
             let slot = slots::claim(layer, key, func);
             let hot = &mut l.hot;
-            if let Some(i) = find(hot, layer, key).or_else(|| free_slot(hot)) {
+            if let Some(i) = slot_for_new(hot, layer, key) {
                 hot[i].reset(layer, key, func, gen, slot.unwrap_or(NO_SLOT));
             }
         });
@@ -341,30 +366,33 @@ where
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
-        let _ = with_hot(|hot| {
-            let i = match find(hot, self.instance, key) {
+        let layer = self.instance;
+        let _ = with_span_recorder(|r| {
+            let hot = &mut r.spans().hot;
+            let i = match find(hot, layer, key) {
                 Some(i) if hot[i].valid() => i,
                 Some(i) => {
-                    if !view_from_published(self.instance, id, &mut hot[i], true, &ctx) {
+                    if !view_from_published(layer, id, &mut hot[i], true, &ctx) {
                         return;
                     }
                     i
                 }
                 None => match free_slot(hot) {
                     Some(i) => {
-                        if !view_from_published(self.instance, id, &mut hot[i], false, &ctx) {
+                        if !view_from_published(layer, id, &mut hot[i], false, &ctx) {
                             return;
                         }
                         i
                     }
                     None => {
                         // No room for a view: the entry goes through the published state.
-                        enter_unviewed(self.instance, id, &ctx);
+                        enter_unviewed(r, layer, id, &ctx);
                         return;
                     }
                 },
             };
-            let h = &mut hot[i];
+            let h = &hot[i];
+            let func = h.func;
             let node = match (&h.call, &h.start) {
                 (Some(c), _) => Some(c.place.node),
                 (None, Some((place, _))) => Some(place.node),
@@ -372,70 +400,79 @@ where
             };
             // When `node` is `None`, the start is read before the frame's start, so a span
             // entered once has latency >= busy.
-            if recorder::push_span_entry(h.func, node, key, &mut h.start) {
-                h.entered += 1;
+            let opened = r.push_span_entry(func, node, key);
+            let h = &mut r.spans().hot[i];
+            if node.is_none() {
+                h.start = Some((opened.place, ticks(opened.at)));
             }
+            h.entered += 1;
         });
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        // `None` when this thread has no open entry of the span (exited elsewhere, or the
-        // entry was dropped as an orphan): nothing to book.
-        let Some(out) = recorder::pop_poll(Locator::Owner(id.into_u64())) else {
-            return;
-        };
+        let end = Timestamp::now();
         let key = id.into_u64();
-        let viewed = with_hot(|hot| {
-            let Some(i) = find(hot, self.instance, key) else {
-                return false;
+        let layer = self.instance;
+        let unviewed = with_span_recorder(|r| {
+            // `None` when this thread has no open entry of the span (exited elsewhere, or the
+            // entry was dropped as an orphan): nothing to book.
+            let out = r.pop_span_entry(key, end)?;
+            let hot = &mut r.spans().hot;
+            let Some(i) = find(hot, layer, key) else {
+                return Some(out);
             };
             let h = &mut hot[i];
             h.entered = h.entered.saturating_sub(1);
             let exit = Exited {
                 busy_ns: out.busy,
                 child_latency_ns: out.child_wall,
-                end_ns: out.end.unix_ns(),
+                end: ticks(out.end),
             };
             // Published at once: the span may be entered or closed on another thread next.
             if h.valid() {
-                if !publish(self.instance, key, h, exit.busy_ns, exit.child_latency_ns, exit.end_ns)
-                    && !publish_elsewhere(self.instance, id, h, &ctx)
+                if !publish(layer, key, h, exit.busy_ns, exit.child_latency_ns, exit.end)
+                    && !publish_elsewhere(layer, id, h, &ctx)
                 {
                     h.id = 0;
                 }
             } else {
                 h.add(exit);
-                view_from_published(self.instance, id, h, true, &ctx);
+                view_from_published(layer, id, h, true, &ctx);
             }
-            true
-        });
-        if viewed != Some(true) {
-            exit_unviewed(self.instance, id, &out, &ctx);
+            None
+        })
+        .flatten();
+        if let Some(out) = unviewed {
+            exit_unviewed(layer, id, &out, &ctx);
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
-        let viewed = with_hot(|hot| {
-            let i = find(hot, self.instance, key)?;
+        let layer = self.instance;
+        let viewed = with_span_recorder(|r| {
+            let hot = &mut r.spans().hot;
+            let i = find(hot, layer, key)?;
             let h = &mut hot[i];
             let valid = h.valid();
             h.id = 0;
             if valid {
                 // Every figure of the span is in the view: its slot is only freed. A span
                 // never entered is not a call.
-                slots::free_at(h.slot, self.instance, key);
+                slots::free_at(h.slot, layer, key);
                 if let Some(call) = &h.merged_call() {
-                    recorder::complete(call, h.last_exit_ns, false);
+                    let last_exit = h.last_exit;
+                    complete(r, call, last_exit);
                 }
             } else {
-                close_unviewed(self.instance, &id, Some(h), &ctx);
+                let held = *h;
+                close_unviewed(Some(r), layer, &id, Some(&held), &ctx);
             }
             Some(())
         })
         .flatten();
         if viewed.is_none() {
-            close_unviewed(self.instance, &id, None, &ctx);
+            close_unviewed(None, layer, &id, None, &ctx);
         }
     }
 }
@@ -456,7 +493,7 @@ fn new_span_unviewed(layer: u64, meta: &'static Metadata<'static>, key: u64) {
 /// figures of the thread's stale view (`held`), if any.
 #[cold]
 #[inline(never)]
-fn close_unviewed<S>(layer: u64, id: &Id, held: Option<&Hot>, ctx: &Context<'_, S>)
+fn close_unviewed<S>(rec: Option<&mut ThreadRecorder>, layer: u64, id: &Id, held: Option<&Hot>, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -470,11 +507,16 @@ where
     let Some(mut t) = t else { return };
     if let Some(h) = held {
         t.call = merged(t.call, t.func, h);
-        t.last_exit_ns = t.last_exit_ns.max(h.last_exit_ns);
+        t.last_exit = t.last_exit.max(h.last_exit);
     }
     // A span never entered is not a call.
     if let Some(call) = &t.call {
-        recorder::complete(call, t.last_exit_ns, false);
+        match rec {
+            Some(r) => complete(r, call, t.last_exit),
+            None => {
+                let _ = with_span_recorder(|r| complete(r, call, t.last_exit));
+            }
+        }
     }
 }
 
@@ -482,7 +524,7 @@ where
 /// at once.
 #[cold]
 #[inline(never)]
-fn enter_unviewed<S>(layer: u64, id: &Id, ctx: &Context<'_, S>)
+fn enter_unviewed<S>(r: &mut ThreadRecorder, layer: u64, id: &Id, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -491,11 +533,9 @@ where
         return;
     }
     let node = view.call.map(|c| c.place.node);
-    let Some(opened) = recorder::push_poll(view.func, node, id.into_u64()) else {
-        return;
-    };
+    let opened = r.push_span_entry(view.func, node, id.into_u64());
     if node.is_none() {
-        view.start = Some((opened.place, opened.at.unix_ns()));
+        view.start = Some((opened.place, ticks(opened.at)));
         view_from_published(layer, id, &mut view, true, ctx);
     }
 }
@@ -513,7 +553,7 @@ where
         if let Some(call) = &mut t.call {
             call.add_poll(out);
         }
-        t.last_exit_ns = t.last_exit_ns.max(out.end.unix_ns());
+        t.last_exit = t.last_exit.max(ticks(out.end));
     };
     if slots::with(layer, id.into_u64(), |t, _| book(t)).is_some() {
         return;

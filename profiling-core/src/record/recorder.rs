@@ -16,6 +16,7 @@ use crate::record::clock::Timestamp;
 use crate::record::config;
 use crate::record::cpu::CpuAttribution;
 use crate::record::kits::{self, take_kit, Kit};
+use crate::record::layer::SpanViews;
 use crate::record::storage::{bump, FnCell, NodeCell};
 use crate::record::threads::{self, Merged, ThreadTables};
 use crate::record::tree::{NodeCache, ROOT};
@@ -39,7 +40,7 @@ pub(crate) struct Frame {
 }
 
 /// The recording state of one thread: its frame stack and what it needs to book calls.
-struct ThreadRecorder {
+pub(crate) struct ThreadRecorder {
     tables: Arc<ThreadTables>,
     /// The window `tables` hold figures of.
     epoch: u64,
@@ -51,6 +52,9 @@ struct ThreadRecorder {
     /// The thread's allocation counters at the last boundary: what was allocated and freed
     /// since then belongs to the innermost frame's node (its self figures).
     alloc_mark: AllocCounters,
+    /// The `tracing` layer's state of this thread (`layer/views.rs`), here rather than in a
+    /// thread-local of its own: a layer callback reaches it and the frame stack at once.
+    spans: SpanViews,
 }
 
 impl ThreadRecorder {
@@ -68,6 +72,7 @@ impl ThreadRecorder {
             depth: kit.depth,
             cpu: CpuAttribution::new(),
             alloc_mark: alloc::thread_counters(),
+            spans: SpanViews::EMPTY,
         }
     }
 
@@ -476,18 +481,29 @@ pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<Open
 pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
     let end = Timestamp::now();
     with_recorder(|r| {
-        let idx = match at {
-            Locator::Index(idx) => idx,
-            Locator::Owner(o) => r
-                .stack
-                .iter()
-                .rposition(|f| f.kind == FrameKind::Poll && f.owner == o)?,
-        };
-        if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
+        let Locator::Index(idx) = at;
+        r.pop_poll_at(idx, end)
+    })
+    .flatten()
+}
+
+impl ThreadRecorder {
+    /// The index of the innermost open poll frame of `owner`.
+    #[inline(always)]
+    fn find_poll(&self, owner: u64) -> Option<usize> {
+        self.stack
+            .iter()
+            .rposition(|f| f.kind == FrameKind::Poll && f.owner == owner)
+    }
+
+    /// [`pop_poll`] of the frame at `idx`, on this thread's recorder.
+    #[inline(always)]
+    fn pop_poll_at(&mut self, idx: usize, end: Timestamp) -> Option<PollOutcome> {
+        if self.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return None;
         }
-        let p = r.pop(idx, end)?;
-        if let Some(n) = r.node(p.frame.node) {
+        let p = self.pop(idx, end)?;
+        if let Some(n) = self.node(p.frame.node) {
             bump(&n.busy_self, p.frame_self().busy);
         }
         Some(PollOutcome {
@@ -495,8 +511,7 @@ pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
             child_wall: p.frame.child_wall,
             end,
         })
-    })
-    .flatten()
+    }
 }
 
 /// Closes the poll frame at `idx`, the last of `call`, and records the call as it ends with
@@ -528,12 +543,18 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
 /// Unix epoch).
 #[inline]
 pub(crate) fn complete(call: &InFlightCall, end_ns: u64, cancelled: bool) {
-    with_recorder(|r| {
-        r.check_epoch();
+    with_recorder(|r| r.complete(call, end_ns, cancelled));
+}
+
+impl ThreadRecorder {
+    /// [`complete`], on this thread's recorder.
+    #[inline(always)]
+    pub(crate) fn complete(&mut self, call: &InFlightCall, end_ns: u64, cancelled: bool) {
+        self.check_epoch();
         // Its own poll frames are closed: any open frame of `func` is an enclosing call.
-        let outermost = r.depth.get(call.func as usize).copied().unwrap_or(0) == 0;
-        r.book_call(&Call::ended(call, call.place.node, end_ns, cancelled, outermost))
-    });
+        let outermost = self.depth.get(call.func as usize).copied().unwrap_or(0) == 0;
+        self.book_call(&Call::ended(call, call.place.node, end_ns, cancelled, outermost))
+    }
 }
 
 /// Now, in the recorder's clock (ns since the Unix epoch).
@@ -582,19 +603,40 @@ pub(crate) fn collect() -> Merged {
     })
 }
 
-/// Opens a poll frame for an entry of span `owner` of `func`, as [`push_poll`] does, and,
-/// when `node` is `None` (the call has no place yet), writes where and when the call started
-/// into `start`. Returns whether a frame was opened. For the `tracing` layer: the start is
-/// written in place rather than returned because the caller read back at once an
-/// [`OpenedFrame`] just stored in narrower pieces (a store-forwarding stall, about 40% of
-/// `on_enter`'s samples under `perf`).
-#[inline]
-pub(crate) fn push_span_entry(func: u32, node: Option<u32>, owner: u64, start: &mut Option<(TreePlace, u64)>) -> bool {
-    with_recorder(|r| {
-        let opened = r.push(func, node, FrameKind::Poll, owner);
-        if node.is_none() {
-            *start = Some((opened.place, opened.at.unix_ns()));
-        }
-    })
-    .is_some()
+/// Runs `f` on the calling thread's recorder, for the `tracing` layer (`None` during thread
+/// teardown or re-entry): one thread-local access and one borrow give a callback both the
+/// layer's state of the thread ([`ThreadRecorder::spans`]) and the frame stack.
+#[inline(always)]
+pub(crate) fn with_span_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Option<R> {
+    with_recorder(f)
+}
+
+/// What the `tracing` layer calls on the recorder it holds ([`with_span_recorder`]).
+impl ThreadRecorder {
+    /// The `tracing` layer's state of this thread.
+    #[inline(always)]
+    pub(crate) fn spans(&mut self) -> &mut SpanViews {
+        &mut self.spans
+    }
+
+    /// Opens a poll frame for an entry of span `owner` of `func`, as [`push_poll`] does.
+    #[inline(always)]
+    pub(crate) fn push_span_entry(&mut self, func: u32, node: Option<u32>, owner: u64) -> OpenedFrame {
+        self.push(func, node, FrameKind::Poll, owner)
+    }
+
+    /// [`ThreadRecorder::complete`] for a span whose wall time is known rather than its start
+    /// and end in Unix time: the layer keeps raw clock readings.
+    #[inline(always)]
+    pub(crate) fn complete_span(&mut self, call: &InFlightCall, wall_ns: u64) {
+        self.complete(&InFlightCall { started_ns: 0, ..*call }, wall_ns, false)
+    }
+
+    /// Closes the innermost open entry of span `owner` at `end`, as [`pop_poll`] does; `None`
+    /// when this thread has no open entry of it.
+    #[inline(always)]
+    pub(crate) fn pop_span_entry(&mut self, owner: u64, end: Timestamp) -> Option<PollOutcome> {
+        let idx = self.find_poll(owner)?;
+        self.pop_poll_at(idx, end)
+    }
 }

@@ -51,7 +51,7 @@ static SLOTS: [Slot; CAPACITY] = [const {
         timing: UnsafeCell::new(SpanTiming {
             func: 0,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         }),
     }
 }; CAPACITY];
@@ -133,6 +133,7 @@ impl Drop for Locked {
 
 /// Gives span `id` of `layer` a slot holding function `func` and nothing measured yet, and
 /// returns its index. `None` when its bucket is full: the span then lives in its extensions.
+#[inline]
 pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
@@ -152,7 +153,7 @@ pub(super) fn claim(layer: u64, id: u64, func: u32) -> Option<u32> {
         let t = slot.timing();
         t.func = func;
         t.call = None;
-        t.last_exit_ns = 0;
+        t.last_exit = 0;
         key.store(id, Release);
         return Some((b * WAYS + way) as u32);
     }
@@ -210,7 +211,7 @@ pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
         SpanTiming {
             func: 0,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         },
     );
     key.store(0, Release);
@@ -221,6 +222,8 @@ pub(super) fn release(layer: u64, id: u64) -> Option<SpanTiming> {
 /// thread holds all of it in a valid view). Takes no lock: no other callback of a span can run
 /// while it closes, a slot's `layer` is written only while its key is 0, and the next claim
 /// of the slot takes the lock.
+#[cold]
+#[inline(never)]
 pub(super) fn free(layer: u64, id: u64) {
     let b = bucket(layer, id);
     for (way, key) in KEYS[b].0.iter().enumerate() {
@@ -234,6 +237,7 @@ pub(super) fn free(layer: u64, id: u64) {
 
 /// [`free`] for a span whose slot was found at `index` before; falls back to [`free`] when
 /// that slot is not the span's.
+#[inline]
 pub(super) fn free_at(index: u32, layer: u64, id: u64) {
     let i = index as usize;
     if i < CAPACITY {
@@ -259,7 +263,7 @@ mod tests {
         SpanTiming {
             func,
             call: None,
-            last_exit_ns: 0,
+            last_exit: 0,
         }
     }
 
@@ -344,14 +348,14 @@ mod tests {
                 let ids = &ids;
                 s.spawn(move || {
                     for i in 0..20_000u64 {
-                        with(layer, ids[(i as usize + t) % 2], |x, _| x.last_exit_ns += 1);
+                        with(layer, ids[(i as usize + t) % 2], |x, _| x.last_exit += 1);
                     }
                 });
             }
         });
         let total: u64 = ids
             .iter()
-            .map(|&id| release(layer, id).expect("claimed").last_exit_ns)
+            .map(|&id| release(layer, id).expect("claimed").last_exit)
             .sum();
         assert_eq!(total, 80_000);
     }

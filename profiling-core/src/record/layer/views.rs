@@ -22,9 +22,9 @@
 //! on a span of the same stripe since) takes the slow path, which merges what it holds into the published state and reads the
 //! result back. Figures are merged, never overwritten: busy time and child latency add up,
 //! the start is the earliest, the last exit the latest; the first published start keeps the
-//! call's place in the tree.
+//! call's place in the tree. Instants (starts, last exits, a call's `started_ns`) are raw
+//! clock readings here and in the published state (`super::ticks`).
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::SpanTiming;
@@ -79,8 +79,8 @@ pub(super) struct Hot {
     pub(super) entered: u32,
     /// The call as published when the view was taken (exact while the view is valid).
     pub(super) call: Option<InFlightCall>,
-    pub(super) last_exit_ns: u64,
-    /// Not yet published: where and when this thread's first entry started the call...
+    pub(super) last_exit: u64,
+    /// Not yet published: where and when (ticks) this thread's first entry started the call...
     pub(super) start: Option<(TreePlace, u64)>,
     /// ...and what this thread's exited entries measured since the last publication.
     pub(super) busy_ns: u64,
@@ -97,7 +97,7 @@ impl Hot {
         gen: 0,
         entered: 0,
         call: None,
-        last_exit_ns: 0,
+        last_exit: 0,
         start: None,
         busy_ns: 0,
         child_latency_ns: 0,
@@ -121,7 +121,7 @@ impl Hot {
         self.gen = gen;
         self.entered = 0;
         self.call = None;
-        self.last_exit_ns = 0;
+        self.last_exit = 0;
         self.start = None;
         self.busy_ns = 0;
         self.child_latency_ns = 0;
@@ -137,7 +137,7 @@ impl Hot {
     pub(super) fn add(&mut self, exit: Exited) {
         self.busy_ns += exit.busy_ns;
         self.child_latency_ns += exit.child_latency_ns;
-        self.last_exit_ns = self.last_exit_ns.max(exit.end_ns);
+        self.last_exit = self.last_exit.max(exit.end);
     }
 
     /// Whether the view holds figures the published state lacks.
@@ -169,12 +169,12 @@ impl Hot {
             self.busy_ns + exit.busy_ns,
             self.child_latency_ns + exit.child_latency_ns,
         );
-        let last_exit_ns = t.last_exit_ns.max(self.last_exit_ns).max(exit.end_ns);
+        let last_exit = t.last_exit.max(self.last_exit).max(exit.end);
         t.call = call;
-        t.last_exit_ns = last_exit_ns;
+        t.last_exit = last_exit;
         self.func = t.func;
         self.call = call;
-        self.last_exit_ns = last_exit_ns;
+        self.last_exit = last_exit;
         self.start = None;
         self.busy_ns = 0;
         self.child_latency_ns = 0;
@@ -187,14 +187,14 @@ impl Hot {
 pub(super) struct Exited {
     pub(super) busy_ns: u64,
     pub(super) child_latency_ns: u64,
-    pub(super) end_ns: u64,
+    pub(super) end: u64,
 }
 
 impl Exited {
     pub(super) const NONE: Exited = Exited {
         busy_ns: 0,
         child_latency_ns: 0,
-        end_ns: 0,
+        end: 0,
     };
 }
 
@@ -236,8 +236,11 @@ fn merge(
 /// Span callsites a thread remembers the function of.
 pub(super) const ID_CACHE: usize = 64;
 
-/// What the layer keeps per thread, in one thread-local so that a callback reaches it once.
-pub(super) struct Local {
+/// What the layer keeps per thread. It lives in the thread's recorder
+/// (`recorder::ThreadRecorder`), so that a callback reaches both through one thread-local
+/// access and one borrow: as a thread-local of its own, each callback paid a second access
+/// and borrow, and `on_close` a third for the recorder's booking of the call.
+pub(crate) struct Local {
     /// Views of the spans this thread touched last.
     pub(super) hot: [Hot; HOT_SPANS],
     /// `(metadata address, function id)` of span callsites seen last, direct-mapped by
@@ -245,28 +248,12 @@ pub(super) struct Local {
     pub(super) ids: [(usize, u32); ID_CACHE],
 }
 
-thread_local! {
-    static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local {
-            hot: [Hot::EMPTY; HOT_SPANS],
-            ids: [(0, 0); ID_CACHE],
-        })
+impl Local {
+    /// A thread's state before its first span.
+    pub(crate) const EMPTY: Local = Local {
+        hot: [Hot::EMPTY; HOT_SPANS],
+        ids: [(0, 0); ID_CACHE],
     };
-}
-
-/// Runs `f` on this thread's layer state (`None` during thread teardown or re-entry).
-#[inline(always)]
-pub(super) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|h| h.try_borrow_mut().ok().map(|mut h| f(&mut h)))
-        .ok()
-        .flatten()
-}
-
-/// Runs `f` on this thread's table of views (`None` during thread teardown or re-entry).
-#[inline(always)]
-pub(super) fn with_hot<R>(f: impl FnOnce(&mut [Hot; HOT_SPANS]) -> R) -> Option<R> {
-    with_local(|l| f(&mut l.hot))
 }
 
 #[inline(always)]
@@ -276,8 +263,85 @@ pub(super) fn find(hot: &mut [Hot; HOT_SPANS], layer: u64, id: u64) -> Option<us
 
 /// A slot for a new view: a free one, else one that holds nothing unpublished and is not
 /// entered (dropping it loses nothing), else `None`.
+#[inline]
 pub(super) fn free_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
-    hot.iter()
-        .position(|h| h.id == 0)
-        .or_else(|| hot.iter().rposition(|h| h.entered == 0 && !h.unpublished()))
+    hot.iter().position(|h| h.id == 0).or_else(|| evictable_slot(hot))
+}
+
+/// The slot for the view of a span just created: the first free one, unless a view of an
+/// earlier span with the same id (closed on another thread, so stale: a registry reuses ids)
+/// sits below it, where [`find`] would meet it first: that one is then reused. A stale view
+/// above it is never met before the new one. Unlike `find` then [`free_slot`], the common
+/// case (the first slot free) compares no id.
+#[inline]
+pub(super) fn slot_for_new(hot: &[Hot; HOT_SPANS], layer: u64, id: u64) -> Option<usize> {
+    match hot.iter().position(|h| h.id == 0) {
+        Some(free) => Some(
+            hot[..free]
+                .iter()
+                .position(|h| h.id == id && h.layer == layer)
+                .unwrap_or(free),
+        ),
+        None => hot
+            .iter()
+            .position(|h| h.id == id && h.layer == layer)
+            .or_else(|| evictable_slot(hot)),
+    }
+}
+
+/// [`free_slot`] when no slot is free.
+#[cold]
+#[inline(never)]
+fn evictable_slot(hot: &[Hot; HOT_SPANS]) -> Option<usize> {
+    hot.iter().rposition(|h| h.entered == 0 && !h.unpublished())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, layer: u64, entered: u32) -> Hot {
+        let mut h = Hot::EMPTY;
+        h.id = id;
+        h.layer = layer;
+        h.entered = entered;
+        h
+    }
+
+    /// A new span's view goes to the first free slot, unless a stale view of its id (an
+    /// earlier span's, closed elsewhere) sits below it, which `find` would meet first.
+    #[test]
+    fn a_new_view_takes_the_first_free_slot_unless_a_stale_view_of_its_id_is_below() {
+        let mut hot = [Hot::EMPTY; HOT_SPANS];
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(0));
+        hot[0] = view(5, 1, 1);
+        hot[1] = view(7, 1, 0);
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(1), "the stale view below is reused");
+        assert_eq!(slot_for_new(&hot, 2, 7), Some(2), "another layer's span of that id");
+        assert_eq!(slot_for_new(&hot, 1, 9), Some(2));
+        // A stale view above the first free slot: the new view, below it, is met first.
+        hot[1] = Hot::EMPTY;
+        hot[3] = view(7, 1, 0);
+        let i = slot_for_new(&hot, 1, 7).expect("a free slot");
+        assert_eq!(i, 1);
+        hot[i] = view(7, 1, 1);
+        assert_eq!(find(&mut hot, 1, 7), Some(1));
+    }
+
+    /// With no free slot, a view of the span's id anywhere is reused, else one that can be
+    /// dropped (not entered, nothing unpublished), else none.
+    #[test]
+    fn a_full_table_reuses_a_view_of_the_id_then_an_evictable_one() {
+        let mut hot = [Hot::EMPTY; HOT_SPANS];
+        for (k, h) in hot.iter_mut().enumerate() {
+            *h = view(100 + k as u64, 1, 1);
+        }
+        hot[5] = view(7, 1, 1);
+        assert_eq!(slot_for_new(&hot, 1, 7), Some(5));
+        assert_eq!(slot_for_new(&hot, 1, 8), None, "every view entered: no room");
+        hot[2].entered = 0;
+        assert_eq!(slot_for_new(&hot, 1, 8), Some(2));
+        hot[2].busy_ns = 1;
+        assert_eq!(slot_for_new(&hot, 1, 8), None, "unpublished figures are kept");
+    }
 }
