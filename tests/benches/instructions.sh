@@ -6,30 +6,65 @@
 # usage: tests/benches/instructions.sh ROW FUNCTION
 #   e.g. tests/benches/instructions.sh profiled_enabled overhead::profiled_fn
 #        tests/benches/instructions.sh profiled_async_ready overhead::poll_ready
-# needs: valgrind (callgrind_annotate), python3. Builds the benchmark first; takes a minute or two.
+#        tests/benches/instructions.sh tracing_instrument_registry_profiling_layer overhead::tracing_fn
+# needs: valgrind, python3. Builds the benchmark first; takes a minute or two.
+#
+# One run: N is the number of calls of FUNCTION (the measured function); the per-call cost
+# is the self cost of every function called at least 0.9 N times, over N. One-time work
+# (the recorder's setup, the clock's calibration, which loops for a fixed time and so runs
+# a number of instructions that depends on the load) lives in functions called a few times
+# and drops out. So do the thread CPU clock's reads: under valgrind, which runs code some
+# 50 times slower, a window of wall time holds far fewer calls than natively. Repeat runs
+# agree within about 1% (the boundaries that end a CPU window, which is wall time, are a
+# varying share of the calls). The earlier version took the difference of two runs of
+# different lengths, which the calibration's varying count moved by up to 4%.
 set -eu
 ROW=$1
 FUNCTION=$2
 cargo bench -p profiling-integration --features bench-peers --bench overhead --no-run >/dev/null 2>&1
 BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/overhead-* | grep -v '\.d$' | head -1)
-# Two runs of different lengths: the difference of their counts over the difference of their
-# calls is the marginal cost of a call, free of one-time costs (the recorder's setup, the
-# clock's calibration) that a single run would spread over however many calls it made.
-count() {
-    out=$(mktemp)
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --bench --profile-time "$1" "per_call/$ROW\$" >/dev/null 2>&1
-    callgrind_annotate --tree=both --inclusive=yes "$out" 2>/dev/null | python3 -c '
-import re, sys
-f = sys.argv[1]
-for line in sys.stdin:
-    m = re.match(r"\s*([\d,]+) .*>\s+\S*:" + re.escape(f) + r" .*\(([\d,]+)x\)", line)
-    if m:
-        ir, n = (int(g.replace(",", "")) for g in m.groups())
-        if n > 1000:
-            print(ir, n)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --bench --profile-time 1 "per_call/$ROW\$" >/dev/null 2>&1
+python3 - "$out" "$FUNCTION" <<'EOF'
+import collections, re, sys
+path, function = sys.argv[1], sys.argv[2]
+self_cost, calls = collections.Counter(), collections.Counter()
+names, fn, cfn, after_calls = {}, None, None, False
+
+def name(token):
+    # Callgrind compresses names: "(12) full name" the first time, "(12)" after.
+    m = re.match(r"\((\d+)\)(?: (.*))?", token)
+    if not m:
+        return token
+    if m.group(2):
+        names[m.group(1)] = m.group(2)
+    return names[m.group(1)]
+
+for line in open(path):
+    if line.startswith("fn="):
+        fn = name(line[3:].strip())
+    elif line.startswith("cfn="):
+        cfn = name(line[4:].strip())
+    elif line.startswith("calls="):
+        calls[cfn] += int(line[6:].split()[0])
+        after_calls = True
+    elif line[:1].isdigit() or line[:1] in "+-*":
+        if after_calls:  # the inclusive cost of the call just named: not self cost
+            after_calls = False
+        elif fn:
+            self_cost[fn] += int(line.split()[-1])
+
+n = max((c for f, c in calls.items() if f == function or f.endswith(" " + function)), default=0)
+if n < 1000:
+    sys.exit(f"{function}: called {n} times in the run; is it the row's function?")
+hot = [(c / n, calls[f] / n, f) for f, c in self_cost.items()
+       if calls.get(f, 0) >= 0.9 * n and not re.search(r"clock_gettime|quanta|Timespec|Instant", f)]
+print(f"{function}: {sum(h[0] for h in hot):.1f} instructions per call ({n} calls)")
+for per_call, times, f in sorted(hot, reverse=True):
+    if per_call >= 1:
+        try:
+            print(f"  {per_call:7.1f}  x{times:.2f}  {f[:120]}")
+        except BrokenPipeError:  # the reader (`head`) has what it wanted
             break
-' "$FUNCTION"
-    rm -f "$out"
-}
-set -- $(count 1) $(count 4)
-python3 -c "import sys; a, b, c, d = map(int, sys.argv[1:]); print('$FUNCTION: %.1f instructions per call (%d and %d calls)' % ((c - a) / (d - b), b, d))" "$@"
+EOF
