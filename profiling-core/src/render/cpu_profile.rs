@@ -288,6 +288,27 @@ fn is_profiler_frame(name: &str) -> bool {
     name.starts_with("backtrace::") || name.contains("cpu_profile::sample_guard::") || name == "__restore_rt"
 }
 
+/// Index of the interrupted frame in a stack unwound from inside the signal handler (frames
+/// innermost first, each as its symbols): the one past the profiler's own frames, and past
+/// the signal trampoline (`__restore_rt`). In a stripped libc the trampoline has no symbol:
+/// then the unnamed frame right after the handler is it, not the interrupted code; after a
+/// named trampoline, an unnamed frame is the program's (a stripped library, generated
+/// code). 0 when no frame is the profiler's.
+fn first_frame_past_profiler(callers: &[Vec<FrameInfo>]) -> usize {
+    let Some(last) = callers
+        .iter()
+        .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
+    else {
+        return 0;
+    };
+    let trampoline_named = callers[last].iter().any(|f| f.name == "__restore_rt");
+    if !trampoline_named && callers.get(last + 1).is_some_and(Vec::is_empty) {
+        last + 2
+    } else {
+        last + 1
+    }
+}
+
 impl CpuProfile {
     /// Symbolizes the raw samples: each frame's instruction address becomes a pprof location
     /// in the mapping that holds it (`/proc/self/maps`); the interrupted (leaf) frame keeps
@@ -332,18 +353,11 @@ impl CpuProfile {
             }
             let ips = &sample.ips;
             let callers: Vec<Vec<FrameInfo>> = ips.iter().map(|&ip| resolve(ip.saturating_sub(1))).collect();
-            let mut leaf = 0;
-            if !sample.from_interrupted {
-                leaf = callers
-                    .iter()
-                    .rposition(|fs| fs.iter().any(|f| is_profiler_frame(&f.name)))
-                    .map_or(0, |i| i + 1);
-                // The signal trampoline (`__restore_rt`) has no symbol in a stripped libc:
-                // the unnamed frame right after the handler is it, not the interrupted code.
-                if leaf > 0 && callers.get(leaf).is_some_and(Vec::is_empty) {
-                    leaf += 1;
-                }
-            }
+            let leaf = if sample.from_interrupted {
+                0
+            } else {
+                first_frame_past_profiler(&callers)
+            };
             let thread = label(sample.thread);
             let mut locations = Vec::new();
             let mut stack: Vec<String> = Vec::new();
@@ -554,6 +568,47 @@ pub(crate) fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame's symbols as the symbolizer gives them: one per function (inlined ones
+    /// first), none for an address it cannot name.
+    fn frame(names: &[&str]) -> Vec<FrameInfo> {
+        names
+            .iter()
+            .map(|n| FrameInfo {
+                name: (*n).to_owned(),
+                system_name: (*n).to_owned(),
+                file: String::new(),
+                line: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_interrupted_frame_is_past_the_handler_and_the_trampoline() {
+        let handler = frame(&[
+            "backtrace::trace",
+            "profiling_core::render::cpu_profile::sample_guard::on_signal",
+        ]);
+        // Named trampoline (libc with symbols): the frame after it is the interrupted one.
+        let named = [
+            handler.clone(),
+            frame(&["__restore_rt"]),
+            frame(&["app::work"]),
+            frame(&["main"]),
+        ];
+        assert_eq!(first_frame_past_profiler(&named), 2);
+        // Unnamed trampoline (stripped libc): the unnamed frame right after the handler is
+        // skipped as well.
+        let unnamed = [handler.clone(), frame(&[]), frame(&["app::work"]), frame(&["main"])];
+        assert_eq!(first_frame_past_profiler(&unnamed), 2);
+        // An unnamed frame further out is the program's (a JIT, a stripped library): kept.
+        let later = [handler, frame(&["__restore_rt"]), frame(&[]), frame(&["main"])];
+        assert_eq!(first_frame_past_profiler(&later), 2);
+        // No profiler frame (the handler dropped its own): the innermost frame is the leaf,
+        // unnamed or not.
+        assert_eq!(first_frame_past_profiler(&[frame(&[]), frame(&["main"])]), 0);
+        assert_eq!(first_frame_past_profiler(&[]), 0);
+    }
 
     #[test]
     fn strips_legacy_hashes_only() {
