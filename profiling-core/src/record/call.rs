@@ -4,13 +4,6 @@
 
 use crate::record::clock::Timestamp;
 
-/// Where a poll frame sits: its stack index (the `tracing` layer finds a span's entries by
-/// owner through `recorder::ThreadRecorder::pop_span_entry`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Locator {
-    Index(usize),
-}
-
 /// What one poll (or span entry) measured.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PollOutcome {
@@ -47,7 +40,9 @@ pub(crate) struct OpenedFrame {
 pub(crate) struct InFlightCall {
     pub(crate) func: u32,
     pub(crate) place: TreePlace,
-    /// When the first poll (or entry) began, ns since the Unix epoch.
+    /// When the first poll (or entry) began: ns since the Unix epoch for a future; raw
+    /// clock ticks for a span of the `tracing` layer, which converts only the wall time, at
+    /// close (`layer.rs`, `ticks`).
     pub(crate) started_ns: u64,
     /// Sum of its polls (or entries).
     pub(crate) busy_ns: u64,

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::record::call::{InFlightCall, Locator, OpenedFrame};
+use crate::record::call::{InFlightCall, OpenedFrame};
 use crate::record::callsite::Callsite;
 use crate::record::config;
 use crate::record::recorder;
@@ -87,7 +87,7 @@ impl Drop for PollFrame<'_> {
     /// A poll that returned `Pending` (or panicked): its frame closes, the call stays in
     /// flight.
     fn drop(&mut self) {
-        let out = recorder::pop_poll(Locator::Index(self.opened.index));
+        let out = recorder::pop_poll(self.opened.index);
         if let CallState::NotStarted = self.state {
             // Read before the frame's start, so the call's latency covers its busy time.
             let started_ns = self.opened.at.unix_ns();

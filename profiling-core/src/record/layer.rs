@@ -26,7 +26,7 @@ use crate::record::call::{InFlightCall, PollOutcome};
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
 use crate::record::clock::{nanos_for_ticks, Timestamp};
 use crate::record::config;
-use crate::record::recorder::{with_span_recorder, ThreadRecorder};
+use crate::record::recorder::{with_recorder, ThreadRecorder};
 
 /// Name of the field that `#[profiled(span)]` puts on its spans. Such spans are already
 /// recorded by the function's own guard, so the layer skips them.
@@ -179,7 +179,7 @@ fn ticks(t: Timestamp) -> u64 {
 /// `started_ns` in the layer's state, see [`ticks`]).
 #[inline(always)]
 fn complete(r: &mut ThreadRecorder, call: &InFlightCall, last_exit: u64) {
-    r.complete_span(call, nanos_for_ticks(last_exit.saturating_sub(call.started_ns)));
+    r.complete(call, nanos_for_ticks(last_exit.saturating_sub(call.started_ns)), false);
 }
 
 /// Marks a span created while profiling was off: it is not recorded.
@@ -343,7 +343,7 @@ where
             }
             return;
         }
-        let done = with_span_recorder(|r| {
+        let done = with_recorder(|r| {
             let l = r.spans();
             let func = function_id(&mut l.ids, meta);
             if func == SKIP {
@@ -367,7 +367,7 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
         let layer = self.instance;
-        let _ = with_span_recorder(|r| {
+        let _ = with_recorder(|r| {
             let hot = &mut r.spans().hot;
             let i = match find(hot, layer, key) {
                 Some(i) if hot[i].valid() => i,
@@ -413,7 +413,7 @@ where
         let end = Timestamp::now();
         let key = id.into_u64();
         let layer = self.instance;
-        let unviewed = with_span_recorder(|r| {
+        let unviewed = with_recorder(|r| {
             // `None` when this thread has no open entry of the span (exited elsewhere, or the
             // entry was dropped as an orphan): nothing to book.
             let out = r.pop_span_entry(key, end)?;
@@ -450,7 +450,7 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
         let layer = self.instance;
-        let viewed = with_span_recorder(|r| {
+        let viewed = with_recorder(|r| {
             let hot = &mut r.spans().hot;
             let i = find(hot, layer, key)?;
             let h = &mut hot[i];
@@ -514,7 +514,7 @@ where
         match rec {
             Some(r) => complete(r, call, t.last_exit),
             None => {
-                let _ = with_span_recorder(|r| complete(r, call, t.last_exit));
+                let _ = with_recorder(|r| complete(r, call, t.last_exit));
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
 use crate::record::alloc::{self, AllocCounters};
-use crate::record::call::{InFlightCall, Locator, OpenedFrame, PollOutcome, TreePlace};
+use crate::record::call::{InFlightCall, OpenedFrame, PollOutcome, TreePlace};
 use crate::record::clock::Timestamp;
 use crate::record::config;
 use crate::record::cpu::CpuAttribution;
@@ -176,8 +176,11 @@ fn give_back_kit(rec: ThreadRecorder) {
     );
 }
 
+/// Runs `f` on the calling thread's recorder (`None` during thread teardown or re-entry).
+/// The `tracing` layer's callbacks use it too: one thread-local access and one borrow give
+/// them both the layer's state of the thread ([`ThreadRecorder::spans`]) and the frame stack.
 #[inline(always)]
-fn with_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Option<R> {
+pub(crate) fn with_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Option<R> {
     RECORDER
         .try_with(|slot| slot.0.try_borrow_mut().ok().map(|mut r| f(&mut r)))
         .ok()
@@ -423,13 +426,13 @@ impl Call {
     /// An async call or span `call`, under `node`, as it ends at `end_ns` with the figures it
     /// has gathered (its closed polls).
     #[inline(always)]
-    fn ended(call: &InFlightCall, node: u32, end_ns: u64, cancelled: bool, outermost: bool) -> Call {
+    fn ended(call: &InFlightCall, node: u32, wall: u64, cancelled: bool, outermost: bool) -> Call {
         Call {
             func: call.func,
             node,
             folded: call.place.folded,
             parent: Some(call.place.parent),
-            wall: end_ns.saturating_sub(call.started_ns),
+            wall,
             busy: call.busy_ns,
             child_wall: call.child_latency_ns,
             cancelled,
@@ -476,15 +479,13 @@ pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<Open
     with_recorder(|r| r.push(func, node, FrameKind::Poll, owner))
 }
 
-/// Closes a poll frame and books its self busy time (its allocations are booked at its boundaries).
+/// Closes the poll frame at stack index `idx` and books its self busy time (its allocations
+/// are booked at its boundaries). The `tracing` layer finds a span's entries by owner
+/// instead ([`ThreadRecorder::pop_span_entry`]).
 #[inline]
-pub(crate) fn pop_poll(at: Locator) -> Option<PollOutcome> {
+pub(crate) fn pop_poll(idx: usize) -> Option<PollOutcome> {
     let end = Timestamp::now();
-    with_recorder(|r| {
-        let Locator::Index(idx) = at;
-        r.pop_poll_at(idx, end)
-    })
-    .flatten()
+    with_recorder(|r| r.pop_poll_at(idx, end)).flatten()
 }
 
 impl ThreadRecorder {
@@ -529,7 +530,8 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
         };
         // The frame's node is the call's: every poll after the first reopens it. Its own
         // frames are closed: any open frame of `func` is an enclosing call.
-        let ended = Call::ended(call, p.frame.node, end.unix_ns(), false, p.outermost);
+        let wall = end.unix_ns().saturating_sub(call.started_ns);
+        let ended = Call::ended(call, p.frame.node, wall, false, p.outermost);
         r.book_call(&Call {
             busy: ended.busy + p.elapsed,
             child_wall: ended.child_wall + p.frame.child_wall,
@@ -539,21 +541,22 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
     });
 }
 
-/// Records one finished (or cancelled) async call or span, ended at `end_ns` (ns since the
+/// Records one finished (or cancelled) async call, ended at `end_ns` (ns since the
 /// Unix epoch).
 #[inline]
 pub(crate) fn complete(call: &InFlightCall, end_ns: u64, cancelled: bool) {
-    with_recorder(|r| r.complete(call, end_ns, cancelled));
+    with_recorder(|r| r.complete(call, end_ns.saturating_sub(call.started_ns), cancelled));
 }
 
 impl ThreadRecorder {
-    /// [`complete`], on this thread's recorder.
+    /// [`complete`], on this thread's recorder, for a call of wall time `wall_ns` (the
+    /// `tracing` layer, which keeps raw clock readings, converts only that).
     #[inline(always)]
-    pub(crate) fn complete(&mut self, call: &InFlightCall, end_ns: u64, cancelled: bool) {
+    pub(crate) fn complete(&mut self, call: &InFlightCall, wall_ns: u64, cancelled: bool) {
         self.check_epoch();
         // Its own poll frames are closed: any open frame of `func` is an enclosing call.
         let outermost = self.depth.get(call.func as usize).copied().unwrap_or(0) == 0;
-        self.book_call(&Call::ended(call, call.place.node, end_ns, cancelled, outermost))
+        self.book_call(&Call::ended(call, call.place.node, wall_ns, cancelled, outermost))
     }
 }
 
@@ -603,15 +606,7 @@ pub(crate) fn collect() -> Merged {
     })
 }
 
-/// Runs `f` on the calling thread's recorder, for the `tracing` layer (`None` during thread
-/// teardown or re-entry): one thread-local access and one borrow give a callback both the
-/// layer's state of the thread ([`ThreadRecorder::spans`]) and the frame stack.
-#[inline(always)]
-pub(crate) fn with_span_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Option<R> {
-    with_recorder(f)
-}
-
-/// What the `tracing` layer calls on the recorder it holds ([`with_span_recorder`]).
+/// What the `tracing` layer calls on the recorder it holds ([`with_recorder`]).
 impl ThreadRecorder {
     /// The `tracing` layer's state of this thread.
     #[inline(always)]
@@ -623,13 +618,6 @@ impl ThreadRecorder {
     #[inline(always)]
     pub(crate) fn push_span_entry(&mut self, func: u32, node: Option<u32>, owner: u64) -> OpenedFrame {
         self.push(func, node, FrameKind::Poll, owner)
-    }
-
-    /// [`ThreadRecorder::complete`] for a span whose wall time is known rather than its start
-    /// and end in Unix time: the layer keeps raw clock readings.
-    #[inline(always)]
-    pub(crate) fn complete_span(&mut self, call: &InFlightCall, wall_ns: u64) {
-        self.complete(&InFlightCall { started_ns: 0, ..*call }, wall_ns, false)
     }
 
     /// Closes the innermost open entry of span `owner` at `end`, as [`pop_poll`] does; `None`
