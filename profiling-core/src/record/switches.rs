@@ -176,8 +176,9 @@ static REQUESTS_POOL: Slots<Arc<Request>, 256> = Slots::new();
 const READY: u8 = 1;
 const RETURNED: u8 = 2;
 /// Requests the background thread keeps ready: a burst of 128 threads finds one each
-/// (64 bytes each, with the `Arc`'s counts).
+/// (64 bytes each, with the `Arc`'s counts: checked below).
 const READY_REQUESTS: usize = 128;
+const _: () = assert!(std::mem::size_of::<Request>() + 2 * std::mem::size_of::<usize>() == 64);
 
 /// Requests for the background thread, newest first: a lock-free stack linked through
 /// [`Request::next`], each entry one reference (`Arc::into_raw`).
