@@ -399,6 +399,18 @@ pub(crate) fn thread_counters() -> AllocCounters {
         .unwrap_or_default()
 }
 
+/// This thread's allocation and free counts: the two figures that change at every event,
+/// so [`thread_counters`] need be read only when one of them moved.
+#[inline(always)]
+pub(crate) fn thread_event_counts() -> (u64, u64) {
+    COUNTERS
+        .try_with(|c| {
+            // SAFETY: as in `thread_counters`.
+            unsafe { (*c.alloc_count.as_ptr(), *c.freed_count.as_ptr()) }
+        })
+        .unwrap_or_default()
+}
+
 /// Runs `f` with this thread's allocation counting suspended: for the profiler's own
 /// bookkeeping, which must never be attributed to the user's function that triggered it.
 #[inline]

@@ -211,9 +211,15 @@ impl ThreadRecorder {
     fn depth_mut(&mut self, func: u32) -> &mut u32 {
         let i = func as usize;
         if i >= self.depth.len() {
-            alloc::untracked(|| self.depth.resize(i + 1, 0));
+            self.grow_depth(i);
         }
         &mut self.depth[i]
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_depth(&mut self, i: usize) {
+        alloc::untracked(|| self.depth.resize(i + 1, 0));
     }
 
     #[inline(always)]
@@ -231,16 +237,17 @@ impl ThreadRecorder {
     /// Most calls allocate nothing: then this is a compare of two counts.
     #[inline(always)]
     fn book_allocations(&mut self) {
-        let now = alloc::thread_counters();
-        if now.alloc_count == self.alloc_mark.alloc_count && now.freed_count == self.alloc_mark.freed_count {
+        let (allocs, frees) = alloc::thread_event_counts();
+        if allocs == self.alloc_mark.alloc_count && frees == self.alloc_mark.freed_count {
             return;
         }
-        self.book_allocations_since_mark(now);
+        self.book_allocations_since_mark();
     }
 
     #[cold]
     #[inline(never)]
-    fn book_allocations_since_mark(&mut self, now: AllocCounters) {
+    fn book_allocations_since_mark(&mut self) {
+        let now = alloc::thread_counters();
         let made = now.since(&self.alloc_mark);
         self.alloc_mark = now;
         // Outside every frame, allocations belong to no function.
@@ -251,11 +258,11 @@ impl ThreadRecorder {
         }
     }
 
-    /// Closes the current self segment at `now`; returns when the next one starts.
+    /// Closes the current self segment, of node `top`, at `now`; returns when the next one
+    /// starts.
     #[inline(always)]
-    fn boundary(&mut self, now: Timestamp) -> Timestamp {
+    fn boundary(&mut self, top: u32, now: Timestamp) -> Timestamp {
         self.book_allocations();
-        let top = self.stack.last().map_or(ROOT, |f| f.node);
         if self.cpu.boundary(top, now) {
             self.cpu.flush(&self.tables.nodes)
         } else {
@@ -275,7 +282,7 @@ impl ThreadRecorder {
                 (c.node, c.folded)
             }
         };
-        let start = self.boundary(now);
+        let start = self.boundary(parent, now);
         *self.depth_mut(func) += 1;
         alloc::set_current(func, node);
         let index = self.stack.len();
