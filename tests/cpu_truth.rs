@@ -235,3 +235,75 @@ fn compute_bursts_beside_waits_on_a_lock_held_by_another_thread() {
         "wait_for_lock: recorded {got} ns of CPU, far less than its {want} ns by the clock around it"
     );
 }
+
+#[profiled]
+fn tick() {}
+
+/// Spins `d` of CPU in 50 µs steps, with a recorded call between steps (boundaries, where
+/// the recorder reads its CPU clock and changes attribution).
+fn spin_with_ticks(d: Duration) {
+    let start = thread_cpu();
+    while thread_cpu() - start < d {
+        spin_for(Duration::from_micros(50));
+        tick();
+    }
+}
+
+/// Spins 10 ms of CPU, lets `release` go, then spins until the thread attributes CPU by
+/// frames with its detector picked up, and 10 ms more.
+#[profiled]
+fn open_across_the_change(release: impl FnOnce()) {
+    assert!(
+        !profiling_core::record::cpu_attributed_by_frames(),
+        "the thread started with no detector request: by windows"
+    );
+    spin_with_ticks(Duration::from_millis(10));
+    release();
+    let t = std::time::Instant::now();
+    while (!profiling_core::record::cpu_attributed_by_frames() || profiling_core::record::awaiting_switch_detector())
+        && t.elapsed() < Duration::from_secs(2)
+    {
+        spin_with_ticks(Duration::from_millis(1));
+    }
+    assert!(
+        profiling_core::record::cpu_attributed_by_frames() && !profiling_core::record::awaiting_switch_detector(),
+        "the thread asked again and picked its detector up"
+    );
+    spin_with_ticks(Duration::from_millis(10));
+}
+
+/// A thread that starts with no switch-detector request ready attributes CPU by windows,
+/// asks again at its reads, and attributes by frames once it has one (`record/cpu.rs`). A
+/// frame open across the change books the CPU of its whole run once: windows booked what came
+/// before the change, the frame books what came after.
+#[test]
+fn a_frame_open_while_attribution_changes_books_its_cpu_once() {
+    let _serial = serial();
+    let held = std::sync::Mutex::new(Some(profiling_core::record::switches::hold_detector_requests()));
+    let (self_cpu, tick_cpu) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let cpu = cpu_of(|| open_across_the_change(|| drop(held.lock().unwrap().take())));
+            // The ticks' own CPU is theirs: the frame's self CPU is the rest.
+            let snap = profiling_core::snapshot();
+            let ticks = snap.function("cpu_truth::tick").map_or(0, |f| f.cpu_self_ns);
+            (cpu, ticks)
+        })
+        .join()
+        .unwrap()
+    });
+    let snap = profiling_core::snapshot();
+    let f = snap
+        .function("cpu_truth::open_across_the_change")
+        .expect("open_across_the_change was recorded");
+    let want = (self_cpu.as_nanos() as u64).saturating_sub(tick_cpu);
+    eprintln!(
+        "open_across_the_change: recorded {} ns of self CPU, truth {want} ns",
+        f.cpu_self_ns
+    );
+    assert!(want >= 20_000_000, "the workload has 20 ms of CPU ({want} ns)");
+    assert!(
+        within(f.cpu_self_ns, want, TOLERANCE),
+        "recorded {} ns of self CPU across the change, the thread clock says {want} ns",
+        f.cpu_self_ns
+    );
+}

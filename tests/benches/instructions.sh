@@ -25,7 +25,7 @@ cargo bench -p profiling-integration --features bench-peers --bench overhead --n
 BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/overhead-* | grep -v '\.d$' | head -1)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --bench --profile-time 1 "per_call/$ROW\$" >/dev/null 2>&1
+valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" "$BIN" --bench --profile-time 1 "per_call/$ROW\$" >/dev/null 2>&1
 python3 - "$out" "$FUNCTION" <<'EOF'
 import collections, re, sys
 path, function = sys.argv[1], sys.argv[2]

@@ -118,6 +118,18 @@ impl Timestamp {
         source().clock.delta_as_nanos(earlier.0, self.0)
     }
 
+    /// The raw counter value.
+    #[inline(always)]
+    pub(crate) fn ticks(self) -> u64 {
+        self.0
+    }
+
+    /// The reading whose raw counter value is `ticks`.
+    #[inline(always)]
+    pub(crate) fn from_ticks(ticks: u64) -> Self {
+        Timestamp(ticks)
+    }
+
     /// Raw counter ticks from `earlier` to `self`, saturating at 0 (no conversion).
     #[inline(always)]
     pub(crate) fn ticks_since(self, earlier: Timestamp) -> u64 {

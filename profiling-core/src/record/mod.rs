@@ -39,5 +39,5 @@ pub(crate) mod tree;
 pub(crate) mod window;
 
 pub use cpu::WINDOW_NS as CPU_ATTRIBUTION_WINDOW_NS;
-pub use recorder::{awaiting_switch_detector, current_depth, exclude_current_thread};
+pub use recorder::{awaiting_switch_detector, cpu_attributed_by_frames, current_depth, exclude_current_thread};
 pub use threads::reset;

@@ -37,6 +37,10 @@ pub(crate) struct Frame {
     start: Timestamp,
     child_wall: u64,
     child_busy: u64,
+    /// Nanoseconds of the frame's self time that are not its CPU, when CPU is attributed by
+    /// frames (`record/cpu.rs`): time it spent switched out, and time that windows credited
+    /// before the thread changed to frames.
+    self_not_cpu: u64,
 }
 
 /// The recording state of one thread: its frame stack and what it needs to book calls.
@@ -76,13 +80,56 @@ impl ThreadRecorder {
         }
     }
 
-    /// Credits the CPU used since the last read to the current frame (current window only).
+    /// Credits the CPU used since the last read (current window only): to the current frame
+    /// by windows; by frames, to the root (a frame books its own as it closes).
     fn flush_cpu(&mut self) {
         if self.epoch == window::epoch() {
             let top = self.stack.last().map_or(ROOT, |f| f.node);
-            self.cpu.boundary(top, Timestamp::now());
-            self.cpu.flush(&self.tables.nodes);
+            let now = Timestamp::now();
+            self.cpu.boundary(top, now);
+            self.read_cpu(top, now);
             self.book_allocations();
+        }
+    }
+
+    /// Reads the CPU clock at the end of a segment of the innermost frame (or the root) at
+    /// `now` (see [`CpuAttribution::flush`]); returns when the next segment starts.
+    #[cold]
+    #[inline(never)]
+    fn read_cpu(&mut self, top: u32, now: Timestamp) -> Timestamp {
+        let by_frames = self.cpu.by_frames();
+        let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, top, now);
+        if let Some(f) = self.stack.last_mut() {
+            f.self_not_cpu += off_cpu;
+        }
+        if self.cpu.by_frames() != by_frames {
+            self.cpu_attribution_changed(after);
+        }
+        after
+    }
+
+    /// Hands the open frames' CPU over at `at`, when the thread changed between attribution
+    /// by windows and by frames: by frames, what windows credited of a frame's self time so
+    /// far is not its to book again; by windows, a frame books what it ran so far now.
+    #[cold]
+    fn cpu_attribution_changed(&mut self, at: Timestamp) {
+        let by_frames = self.cpu.by_frames();
+        let mut end = at;
+        for i in (0..self.stack.len()).rev() {
+            let f = &mut self.stack[i];
+            // Its self time so far: up to its open child's start (or `at`), less its
+            // closed children's.
+            let so_far = end.nanos_since(f.start).saturating_sub(f.child_busy);
+            end = f.start;
+            if by_frames {
+                f.self_not_cpu = so_far;
+            } else {
+                let cpu = so_far.saturating_sub(std::mem::take(&mut f.self_not_cpu));
+                let node = f.node;
+                if let Some(n) = self.node(node) {
+                    bump(&n.cpu_self, cpu);
+                }
+            }
         }
     }
 }
@@ -264,7 +311,7 @@ impl ThreadRecorder {
     fn boundary(&mut self, top: u32, now: Timestamp) -> Timestamp {
         self.book_allocations();
         if self.cpu.boundary(top, now) {
-            self.cpu.flush(&self.tables.nodes)
+            self.read_cpu(top, now)
         } else {
             now
         }
@@ -298,6 +345,7 @@ impl ThreadRecorder {
             start,
             child_wall: 0,
             child_busy: 0,
+            self_not_cpu: 0,
         });
         OpenedFrame {
             index,
@@ -331,7 +379,7 @@ impl ThreadRecorder {
         if self.stack.len() > idx + 1 {
             self.drop_orphans(idx);
         }
-        let frame = self.stack.pop()?;
+        let mut frame = self.stack.pop()?;
         let elapsed = end.nanos_since(frame.start);
         let outermost = {
             let d = self.depth_mut(frame.func);
@@ -345,15 +393,31 @@ impl ThreadRecorder {
             }
             None => alloc::set_current(u32::MAX, ROOT),
         }
-        // The segment that just ended was this frame's own.
+        // The segment that just ended was this frame's own; how CPU was attributed while
+        // the frame ran decides who books it (a read may change that for what follows).
+        let by_frames = self.cpu.by_frames();
         if self.cpu.boundary(frame.node, end) {
-            self.cpu.flush(&self.tables.nodes);
+            frame.self_not_cpu += self.read_popped_frame_cpu(frame.node, end);
         }
         Some(Popped {
             frame,
             elapsed,
             outermost,
+            by_frames,
         })
+    }
+
+    /// [`ThreadRecorder::read_cpu`] at the end of a popped frame's last segment: returns how
+    /// long the frame was off the CPU in it.
+    #[cold]
+    #[inline(never)]
+    fn read_popped_frame_cpu(&mut self, node: u32, end: Timestamp) -> u64 {
+        let by_frames = self.cpu.by_frames();
+        let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, node, end);
+        if self.cpu.by_frames() != by_frames {
+            self.cpu_attribution_changed(after);
+        }
+        off_cpu
     }
 
     /// Books one finished call. Its wall time counts as a child's in the innermost open
@@ -377,7 +441,7 @@ impl ThreadRecorder {
             }
             bump(&n.wall_self, c.wall.saturating_sub(c.child_wall));
             if let Some(own) = &c.frame_self {
-                bump(&n.busy_self, own.busy);
+                own.book(n);
             }
         }
         if let Some(p) = self.stack.last_mut() {
@@ -394,15 +458,20 @@ struct Popped {
     elapsed: u64,
     /// No other frame of the same function is open on this thread (recursion is counted once).
     outermost: bool,
+    /// CPU was attributed by frames while it ran: it books its own.
+    by_frames: bool,
 }
 
 impl Popped {
-    /// Busy time of the frame itself, children's excluded (its allocations are booked at
-    /// its boundaries, [`ThreadRecorder::book_allocations`]).
+    /// Busy time of the frame itself, children's excluded, and its CPU when it books its
+    /// own (its allocations are booked at its boundaries,
+    /// [`ThreadRecorder::book_allocations`]).
     #[inline(always)]
     fn frame_self(&self) -> FrameSelf {
+        let busy = self.elapsed.saturating_sub(self.frame.child_busy);
         FrameSelf {
-            busy: self.elapsed.saturating_sub(self.frame.child_busy),
+            busy,
+            cpu: self.by_frames.then(|| busy.saturating_sub(self.frame.self_not_cpu)),
         }
     }
 }
@@ -410,6 +479,19 @@ impl Popped {
 /// What a frame measured itself, its children's figures excluded.
 struct FrameSelf {
     busy: u64,
+    /// Its CPU, when CPU is attributed by frames (else windows book it).
+    cpu: Option<u64>,
+}
+
+impl FrameSelf {
+    /// Books the frame's own figures to its node.
+    #[inline(always)]
+    fn book(&self, n: &NodeCell) {
+        bump(&n.busy_self, self.busy);
+        if let Some(cpu) = self.cpu {
+            bump(&n.cpu_self, cpu);
+        }
+    }
 }
 
 /// One finished call, as [`ThreadRecorder::book_call`] records it.
@@ -512,7 +594,7 @@ impl ThreadRecorder {
         }
         let p = self.pop(idx, end)?;
         if let Some(n) = self.node(p.frame.node) {
-            bump(&n.busy_self, p.frame_self().busy);
+            p.frame_self().book(n);
         }
         Some(PollOutcome {
             busy: p.elapsed,
@@ -597,6 +679,13 @@ pub fn exclude_current_thread() {
 #[doc(hidden)]
 pub fn awaiting_switch_detector() -> bool {
     with_recorder(|r| r.cpu.awaiting_detector()).unwrap_or(false)
+}
+
+/// Whether this thread attributes CPU by frames (its switch detector is on or awaited)
+/// rather than by windows (`record/cpu.rs`). For tests and diagnostics.
+#[doc(hidden)]
+pub fn cpu_attributed_by_frames() -> bool {
+    with_recorder(|r| r.cpu.by_frames()).unwrap_or(false)
 }
 
 /// Depth of this thread's frame stack (for tests and diagnostics).

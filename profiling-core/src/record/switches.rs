@@ -538,9 +538,16 @@ impl SwitchDetector {
     /// The page's sequence number: it changes when the thread has been switched out and in.
     #[inline(always)]
     pub(crate) fn sequence(&self) -> u32 {
-        // SAFETY: `page` is a live read-only mapping of at least one page; `lock` is an
-        // aligned u32 the kernel updates in place, hence the volatile read.
-        unsafe { std::ptr::read_volatile((self.page as *const u8).add(LOCK_OFFSET) as *const u32) }
+        // SAFETY: the word is in a live read-only mapping (see `sequence_word`); the kernel
+        // updates it in place, hence the volatile read.
+        unsafe { std::ptr::read_volatile(self.sequence_word()) }
+    }
+
+    /// Where the sequence number is: valid to read while `self` is alive. An aligned u32
+    /// that the kernel updates in place: read it with `read_volatile`.
+    pub(crate) fn sequence_word(&self) -> *const u32 {
+        // `page` is a mapping of at least one page; `lock` is at `LOCK_OFFSET` in it.
+        (self.page as *const u8).wrapping_add(LOCK_OFFSET) as *const u32
     }
 }
 
