@@ -137,11 +137,6 @@ struct ThreadCounters {
     alloc_count: AtomicU64,
     freed_bytes: AtomicU64,
     freed_count: AtomicU64,
-    /// Innermost annotated function on this thread (u32::MAX: none), for large allocations.
-    current_fn: Cell<u32>,
-    /// Its call-tree node (0: the root), for heap samples. Beside `current_fn` so that the
-    /// recorder sets both with one store to one thread-local.
-    current_node: Cell<u32>,
     /// Set while the profiler itself allocates: such events are left out of the thread's
     /// counters (so they are never attributed to a user's function) but still counted
     /// process-wide.
@@ -174,8 +169,6 @@ thread_local! {
             alloc_count: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
             freed_count: AtomicU64::new(0),
-            current_fn: Cell::new(u32::MAX),
-            current_node: Cell::new(0),
             suspended: Cell::new(false),
             state: Cell::new(UNREGISTERED),
             prev: AtomicPtr::new(std::ptr::null_mut()),
@@ -269,7 +262,7 @@ fn on_alloc(size: usize) {
         bump(&c.alloc_count, 1);
         let _ = SIZES.try_with(|z| bump(&z[size_bucket(size)], 1));
         if size as u64 >= LARGE_THRESHOLD.load(Relaxed) {
-            record_large(size as u64, c.current_fn.get());
+            record_large(size as u64, crate::record::recorder::innermost_frame().0);
         }
         if c.state.get() != REGISTERED {
             not_registered(c, || RETIRED.add_alloc(size));
@@ -424,22 +417,6 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(prev);
     f()
-}
-
-/// Sets the innermost annotated function of this thread and its call-tree node (called by
-/// the recorder on every frame push and pop).
-#[inline(always)]
-pub(crate) fn set_current(func: u32, node: u32) {
-    let _ = COUNTERS.try_with(|c| {
-        c.current_fn.set(func);
-        c.current_node.set(node);
-    });
-}
-
-/// The call-tree node of this thread's innermost annotated frame (0: the root).
-#[inline]
-pub(crate) fn current_node() -> u32 {
-    COUNTERS.try_with(|c| c.current_node.get()).unwrap_or(0)
 }
 
 /// Whether a [`ProfilingAllocator`] is the global allocator (it has counted an event).

@@ -9,8 +9,8 @@
 //! `s / p` bytes. That scaling is unbiased for any mix of sizes (it is pprof's
 //! `scaleHeapSample`); the figures derived from samples are *estimates*.
 //!
-//! **What a sample records.** The call-tree node current on the allocating thread (the
-//! recorder sets it on every frame push and pop, `alloc::set_current`), the size, the scale
+//! **What a sample records.** The call-tree node current on the allocating thread (its
+//! innermost open frame's, `recorder::innermost_frame`), the size, the scale
 //! `1 / p` and the time. It lives in a fixed table of [`CAPACITY`] slots keyed by address,
 //! 8 slots per 64-byte bucket; a sample whose bucket is full is counted in
 //! [`HeapSamplerStats::dropped_samples`] and still counts in the allocated totals.
@@ -250,7 +250,12 @@ fn sample_slow(s: &Sampler, addr: usize, size: u64) {
         return;
     }
     s.busy.set(true);
-    record(crate::record::alloc::current_node(), addr, size, scale(size, rate));
+    record(
+        crate::record::recorder::innermost_frame().1,
+        addr,
+        size,
+        scale(size, rate),
+    );
     s.busy.set(false);
 }
 

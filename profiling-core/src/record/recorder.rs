@@ -5,7 +5,7 @@
 //! to its [`ThreadTables`], registered with [`crate::record::threads`], which readers merge.
 //! Windows ([`crate::record::window`]) are adopted lazily at the next recorded boundary.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -143,8 +143,33 @@ thread_local! {
     static RECORDER: ThreadSlot = alloc::untracked(|| {
         let slot = ThreadSlot(RefCell::new(ManuallyDrop::new(ThreadRecorder::new())));
         hook_thread_exit();
+        RECORDER_MADE.set(true);
         slot
     });
+    /// Set once this thread's [`RECORDER`] is made: [`innermost_frame`], which the allocator
+    /// calls, reads the recorder only then (making it allocates).
+    static RECORDER_MADE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The function and call-tree node of this thread's innermost open frame; `u32::MAX` and the
+/// root outside every frame, and while the recorder is not made yet or is busy (the
+/// profiler's own allocations). For the allocator's rare events, large allocations and heap
+/// samples, which ask when they happen: frame pushes and pops keep no copy of it.
+pub(crate) fn innermost_frame() -> (u32, u32) {
+    const NONE: (u32, u32) = (u32::MAX, ROOT);
+    if !RECORDER_MADE.try_with(Cell::get).unwrap_or(false) {
+        return NONE;
+    }
+    RECORDER
+        .try_with(|slot| {
+            slot.0
+                .try_borrow()
+                .ok()
+                .and_then(|r| r.stack.last().map(|f| (f.func, f.node)))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(NONE)
 }
 
 /// Asks for [`on_thread_exit`] to run when the calling thread exits, through a POSIX
@@ -331,7 +356,6 @@ impl ThreadRecorder {
         };
         let start = self.boundary(parent, now);
         *self.depth_mut(func) += 1;
-        alloc::set_current(func, node);
         let index = self.stack.len();
         if index == self.stack.capacity() {
             alloc::untracked(|| self.stack.reserve(index));
@@ -386,12 +410,8 @@ impl ThreadRecorder {
             *d = d.saturating_sub(1);
             *d == 0
         };
-        match self.stack.last_mut() {
-            Some(p) => {
-                p.child_busy += elapsed;
-                alloc::set_current(p.func, p.node);
-            }
-            None => alloc::set_current(u32::MAX, ROOT),
+        if let Some(p) = self.stack.last_mut() {
+            p.child_busy += elapsed;
         }
         // The segment that just ended was this frame's own; how CPU was attributed while
         // the frame ran decides who books it (a read may change that for what follows).
