@@ -260,6 +260,28 @@ pub(crate) fn with_recorder<R>(f: impl FnOnce(&mut ThreadRecorder) -> R) -> Opti
 }
 
 impl ThreadRecorder {
+    /// The innermost open frame's node (the root's outside every frame).
+    #[inline(always)]
+    fn top_node(&self) -> u32 {
+        let len = self.stack.len();
+        if len == 0 {
+            return ROOT;
+        }
+        // SAFETY: `len - 1` is in bounds. (`Vec::last` here compiles to a test of the
+        // element's address for null besides the length's, on every call.)
+        unsafe { self.stack.get_unchecked(len - 1) }.node
+    }
+
+    /// Runs `f` on the innermost open frame, if any.
+    #[inline(always)]
+    fn with_top(&mut self, f: impl FnOnce(&mut Frame)) {
+        let len = self.stack.len();
+        if len > 0 {
+            // SAFETY: as in `top_node`.
+            f(unsafe { self.stack.get_unchecked_mut(len - 1) })
+        }
+    }
+
     #[inline(always)]
     fn check_epoch(&mut self) {
         let e = window::epoch();
@@ -323,8 +345,8 @@ impl ThreadRecorder {
         let made = now.since(&self.alloc_mark);
         self.alloc_mark = now;
         // Outside every frame, allocations belong to no function.
-        if let Some(top) = self.stack.last() {
-            if let Some(n) = self.tables.nodes.get_or_alloc(top.node as usize) {
+        if !self.stack.is_empty() {
+            if let Some(n) = self.tables.nodes.get_or_alloc(self.top_node() as usize) {
                 n.add_alloc(&made);
             }
         }
@@ -346,7 +368,7 @@ impl ThreadRecorder {
     fn push(&mut self, func: u32, node: Option<u32>, kind: FrameKind, owner: u64) -> OpenedFrame {
         self.check_epoch();
         let now = Timestamp::now();
-        let parent = self.stack.last().map_or(ROOT, |f| f.node);
+        let parent = self.top_node();
         let (node, folded) = match node {
             Some(n) => (n, false),
             None => {
@@ -410,9 +432,7 @@ impl ThreadRecorder {
             *d = d.saturating_sub(1);
             *d == 0
         };
-        if let Some(p) = self.stack.last_mut() {
-            p.child_busy += elapsed;
-        }
+        self.with_top(|p| p.child_busy += elapsed);
         // The segment that just ended was this frame's own; how CPU was attributed while
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
@@ -464,11 +484,11 @@ impl ThreadRecorder {
                 own.book(n);
             }
         }
-        if let Some(p) = self.stack.last_mut() {
+        self.with_top(|p| {
             if c.parent.is_none_or(|parent| p.node == parent) {
                 p.child_wall += c.wall;
             }
-        }
+        });
     }
 }
 
