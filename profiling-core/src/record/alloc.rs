@@ -392,14 +392,14 @@ pub(crate) fn thread_counters() -> AllocCounters {
         .unwrap_or_default()
 }
 
-/// This thread's allocation and free counts: the two figures that change at every event,
-/// so [`thread_counters`] need be read only when one of them moved.
+/// This thread's allocations plus frees so far: it changes at every event, so
+/// [`thread_counters`] need be read only when it moved.
 #[inline(always)]
-pub(crate) fn thread_event_counts() -> (u64, u64) {
+pub(crate) fn thread_events() -> u64 {
     COUNTERS
         .try_with(|c| {
             // SAFETY: as in `thread_counters`.
-            unsafe { (*c.alloc_count.as_ptr(), *c.freed_count.as_ptr()) }
+            unsafe { (*c.alloc_count.as_ptr()).wrapping_add(*c.freed_count.as_ptr()) }
         })
         .unwrap_or_default()
 }

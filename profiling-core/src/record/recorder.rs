@@ -56,6 +56,8 @@ pub(crate) struct ThreadRecorder {
     /// The thread's allocation counters at the last boundary: what was allocated and freed
     /// since then belongs to the innermost frame's node (its self figures).
     alloc_mark: AllocCounters,
+    /// Its allocations plus frees ([`alloc::thread_events`]): what a boundary compares.
+    events_mark: u64,
     /// The `tracing` layer's state of this thread (`layer/views.rs`), here rather than in a
     /// thread-local of its own: a layer callback reaches it and the frame stack at once.
     spans: SpanViews,
@@ -68,6 +70,7 @@ impl ThreadRecorder {
         window::touch();
         let kit = take_kit();
         let epoch = threads::register(&kit.tables);
+        let alloc_mark = alloc::thread_counters();
         ThreadRecorder {
             epoch,
             tables: kit.tables,
@@ -75,7 +78,8 @@ impl ThreadRecorder {
             cache: kit.cache,
             depth: kit.depth,
             cpu: CpuAttribution::new(),
-            alloc_mark: alloc::thread_counters(),
+            alloc_mark,
+            events_mark: alloc_mark.alloc_count.wrapping_add(alloc_mark.freed_count),
             spans: SpanViews::EMPTY,
         }
     }
@@ -331,8 +335,7 @@ impl ThreadRecorder {
     /// Most calls allocate nothing: then this is a compare of two counts.
     #[inline(always)]
     fn book_allocations(&mut self) {
-        let (allocs, frees) = alloc::thread_event_counts();
-        if allocs == self.alloc_mark.alloc_count && frees == self.alloc_mark.freed_count {
+        if alloc::thread_events() == self.events_mark {
             return;
         }
         self.book_allocations_since_mark();
@@ -344,6 +347,7 @@ impl ThreadRecorder {
         let now = alloc::thread_counters();
         let made = now.since(&self.alloc_mark);
         self.alloc_mark = now;
+        self.events_mark = now.alloc_count.wrapping_add(now.freed_count);
         // Outside every frame, allocations belong to no function.
         if !self.stack.is_empty() {
             if let Some(n) = self.tables.nodes.get_or_alloc(self.top_node() as usize) {
