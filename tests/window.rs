@@ -90,3 +90,39 @@ fn an_excluded_thread_never_shows_alive_or_exited() {
         "after exit"
     );
 }
+
+#[profiled]
+fn before_and_after_exclusion() {}
+
+/// A thread that took an exited thread's kit (its tables hold that thread's figures, and its
+/// node cache where they are) moves to tables of its own when excluded: its calls from then
+/// on go there, not to the figures it inherited.
+#[test]
+fn an_excluded_thread_on_an_inherited_kit_records_nothing_after() {
+    let _s = serial();
+    const THREADS: usize = 40;
+    // A burst of threads, each with a kit; they exit and give their kits back as used.
+    let burst = |after: fn()| {
+        let barrier = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    barrier.wait();
+                    after();
+                    barrier.wait();
+                });
+            }
+        });
+    };
+    burst(before_and_after_exclusion);
+    // More threads than clean kits are kept (`record/kits.rs`): some take the used ones.
+    burst(|| {
+        profiling_core::record::exclude_current_thread();
+        before_and_after_exclusion();
+    });
+    assert_eq!(
+        snapshot().function("window::before_and_after_exclusion").unwrap().calls,
+        THREADS as u64,
+        "only the first burst's calls count"
+    );
+}

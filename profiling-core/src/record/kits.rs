@@ -70,7 +70,7 @@ const CLEAN_TARGET: usize = 16;
 const CLEAN_BATCH: usize = 8;
 /// Frames of stack a clean kit keeps room for.
 const KEEP_FRAMES: usize = 64;
-/// Frames of stack (56 bytes each) a used kit may keep room for: a thread that recursed
+/// Frames of stack (72 bytes each) a used kit may keep room for: a thread that recursed
 /// deeper hands its kit to the background thread to shrink (its exit frees nothing).
 const KEEP_FRAMES_USED: usize = 512;
 /// Open-frame counters (one per function) a kept kit keeps room for.
@@ -345,5 +345,5 @@ fn top_up() {
     }
 }
 
-// The frame-stack figures above are for 56-byte frames.
-const _: () = assert!(std::mem::size_of::<Frame>() == 56);
+// The frame-stack figures above are for 72-byte frames.
+const _: () = assert!(std::mem::size_of::<Frame>() == 72);

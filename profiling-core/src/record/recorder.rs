@@ -17,7 +17,7 @@ use crate::record::config;
 use crate::record::cpu::CpuAttribution;
 use crate::record::kits::{self, take_kit, Kit};
 use crate::record::layer::SpanViews;
-use crate::record::storage::{bump, FnCell, NodeCell};
+use crate::record::storage::{bump, Cells, FnCell, NodeCell};
 use crate::record::threads::{self, Merged, ThreadTables};
 use crate::record::tree::{NodeCache, ROOT};
 use crate::record::window;
@@ -37,6 +37,8 @@ pub(crate) struct Frame {
     start: Timestamp,
     child_wall: u64,
     child_busy: u64,
+    /// Where its node's and function's figures are, when its path was cached.
+    cells: Cells,
     /// Nanoseconds of the frame's self time that are not its CPU, when CPU is attributed by
     /// frames (`record/cpu.rs`): time it spent switched out, and time that windows credited
     /// before the thread changed to frames.
@@ -330,6 +332,20 @@ impl ThreadRecorder {
         self.tables.fns.get_or_alloc(func as usize)
     }
 
+    /// The figures of `node`, at `cached` when known.
+    #[inline(always)]
+    fn node_at(&self, node: u32, cached: *const NodeCell) -> Option<&NodeCell> {
+        // SAFETY: a cached cell is in this thread's tables (`Cells`), alive as `self` is.
+        unsafe { cached.as_ref() }.or_else(|| self.node(node))
+    }
+
+    /// The figures of `func`, at `cached` when known.
+    #[inline(always)]
+    fn func_at(&self, func: u32, cached: *const FnCell) -> Option<&FnCell> {
+        // SAFETY: as in `node_at`.
+        unsafe { cached.as_ref() }.or_else(|| self.func(func))
+    }
+
     /// Books the allocations and frees made since the last boundary to the innermost open
     /// frame's node: they are its own (a child's were booked at the child's boundaries).
     /// Most calls allocate nothing: then this is a compare of two counts.
@@ -373,11 +389,18 @@ impl ThreadRecorder {
         self.check_epoch();
         let now = Timestamp::now();
         let parent = self.top_node();
-        let (node, folded) = match node {
-            Some(n) => (n, false),
+        let (node, folded, cells) = match node {
+            Some(n) => (n, false, Cells::NONE),
             None => {
-                let c = self.cache.child(parent, func, &self.tables.folded_calls);
-                (c.node, c.folded)
+                let tables = &self.tables;
+                let (c, cells) = self.cache.child(parent, func, &tables.folded_calls, |c, func| Cells {
+                    node: tables
+                        .nodes
+                        .get_or_alloc(c.node as usize)
+                        .map_or(std::ptr::null(), |n| n),
+                    func: tables.fns.get_or_alloc(func as usize).map_or(std::ptr::null(), |f| f),
+                });
+                (c.node, c.folded, cells)
             }
         };
         let start = self.boundary(parent, now);
@@ -395,6 +418,7 @@ impl ThreadRecorder {
             start,
             child_wall: 0,
             child_busy: 0,
+            cells,
             self_not_cpu: 0,
         });
         OpenedFrame {
@@ -468,7 +492,7 @@ impl ThreadRecorder {
     /// frame when that frame is the one the call was made under.
     #[inline(always)]
     fn book_call(&mut self, c: &Call) {
-        if let Some(f) = self.func(c.func) {
+        if let Some(f) = self.func_at(c.func, c.cells.func) {
             bump(&f.calls, 1);
             if c.cancelled {
                 bump(&f.cancelled, 1);
@@ -479,7 +503,7 @@ impl ThreadRecorder {
             }
             f.record_latency(c.wall);
         }
-        if let Some(n) = self.node(c.node) {
+        if let Some(n) = self.node_at(c.node, c.cells.node) {
             if !c.folded {
                 bump(&n.calls, 1);
             }
@@ -553,6 +577,8 @@ struct Call {
     /// The self busy time of the call's last frame, when it closes with it
     /// (sync calls); poll frames book theirs as they close.
     frame_self: Option<FrameSelf>,
+    /// Where its figures are, when known (the frame's, for sync calls).
+    cells: Cells,
 }
 
 impl Call {
@@ -571,6 +597,7 @@ impl Call {
             cancelled,
             outermost,
             frame_self: None,
+            cells: Cells::NONE,
         }
     }
 }
@@ -600,6 +627,7 @@ pub(crate) fn pop_sync(idx: usize) {
                 cancelled: false,
                 outermost: p.outermost,
                 frame_self: Some(p.frame_self()),
+                cells: p.frame.cells,
             });
         }
     });
@@ -637,7 +665,7 @@ impl ThreadRecorder {
             return None;
         }
         let p = self.pop(idx, end)?;
-        if let Some(n) = self.node(p.frame.node) {
+        if let Some(n) = self.node_at(p.frame.node, p.frame.cells.node) {
             p.frame_self().book(n);
         }
         Some(PollOutcome {
@@ -712,6 +740,11 @@ pub fn exclude_current_thread() {
     with_recorder(|r| {
         if let Some(own) = kits::own_tables_for_exclusion(&r.tables) {
             r.tables = own;
+            // What was cached of the old tables' cells is no longer this thread's.
+            r.cache.forget();
+            for f in r.stack.iter_mut() {
+                f.cells = Cells::NONE;
+            }
         }
         r.tables.excluded.store(true, Relaxed)
     });

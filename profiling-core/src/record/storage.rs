@@ -55,6 +55,28 @@ impl Default for FnCell {
     }
 }
 
+/// Where a call-tree node's figures and its function's are in a thread's tables, found
+/// once per path (the thread's node cache keeps them) so that booking a call needs no
+/// lookup. Null where not known (then looked up by id). Valid while the tables they point
+/// into are the thread's: chunks never move nor are freed before the tables drop, and a
+/// thread that changes tables forgets them (`exclude_current_thread`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cells {
+    pub(crate) node: *const NodeCell,
+    pub(crate) func: *const FnCell,
+}
+
+// SAFETY: `Cells` travel with the tables they point into (a thread's kit, its recorder),
+// and only the thread recording into those tables dereferences them.
+unsafe impl Send for Cells {}
+
+impl Cells {
+    pub(crate) const NONE: Cells = Cells {
+        node: std::ptr::null(),
+        func: std::ptr::null(),
+    };
+}
+
 /// Single-writer add: a load and a store, no locked instruction.
 #[inline(always)]
 pub(crate) fn bump(a: &AtomicU64, v: u64) {

@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::record::callsite::MAX_FUNCTIONS;
 use crate::record::config::MAX_CALL_TREE_NODES_LIMIT;
-use crate::record::storage::Chunked;
+use crate::record::storage::{Cells, Chunked};
 
 /// The root node's id.
 pub(crate) const ROOT: u32 = 0;
@@ -201,9 +201,10 @@ pub(crate) fn len() -> usize {
 const CACHE: usize = 1024;
 const FOLDED_CACHE: usize = 256;
 
-/// A thread's direct-mapped cache of `(parent, function) -> child`.
+/// A thread's direct-mapped cache of `(parent, function) -> child`, with where the child's
+/// figures and its function's are in the thread's tables ([`Cells`]).
 pub(crate) struct NodeCache {
-    entries: Box<[(u32, u32, u32)]>,
+    entries: Box<[Entry]>,
     /// Paths found folded, direct-mapped; made at the first fold (most threads never fold).
     folded: Option<Box<[FoldedPath]>>,
 }
@@ -217,6 +218,22 @@ struct FoldedPath {
     cap: u32,
 }
 
+/// A cached path: `(parent, function) -> node`, and its cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    parent: u32,
+    func: u32,
+    node: u32,
+    cells: Cells,
+}
+
+const EMPTY: Entry = Entry {
+    parent: u32::MAX,
+    func: u32::MAX,
+    node: 0,
+    cells: Cells::NONE,
+};
+
 #[inline(always)]
 fn slot(parent: u32, func: u32, len: usize) -> usize {
     (parent.wrapping_mul(0x9E37_79B9) ^ func.wrapping_mul(0x85EB_CA6B)) as usize % len
@@ -225,26 +242,56 @@ fn slot(parent: u32, func: u32, len: usize) -> usize {
 impl NodeCache {
     pub(crate) fn new() -> Self {
         Self {
-            entries: vec![(u32::MAX, u32::MAX, 0); CACHE].into_boxed_slice(),
+            entries: vec![EMPTY; CACHE].into_boxed_slice(),
             folded: None,
         }
     }
 
-    /// The child of `parent` for `func`; a folded answer adds one to `folded_calls`.
+    /// Forgets every cached path, for a thread whose tables changed (the cells moved).
+    pub(crate) fn forget(&mut self) {
+        self.entries.fill(EMPTY);
+    }
+
+    /// The child of `parent` for `func`, and its cells (`cells_of` finds them for a path
+    /// not cached); a folded answer adds one to `folded_calls`.
     #[inline(always)]
-    pub(crate) fn child(&mut self, parent: u32, func: u32, folded_calls: &AtomicU64) -> Child {
+    pub(crate) fn child(
+        &mut self,
+        parent: u32,
+        func: u32,
+        folded_calls: &AtomicU64,
+        cells_of: impl FnOnce(Child, u32) -> Cells,
+    ) -> (Child, Cells) {
         let e = &self.entries[slot(parent, func, CACHE)];
-        if e.0 == parent && e.1 == func {
-            return Child {
-                node: e.2,
+        if e.parent == parent && e.func == func {
+            let c = Child {
+                node: e.node,
                 folded: false,
             };
+            return (c, e.cells);
         }
+        self.child_not_cached(parent, func, folded_calls, cells_of)
+    }
+
+    /// [`NodeCache::child`] of a path not in the cache.
+    #[cold]
+    #[inline(never)]
+    fn child_not_cached(
+        &mut self,
+        parent: u32,
+        func: u32,
+        folded_calls: &AtomicU64,
+        cells_of: impl FnOnce(Child, u32) -> Cells,
+    ) -> (Child, Cells) {
         let c = self.miss(parent, func, crate::record::config::max_call_tree_nodes(), intern);
         if c.folded {
             crate::record::storage::bump(folded_calls, 1);
         }
-        c
+        let cells = cells_of(c, func);
+        if !c.folded {
+            self.entries[slot(parent, func, CACHE)].cells = cells;
+        }
+        (c, cells)
     }
 
     /// Not in the cache of nodes: a folded path this thread has seen under the same cap, or
@@ -281,7 +328,12 @@ impl NodeCache {
                 cap,
             };
         } else {
-            self.entries[slot(parent, func, CACHE)] = (parent, func, c.node);
+            self.entries[slot(parent, func, CACHE)] = Entry {
+                parent,
+                func,
+                node: c.node,
+                cells: Cells::NONE,
+            };
         }
         c
     }
@@ -295,10 +347,11 @@ mod tests {
     fn interning_is_stable_and_cached() {
         let mut cache = NodeCache::new();
         let folded = AtomicU64::new(0);
-        let a = cache.child(ROOT, 1_000_001, &folded);
-        let b = cache.child(a.node, 1_000_002, &folded);
+        let none = |_: Child, _: u32| Cells::NONE;
+        let a = cache.child(ROOT, 1_000_001, &folded, none).0;
+        let b = cache.child(a.node, 1_000_002, &folded, none).0;
         assert_ne!(a.node, b.node);
-        assert_eq!(cache.child(ROOT, 1_000_001, &folded), a);
+        assert_eq!(cache.child(ROOT, 1_000_001, &folded, none).0, a);
         assert_eq!(intern(a.node, 1_000_002), b);
         let shape = shape();
         assert_eq!(shape[b.node as usize], (a.node, 1_000_002));
@@ -368,6 +421,6 @@ mod tests {
         assert_eq!(cache.miss(6, 1, 200, grow).node, 42);
         assert_eq!(resolved.get(), 1);
         let e = cache.entries[slot(6, 1, CACHE)];
-        assert_eq!(e, (6, 1, 42));
+        assert_eq!((e.parent, e.func, e.node), (6, 1, 42));
     }
 }
