@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::record::call::{InFlightCall, OpenedFrame};
+use crate::record::call::InFlightCall;
 use crate::record::callsite::Callsite;
 use crate::record::config;
 use crate::record::recorder;
@@ -60,9 +60,8 @@ impl<F: Future> Instrumented<F> {
 /// Closes the poll frame even when the inner poll panics.
 struct PollFrame<'a> {
     state: &'a mut CallState,
-    /// Where the frame opened (its index on the stack), and the call's start when this is
-    /// its first poll.
-    opened: OpenedFrame,
+    /// The frame's index on the stack.
+    index: usize,
     func: u32,
 }
 
@@ -74,8 +73,8 @@ impl PollFrame<'_> {
             // Ready at its first poll: the call is that one frame, which is then a sync
             // call's in every figure (latency = busy = the frame's time), and is booked as
             // one, without making the in-flight record.
-            CallState::NotStarted => recorder::pop_sync(self.opened.index),
-            CallState::Running(call) => recorder::pop_last_poll(self.opened.index, call),
+            CallState::NotStarted => recorder::pop_sync(self.index),
+            CallState::Running(call) => recorder::pop_last_poll(self.index, call),
             CallState::Passthrough | CallState::Done => {}
         }
         *self.state = CallState::Done;
@@ -87,14 +86,24 @@ impl Drop for PollFrame<'_> {
     /// A poll that returned `Pending` (or panicked): its frame closes, the call stays in
     /// flight.
     fn drop(&mut self) {
-        let out = recorder::pop_poll(self.opened.index);
-        if let CallState::NotStarted = self.state {
-            // Read before the frame's start, so the call's latency covers its busy time.
-            let started_ns = self.opened.at.unix_ns();
-            *self.state = CallState::Running(InFlightCall::new(self.func, self.opened.place, started_ns));
-        }
-        if let (Some(out), CallState::Running(call)) = (out, &mut *self.state) {
-            call.add_poll(&out);
+        match self.state {
+            CallState::NotStarted => {
+                let Some((out, place, start)) = recorder::pop_first_poll(self.index) else {
+                    // The frame is gone (the thread's recorder torn down): not recorded.
+                    *self.state = CallState::Passthrough;
+                    return;
+                };
+                // From the frame's start, so the call's latency covers its busy time.
+                let mut call = InFlightCall::new(self.func, place, start.unix_ns());
+                call.add_poll(&out);
+                *self.state = CallState::Running(call);
+            }
+            CallState::Running(call) => {
+                if let Some(out) = recorder::pop_poll(self.index) {
+                    call.add_poll(&out);
+                }
+            }
+            CallState::Passthrough | CallState::Done => {}
         }
     }
 }
@@ -108,23 +117,27 @@ impl<F: Future> Future for Instrumented<F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let (func, node) = match this.state {
+        let (func, index) = match this.state {
             CallState::Passthrough | CallState::Done => return inner.poll(cx),
             CallState::NotStarted => {
                 if !config::is_enabled() {
                     this.state = CallState::Passthrough;
                     return inner.poll(cx);
                 }
-                (this.callsite.id(this.self_type), None)
+                let func = this.callsite.id(this.self_type);
+                (func, recorder::push_first_poll(func))
             }
-            CallState::Running(call) => (call.func, Some(call.place.node)),
+            CallState::Running(call) => (
+                call.func,
+                recorder::push_poll(call.func, Some(call.place.node), 0).map(|o| o.index),
+            ),
         };
-        let Some(opened) = recorder::push_poll(func, node, 0) else {
+        let Some(index) = index else {
             return inner.poll(cx);
         };
         let frame = PollFrame {
             state: &mut this.state,
-            opened,
+            index,
             func,
         };
         let result = inner.poll(cx);

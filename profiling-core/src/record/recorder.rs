@@ -640,6 +640,33 @@ pub(crate) fn push_poll(func: u32, node: Option<u32>, owner: u64) -> Option<Open
     with_recorder(|r| r.push(func, node, FrameKind::Poll, owner))
 }
 
+/// Opens the poll frame of an async call's first poll. Returns its stack index: most calls
+/// complete at their first poll and are then booked as sync calls ([`pop_sync`]); one that
+/// does not learns its place in the tree from [`pop_first_poll`].
+#[inline]
+pub(crate) fn push_first_poll(func: u32) -> Option<usize> {
+    with_recorder(|r| r.push(func, None, FrameKind::Poll, 0).index)
+}
+
+/// [`pop_poll`] of a call's first poll frame, which did not complete the call; also where
+/// the call sits in the tree and when the frame opened, for its in-flight record.
+#[inline(never)]
+pub(crate) fn pop_first_poll(idx: usize) -> Option<(PollOutcome, TreePlace, Timestamp)> {
+    let end = Timestamp::now();
+    with_recorder(|r| {
+        let f = r.stack.get(idx)?;
+        let place = TreePlace {
+            node: f.node,
+            folded: f.folded,
+            // The frames below it are the ones it was opened on.
+            parent: idx.checked_sub(1).map_or(ROOT, |below| r.stack[below].node),
+        };
+        let start = f.start;
+        Some((r.pop_poll_at(idx, end)?, place, start))
+    })
+    .flatten()
+}
+
 /// Closes the poll frame at stack index `idx` and books its self busy time (its allocations
 /// are booked at its boundaries). The `tracing` layer finds a span's entries by owner
 /// instead ([`ThreadRecorder::pop_span_entry`]).
