@@ -203,12 +203,18 @@ impl CpuAttribution {
     /// [`CpuAttribution::flush`] must follow, at the same `now`.
     #[inline(always)]
     pub(crate) fn boundary(&mut self, node: u32, now: Timestamp) -> bool {
+        if self.by_frames && node == ROOT {
+            self.root_ticks += now.ticks_since(self.last_boundary);
+        }
+        self.frame_boundary(node, now)
+    }
+
+    /// [`CpuAttribution::boundary`] of a segment of a frame's node (not the root's).
+    #[inline(always)]
+    pub(crate) fn frame_boundary(&mut self, node: u32, now: Timestamp) -> bool {
         if self.by_frames {
             // The segment's wall time is its frame's self time already: only a switch
             // needs a read (which also needs the segment's start), or the window's end.
-            if node == ROOT {
-                self.root_ticks += now.ticks_since(self.last_boundary);
-            }
             if self.sequence_now() != self.last_sequence || now >= self.next_read_at {
                 return true;
             }

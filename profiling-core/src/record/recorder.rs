@@ -428,12 +428,26 @@ impl ThreadRecorder {
         }
     }
 
+    /// Counts a frame of `func` closed; returns whether no other is open (its push made
+    /// room for the count).
+    #[inline(always)]
+    fn frame_closed(&mut self, func: u32) -> bool {
+        match self.depth.get_mut(func as usize) {
+            Some(d) => {
+                *d = d.saturating_sub(1);
+                *d == 0
+            }
+            None => true,
+        }
+    }
+
     /// Pops frames above `idx` that were never closed (a span entered and not exited).
+    #[cold]
+    #[inline(never)]
     fn drop_orphans(&mut self, idx: usize) {
         while self.stack.len() > idx + 1 {
             if let Some(f) = self.stack.pop() {
-                let d = self.depth_mut(f.func);
-                *d = d.saturating_sub(1);
+                self.frame_closed(f.func);
             }
         }
     }
@@ -455,16 +469,12 @@ impl ThreadRecorder {
         }
         let mut frame = self.stack.pop()?;
         let elapsed = end.nanos_since(frame.start);
-        let outermost = {
-            let d = self.depth_mut(frame.func);
-            *d = d.saturating_sub(1);
-            *d == 0
-        };
+        let outermost = self.frame_closed(frame.func);
         self.with_top(|p| p.child_busy += elapsed);
         // The segment that just ended was this frame's own; how CPU was attributed while
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
-        if self.cpu.boundary(frame.node, end) {
+        if self.cpu.frame_boundary(frame.node, end) {
             frame.self_not_cpu += self.read_popped_frame_cpu(frame.node, end);
         }
         Some(Popped {
