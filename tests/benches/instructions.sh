@@ -7,7 +7,12 @@
 #   e.g. tests/benches/instructions.sh profiled_enabled overhead::profiled_fn
 #        tests/benches/instructions.sh profiled_async_ready overhead::poll_ready
 #        tests/benches/instructions.sh tracing_instrument_registry_profiling_layer overhead::tracing_fn
-# needs: valgrind, python3. Builds the benchmark first; takes a minute or two.
+# needs: valgrind, python3. Builds the benchmark first (OVERHEAD_BIN=path counts a saved
+# build instead); takes a minute or two. Valgrind runs one thread at a time: with
+# --fair-sched the background thread that answers a new thread's switch-detector request
+# gets its turn, so a row counts the path a real run takes (CPU attributed by frames);
+# without it, the request went unanswered and every count until the seventh session was of
+# the path by windows.
 #
 # One run: N is the number of calls of FUNCTION (the measured function); the per-call cost
 # is the self cost of every function called at least 0.9 N times, over N. One-time work
@@ -21,8 +26,12 @@
 set -eu
 ROW=$1
 FUNCTION=$2
-cargo bench -p profiling-integration --features bench-peers --bench overhead --no-run >/dev/null 2>&1
-BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/overhead-* | grep -v '\.d$' | head -1)
+if [ -n "${OVERHEAD_BIN:-}" ]; then
+    BIN=$OVERHEAD_BIN # a saved build, to compare with
+else
+    cargo bench -p profiling-integration --features bench-peers --bench overhead --no-run >/dev/null 2>&1
+    BIN=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/overhead-* | grep -v '\.d$' | head -1)
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" "$BIN" --bench --profile-time 1 "per_call/$ROW\$" >/dev/null 2>&1
