@@ -14,8 +14,8 @@ use crate::record::tree::NodeCache;
 
 /// What a thread needs to record, made ahead of its first call: its tables (48 KiB of chunk
 /// pointers, the first chunk of nodes, 16 KiB, and of functions, 3.3 KiB), its node cache
-/// (12 KiB), its frame stack (room for 64 frames) and depth counters: about 85 KiB by
-/// these layouts.
+/// (32 KiB: each cached path's node and where its figures are), its frame stack (room for
+/// 64 frames) and depth counters: about 107 KiB by these layouts.
 ///
 /// A thread's first call and its exit must not call the allocator, take a lock, or wait
 /// for another thread: a new thread's allocations go to the allocator's shared arena (its
@@ -50,9 +50,9 @@ pub(crate) struct Kit {
 }
 
 /// Kits kept in the pool, clean and used, once the background thread has tended them:
-/// about 85 KiB each new, up to about 185 KiB used (the figures' chunks of a kept kit
+/// about 107 KiB each new, up to about 217 KiB used (the figures' chunks of a kept kit
 /// bounded by `threads::KEEP_NODE_CHUNKS` and `threads::KEEP_FN_CHUNKS`, its frame stack by
-/// [`KEEP_FRAMES_USED`]), so at most about 17 MiB; what a burst of threads as large leaves
+/// [`KEEP_FRAMES_USED`]), so at most about 20 MiB; what a burst of threads as large leaves
 /// behind. The background thread folds and frees what is past it. Past 64, so that a
 /// burst of 64 threads finds a kit each while the background thread holds a few to clean.
 const KEEP: usize = 96;
