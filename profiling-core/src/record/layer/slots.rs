@@ -27,9 +27,9 @@
 //!   nothing needs them before the close, so none is paid for.)
 //! - **Freed at close.** `on_close` runs before the registry frees the id for reuse, and no
 //!   other callback of the span can run then (its last handle is gone).
-//! - **Bounded.** [`CAPACITY`] spans open at once, 8 per bucket; beyond that, or in a full
-//!   bucket, spans use their extensions. Keys are 64 KiB; slots 1 MiB of zeroed static memory,
-//!   touched only as used.
+//! - **Bounded.** 8,192 spans open at once (per process, over every layer instance), 8 per
+//!   bucket; beyond that, or in a full bucket, spans use their extensions. Keys are 64 KiB;
+//!   slots 1 MiB of zeroed static memory, touched only as used.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
@@ -38,8 +38,6 @@ use crate::record::call::{InFlightCall, TreePlace};
 
 const WAYS: usize = 8;
 const BUCKETS: usize = 1024;
-/// Spans that can have a slot at once (per process, over every layer instance).
-pub(super) const CAPACITY: usize = WAYS * BUCKETS;
 
 #[repr(align(64))]
 struct Keys([AtomicU64; WAYS]);
@@ -142,24 +140,26 @@ pub(super) struct Slot {
 unsafe impl Sync for Slot {}
 
 static KEYS: [Keys; BUCKETS] = [const { Keys([const { AtomicU64::new(0) }; WAYS]) }; BUCKETS];
-static SLOTS: [Slot; CAPACITY] = [const {
-    Slot {
-        layer: AtomicU64::new(0),
-        owner: AtomicU64::new(0),
-        func: AtomicU32::new(0),
-        own_started: AtomicU32::new(0),
-        own_node: AtomicU32::new(0),
-        own_parent: AtomicU32::new(0),
-        own_folded: AtomicBool::new(false),
-        own_start: AtomicU64::new(0),
-        own_busy: AtomicU64::new(0),
-        own_child: AtomicU64::new(0),
-        own_last_exit: AtomicU64::new(0),
-        others: AtomicU32::new(0),
-        lock: AtomicU32::new(0),
-        shared: UnsafeCell::new(Partial::EMPTY),
-    }
-}; CAPACITY];
+static SLOTS: [[Slot; WAYS]; BUCKETS] = [const {
+    [const {
+        Slot {
+            layer: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
+            func: AtomicU32::new(0),
+            own_started: AtomicU32::new(0),
+            own_node: AtomicU32::new(0),
+            own_parent: AtomicU32::new(0),
+            own_folded: AtomicBool::new(false),
+            own_start: AtomicU64::new(0),
+            own_busy: AtomicU64::new(0),
+            own_child: AtomicU64::new(0),
+            own_last_exit: AtomicU64::new(0),
+            others: AtomicU32::new(0),
+            lock: AtomicU32::new(0),
+            shared: UnsafeCell::new(Partial::EMPTY),
+        }
+    }; WAYS]
+}; BUCKETS];
 
 /// The bits of a `Registry` span id that name its place in the registry's slab: 38 for the
 /// slot and 13 for the thread shard in sharded-slab's default configuration, which the
@@ -237,11 +237,13 @@ pub(super) struct Found {
 #[inline]
 pub(super) fn claim(layer: u64, id: u64, func: u32, owner: u64) -> Option<Found> {
     let b = bucket(layer, id);
-    for (way, key) in KEYS[b].0.iter().enumerate() {
+    let keys = &KEYS[b].0;
+    for way in 0..WAYS {
+        let key = &keys[way];
         if key.load(Relaxed) != 0 || key.compare_exchange(0, id, Acquire, Relaxed).is_err() {
             continue;
         }
-        let slot = &SLOTS[b * WAYS + way];
+        let slot = &SLOTS[b][way];
         slot.owner.store(owner, Relaxed);
         slot.func.store(func, Relaxed);
         slot.own_started.store(0, Relaxed);
@@ -261,9 +263,11 @@ pub(super) fn claim(layer: u64, id: u64, func: u32, owner: u64) -> Option<Found>
 #[inline(always)]
 pub(super) fn find(layer: u64, id: u64) -> Option<Found> {
     let b = bucket(layer, id);
-    for (way, key) in KEYS[b].0.iter().enumerate() {
+    let keys = &KEYS[b].0;
+    for way in 0..WAYS {
+        let key = &keys[way];
         if key.load(Acquire) == id {
-            let slot = &SLOTS[b * WAYS + way];
+            let slot = &SLOTS[b][way];
             if slot.layer.load(Acquire) == layer {
                 return Some(Found { slot, key });
             }
