@@ -196,6 +196,7 @@ impl<S> Layer<S> for ProfilingLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[inline(always)]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
         let key = id.into_u64();
@@ -225,6 +226,7 @@ where
         }
     }
 
+    #[inline(always)]
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
         let Some(found) = slots::find(self.instance, key) else {
@@ -252,6 +254,7 @@ where
         });
     }
 
+    #[inline(always)]
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let end = Timestamp::now();
         let key = id.into_u64();
@@ -277,6 +280,7 @@ where
         }
     }
 
+    #[inline(always)]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(found) = slots::find(self.instance, id.into_u64()) else {
             close_in_extensions(&id, &ctx);
