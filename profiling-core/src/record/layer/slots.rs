@@ -161,18 +161,16 @@ static SLOTS: [[Slot; WAYS]; BUCKETS] = [const {
     }; WAYS]
 }; BUCKETS];
 
-/// The bits of a `Registry` span id that name its place in the registry's slab: 38 for the
-/// slot and 13 for the thread shard in sharded-slab's default configuration, which the
-/// registry uses; the bits above count the place's reuses (the slab's generation).
-/// Leaving those out of the hash keeps a place that the registry reuses for span after
-/// span in the same bucket, whose lines stay in the cache. Only where spans land depends
-/// on this: keys are compared whole.
-const PLACE_BITS: u64 = (1 << 51) - 1;
-
+/// The bucket of span `id` of `layer`, from the bits of a `Registry` span id that name its
+/// place in the registry's slab: the low 51 (38 for the slot and 13 for the thread shard in
+/// sharded-slab's default configuration, which the registry uses); the 13 above count the
+/// place's reuses (the slab's generation), and the shift drops them. Leaving those out keeps
+/// a place that the registry reuses for span after span in the same bucket, whose lines stay
+/// in the cache. Only where spans land depends on this: keys are compared whole. The layer's
+/// instance (a small counter) goes in the low bits the shift cleared.
 #[inline(always)]
 fn bucket(layer: u64, id: u64) -> usize {
-    (((id & PLACE_BITS) ^ layer.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKETS.trailing_zeros()))
-        as usize
+    (((id << 13) ^ layer).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKETS.trailing_zeros())) as usize
 }
 
 /// The lock of a slot's shared half, held; unlocked when dropped.
