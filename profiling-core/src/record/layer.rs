@@ -152,7 +152,8 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
     meta.fields().field(PROFILED_FIELD).is_some()
 }
 
-/// A span's figures in its extensions, for a span without a slot (its bucket was full).
+/// A span's figures in its extensions, for a span without a slot (its bucket of slots was
+/// full when it was created).
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
@@ -192,6 +193,9 @@ use slots::{Found, Partial};
 pub(crate) use views::Local as SpanViews;
 use views::ID_CACHE;
 
+/// The callbacks are `#[inline(always)]`, their rare paths out of line: the subscriber stack
+/// (`Layered`) called them out of line, and each call paid a second prologue and epilogue
+/// (46 instructions per span).
 impl<S> Layer<S> for ProfilingLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -202,11 +206,7 @@ where
         let key = id.into_u64();
         let layer = self.instance;
         if !config::is_enabled() {
-            if !opened_by_profiled(meta) {
-                if let Some(span) = ctx.span(id) {
-                    span.extensions_mut().insert(NotRecorded);
-                }
-            }
+            new_span_switched_off(meta, id, &ctx);
             return;
         }
         let claimed = with_recorder(|r| {
@@ -325,6 +325,21 @@ fn enter_owner_after_others(r: &mut ThreadRecorder, slot: &'static slots::Slot, 
 #[inline(never)]
 fn exit_shared(found: Found, busy: u64, child: u64, end: u64) {
     found.slot.with_shared(true, |p, _| p.add(busy, child, end));
+}
+
+/// Marks a span created while profiling is off as not recorded (spans of `#[profiled(span)]`
+/// are not recorded anyway).
+#[cold]
+#[inline(never)]
+fn new_span_switched_off<S>(meta: &'static Metadata<'static>, id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if !opened_by_profiled(meta) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(NotRecorded);
+        }
+    }
 }
 
 /// Gives a span its figures' home in its extensions (its bucket of slots was full).
