@@ -394,9 +394,10 @@ fn span_entered_on_several_threads_at_once() {
 
 // --- A span's figures follow it across threads ------------------------------------------------
 //
-// The layer serves a span's callbacks on its thread from a per-thread view and publishes each
-// entry to the span's extensions as it exits; these tests move spans between threads at each
-// step where a figure could be left behind. Tolerances: busy time covers every entry's spin
+// The thread that creates a span books its entries in the span's slot (its owner half) and
+// other threads in the slot's shared half, or all of them in the span's extensions when it has
+// no slot; the close merges them. These tests move spans between threads at each step where a
+// figure could be left behind. Tolerances: busy time covers every entry's spin
 // (measured inside the entry) and is covered by the entries' calls (measured around them,
 // outside the span): a lost entry falls short, a doubled one overshoots; one span is one call.
 
@@ -493,7 +494,49 @@ fn span_entered_by_its_creator_and_another_thread_at_once() {
     assert_eq!(profiling_core::record::current_depth(), 0);
 }
 
-/// Opens `depth` nested spans, more than a thread keeps views of, and spins in the innermost.
+/// A span entered over and over by its creator and three other threads at once: the creator
+/// books its entries in the span's slot without a lock (the slot's owner half), the others
+/// under the slot's lock (its shared half), and the close merges both. Every entry reaches the
+/// call once: busy time covers what the entries measured inside and is covered by what they
+/// measured around themselves.
+#[test]
+fn span_entered_over_and_over_by_its_creator_and_other_threads_at_once() {
+    let _serial = serial();
+    const ENTRIES: usize = 400;
+    let dispatch = Dispatch::new(profiling_subscriber());
+    let span = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("entered_over_and_over"));
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let entries = |span: &tracing::Span, barrier: &std::sync::Barrier| {
+        barrier.wait();
+        (0..ENTRIES).fold((0, 0), |acc, _| {
+            let t = std::time::Instant::now();
+            let inside = span.in_scope(|| {
+                let t = std::time::Instant::now();
+                spin_for(Duration::from_micros(20));
+                t.elapsed()
+            });
+            sum(acc, (inside.as_nanos() as u64, t.elapsed().as_nanos() as u64))
+        })
+    };
+    let others: Vec<_> = (0..3)
+        .map(|_| {
+            let (span, barrier) = (span.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || entries(&span, &barrier))
+        })
+        .collect();
+    let mut total = entries(&span, &barrier);
+    for t in others {
+        total = sum(total, t.join().unwrap());
+    }
+    drop(span);
+    let s = snapshot();
+    let f = function(&s, "entered_over_and_over");
+    assert_eq!(f.calls, 1);
+    assert_between(f.busy_ns, total, "busy of every entry");
+    assert_eq!(profiling_core::record::current_depth(), 0);
+}
+
+/// Opens `depth` nested spans and spins in the innermost.
 fn nested_spans(depth: usize) -> Duration {
     if depth == 0 {
         return timed_spin(2);
@@ -502,7 +545,7 @@ fn nested_spans(depth: usize) -> Duration {
 }
 
 #[test]
-fn spans_nested_deeper_than_the_thread_keeps_views_of() {
+fn spans_nested_twenty_deep() {
     let _serial = serial();
     let depth = 20;
     let (inner, around) = tracing::subscriber::with_default(profiling_subscriber(), || {
@@ -601,38 +644,33 @@ fn more_spans_open_at_once_than_the_layer_has_slots_for() {
     );
 }
 
-/// Runs `f` inside `n` nested entered spans: entered views are never evicted, so with `n` of
-/// 8 (the views a thread keeps) a span entered by `f` has none and goes through its published
-/// state alone (`enter_unviewed`, `exit_unviewed` in the layer).
-fn with_views_full<R>(n: usize, f: impl FnOnce() -> R) -> R {
-    if n == 0 {
-        return f();
-    }
-    tracing::info_span!("views_filler").in_scope(|| with_views_full(n - 1, f))
+/// Holds `n` spans open (never entered, so never calls). With 12,000, more than the layer's
+/// table of span slots holds (8,192, 8 per bucket), the buckets are full, and a span created
+/// meanwhile keeps its state in its extensions (`*_in_extensions` in the layer).
+fn fill_slots(dispatch: &Dispatch, n: usize) -> Vec<tracing::Span> {
+    tracing::dispatcher::with_default(dispatch, || {
+        (0..n).map(|_| tracing::info_span!("slots_filler")).collect()
+    })
 }
 
-/// One span entered here, then, after a pause, on another thread that closes it; with the
-/// views of both threads free, or full. Returns (latency, busy) bounds measured with `Instant`:
-/// inside (from within the first entry to within the last) and around (outside both).
-fn entered_here_then_elsewhere(dispatch: &Dispatch, span: tracing::Span, views: usize) -> [(u64, u64); 2] {
+/// One span entered here, then, after a pause, on another thread that closes it. Returns
+/// (latency, busy) bounds measured with `Instant`: inside (from within the first entry to
+/// within the last) and around (outside both).
+fn entered_here_then_elsewhere(dispatch: &Dispatch, span: tracing::Span) -> [(u64, u64); 2] {
     let outer = std::time::Instant::now();
     let (first_start, first_spin) = tracing::dispatcher::with_default(dispatch, || {
-        with_views_full(views, || {
-            span.in_scope(|| {
-                let t = std::time::Instant::now();
-                (t, timed_spin(2))
-            })
+        span.in_scope(|| {
+            let t = std::time::Instant::now();
+            (t, timed_spin(2))
         })
     });
     std::thread::sleep(Duration::from_millis(3));
     let d = dispatch.clone();
     let (last_end, last_spin) = std::thread::spawn(move || {
         let last = tracing::dispatcher::with_default(&d, || {
-            with_views_full(views, || {
-                span.in_scope(|| {
-                    let spin = timed_spin(2);
-                    (std::time::Instant::now(), spin)
-                })
+            span.in_scope(|| {
+                let spin = timed_spin(2);
+                (std::time::Instant::now(), spin)
             })
         });
         drop(span);
@@ -646,22 +684,25 @@ fn entered_here_then_elsewhere(dispatch: &Dispatch, span: tracing::Span, views: 
 }
 
 /// A span's latency runs from its first entry to its last exit, and its busy time is the sum
-/// of its entries, when those are on two threads and whether or not the threads keep a view
-/// of the span: the layer keeps instants as raw clock readings in its views and published
-/// state alike, and converts them once, at close (a reading converted on one path and not on
-/// another would put the latency out by decades).
+/// of its entries, when those are on two threads, whether the span's state is in a slot or in
+/// its extensions: the layer keeps instants as raw clock readings in both, and converts them
+/// once, at close (a reading converted on one path and not on another would put the latency
+/// out by decades).
 #[test]
-fn latency_runs_from_first_entry_to_last_exit_across_threads_with_and_without_views() {
+fn latency_runs_from_first_entry_to_last_exit_across_threads_in_a_slot_or_in_extensions() {
     let _serial = serial();
     let dispatch = Dispatch::new(profiling_subscriber());
-    let viewed = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_viewed"));
-    let [latency, busy] = entered_here_then_elsewhere(&dispatch, viewed, 0);
-    let unviewed = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_unviewed"));
-    let [latency_u, busy_u] = entered_here_then_elsewhere(&dispatch, unviewed, 8);
+    let in_slot = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_in_slot"));
+    let [latency, busy] = entered_here_then_elsewhere(&dispatch, in_slot);
+    let fillers = fill_slots(&dispatch, 12_000);
+    let in_ext =
+        tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("latency_two_threads_in_extensions"));
+    let [latency_u, busy_u] = entered_here_then_elsewhere(&dispatch, in_ext);
+    drop(fillers);
     let s = snapshot();
     for (short, latency, busy) in [
-        ("latency_two_threads_viewed", latency, busy),
-        ("latency_two_threads_unviewed", latency_u, busy_u),
+        ("latency_two_threads_in_slot", latency, busy),
+        ("latency_two_threads_in_extensions", latency_u, busy_u),
     ] {
         let f = function(&s, short);
         assert_eq!(f.calls, 1, "{short}");

@@ -4,14 +4,13 @@
 //! last exit; its busy time is the sum of its entries. Each entry is a poll frame on the
 //! recorder's stack of the entering thread, so spans and `#[profiled]` frames nest under each
 //! other in both directions, and CPU time and allocations are attributed to the innermost
-//! of them. What a span has measured is *published* for every thread in a slot of a fixed
-//! table keyed by span id (`layer/slots.rs`), or, for spans beyond the table's room, in the
-//! span's extensions in the `Registry`; a thread serves the spans it touches from a small
-//! table of views of that state, and publishes each entry as it exits (one lock of the slot
-//! the view remembers per entry, not one registry lookup per callback: see the thread-local
-//! fast path in `layer/views.rs`). A callback reaches the thread's layer state (views and
-//! callsite ids) and its frame stack through one thread-local: the layer's state lives in the
-//! thread's recorder.
+//! of them. What a span has measured lives in a slot of a fixed table keyed by span id
+//! (`layer/slots.rs`), or, for spans beyond the table's room, in the span's extensions in the
+//! `Registry`. The thread that creates a span owns its slot and books its own entries there
+//! with plain stores (no lock, no atomic read-modify-write); other threads book theirs in the
+//! slot's shared half, under its lock; the close merges both. A callback reaches the thread's
+//! layer state (callsite ids, its token) and its frame stack through one thread-local: the
+//! layer's state lives in the thread's recorder (`layer/views.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -22,7 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::record::alloc;
-use crate::record::call::{InFlightCall, PollOutcome};
+use crate::record::call::PollOutcome;
 use crate::record::callsite::{register_function, CallsiteKind, FunctionKey, FunctionMeta};
 use crate::record::clock::{nanos_for_ticks, Timestamp};
 use crate::record::config;
@@ -51,7 +50,7 @@ pub(crate) const PROFILED_FIELD: &str = "profiled";
 ///
 /// A span entered on several threads at once records one entry per thread on each thread's
 /// stack; its busy time is the sum of all of them (and may exceed its latency); if its first
-/// entries race on two threads, the call takes the tree place of the first one published.
+/// entries race on two threads, the call takes the tree place of the earlier one.
 /// Entries exited out of order are closed by owner, and frames left open above them are
 /// dropped.
 ///
@@ -153,17 +152,12 @@ fn opened_by_profiled(meta: &Metadata<'_>) -> bool {
     meta.fields().field(PROFILED_FIELD).is_some()
 }
 
-/// What one span has measured so far, as published for every thread. Stored in the span's
-/// slot, else in its extensions; a thread's own entries reach it when they exit (see
-/// [`Hot`]).
+/// A span's figures in its extensions, for a span without a slot (its bucket of slots was
+/// full when it was created).
 #[derive(Debug)]
 struct SpanTiming {
     func: u32,
-    /// The call, from the first enter on (its place resolved under the innermost frame then;
-    /// its `started_ns` in ticks, see [`ticks`]).
-    call: Option<InFlightCall>,
-    /// When its last entry exited, in raw ticks ([`ticks`]).
-    last_exit: u64,
+    part: Partial,
 }
 
 /// An instant as the layer keeps it: the clock's raw reading (ticks), which orders instants
@@ -175,11 +169,17 @@ fn ticks(t: Timestamp) -> u64 {
     t.ticks_since(Timestamp::default())
 }
 
-/// Books the call of a span that closed, last exited at `last_exit` (ticks; so is the call's
-/// `started_ns` in the layer's state, see [`ticks`]).
+/// Books the call of a span that closed with figures `part`, if it was ever entered (a span
+/// never entered is not a call).
 #[inline(always)]
-fn complete(r: &mut ThreadRecorder, call: &InFlightCall, last_exit: u64) {
-    r.complete(call, nanos_for_ticks(last_exit.saturating_sub(call.started_ns)), false);
+fn complete(r: &mut ThreadRecorder, func: u32, part: &Partial) {
+    if let Some(call) = part.call(func) {
+        r.complete(
+            &call,
+            nanos_for_ticks(part.last_exit.saturating_sub(call.started_ns)),
+            false,
+        );
+    }
 }
 
 /// Marks a span created while profiling was off: it is not recorded.
@@ -189,379 +189,257 @@ struct NotRecorded;
 mod slots;
 mod views;
 
+use slots::{Found, Partial};
 pub(crate) use views::Local as SpanViews;
-use views::{find, free_slot, gen_of, merged, slot_for_new, Exited, Hot, ID_CACHE, NO_SLOT};
+use views::ID_CACHE;
 
-/// The slow path: takes a view of span `id` into `view` from its published state, first
-/// publishing what `view` held unpublished if it is a view of that span (`held`). Returns
-/// `false` (and frees `view`) when the span is not recorded, or gone.
-#[cold]
-#[inline(never)]
-fn view_from_published<S>(layer: u64, id: &Id, view: &mut Hot, held: bool, ctx: &Context<'_, S>) -> bool
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let key = id.into_u64();
-    let in_slot = slots::with(layer, key, |t, index| {
-        // As below, under the slot's lock.
-        let gen = gen_of(layer, key).fetch_add(1, Relaxed) + 1;
-        if !held {
-            *view = Hot::new(layer, key, 0, gen);
-        }
-        view.slot = index;
-        view.sync(t, gen);
-    });
-    if in_slot.is_some() {
-        return true;
-    }
-    let ok = (|| {
-        let span = ctx.span(id)?;
-        let mut ext = span.extensions_mut();
-        if ext.get_mut::<NotRecorded>().is_some() {
-            return None;
-        }
-        // The view about to be taken is invalidated by the next slow path anywhere, and so
-        // is every other thread's current view by this one.
-        let gen = gen_of(layer, id.into_u64()).fetch_add(1, Relaxed) + 1;
-        if !held {
-            *view = Hot::new(layer, id.into_u64(), 0, gen);
-        }
-        view.slot = NO_SLOT;
-        match ext.get_mut::<SpanTiming>() {
-            Some(t) => view.sync(t, gen),
-            None => {
-                // Never entered, or created on a thread that kept its view (which holds
-                // nothing but the function): this thread publishes the span.
-                let func = if held {
-                    view.func
-                } else {
-                    function_id_uncached(span.metadata())
-                };
-                if func == SKIP {
-                    return None;
-                }
-                let mut t = SpanTiming {
-                    func,
-                    call: None,
-                    last_exit: 0,
-                };
-                view.sync(&mut t, gen);
-                ext.insert(t);
-            }
-        }
-        Some(())
-    })()
-    .is_some();
-    if !ok {
-        view.id = 0;
-    }
-    ok
-}
-
-/// Publishes the own figures of `view`, valid when it was checked, with those of the entry
-/// that just exited (`busy_ns`, `child_latency_ns`, `end`): no other thread holds a valid
-/// view of the span, so the view stays valid (unless a slow path ran since the check: then
-/// it is invalid, and exact). `false` when the view knows no slot of the span (or not the
-/// right one): the exit is then added to the view, for [`publish_elsewhere`].
-///
-/// The exit's figures come as scalars, in registers: passed in memory, they were read back
-/// by one wide load just after the caller's narrower stores (a store-forwarding stall).
-/// Inlined into `on_exit` (as a call, saving and restoring registers and moving arguments
-/// cost 19 instructions per span).
-#[inline(always)]
-fn publish(layer: u64, key: u64, view: &mut Hot, busy_ns: u64, child_latency_ns: u64, end: u64) -> bool {
-    let gen = view.gen;
-    let exit = Exited {
-        busy_ns,
-        child_latency_ns,
-        end,
-    };
-    if slots::with_at(view.slot, layer, key, |t| view.sync_exit(t, gen, exit)).is_some() {
-        return true;
-    }
-    view.add(exit);
-    false
-}
-
-/// [`publish`] for a span whose view knows no slot (or not the right one).
-#[cold]
-#[inline(never)]
-fn publish_elsewhere<S>(layer: u64, id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let gen = view.gen;
-    if let Some(index) = slots::with(layer, id.into_u64(), |t, index| {
-        view.sync(t, gen);
-        index
-    }) {
-        view.slot = index;
-        return true;
-    }
-    view.slot = NO_SLOT;
-    publish_to_extensions(id, view, ctx)
-}
-
-/// [`publish`] for a span without a slot.
-#[cold]
-#[inline(never)]
-fn publish_to_extensions<S>(id: &Id, view: &mut Hot, ctx: &Context<'_, S>) -> bool
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let Some(span) = ctx.span(id) else { return false };
-    let mut ext = span.extensions_mut();
-    let gen = view.gen;
-    match ext.get_mut::<SpanTiming>() {
-        Some(t) => view.sync(t, gen),
-        None => {
-            let mut t = SpanTiming {
-                func: view.func,
-                call: None,
-                last_exit: 0,
-            };
-            view.sync(&mut t, gen);
-            ext.insert(t);
-        }
-    }
-    true
-}
-
+/// The callbacks are `#[inline(always)]`, their rare paths out of line: the subscriber stack
+/// (`Layered`) called them out of line, and each call paid a second prologue and epilogue
+/// (46 instructions per span).
 impl<S> Layer<S> for ProfilingLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[inline(always)]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
         let key = id.into_u64();
         let layer = self.instance;
         if !config::is_enabled() {
-            if !opened_by_profiled(meta) {
-                if let Some(span) = ctx.span(id) {
-                    span.extensions_mut().insert(NotRecorded);
-                }
-            }
+            new_span_switched_off(meta, id, &ctx);
             return;
         }
-        let done = with_recorder(|r| {
+        let claimed = with_recorder(|r| {
             let l = r.spans();
             let func = function_id(&mut l.ids, meta);
-            if func == SKIP {
-                return;
-            }
-            // The creating thread holds the span's only view; its published state (the slot
-            // claimed below) holds the function only until an entry is published at exit.
-            let gen = gen_of(layer, key).load(Relaxed);
-            // Before any other thread can know the id: the span's home is decided here, once.
-            let slot = slots::claim(layer, key, func);
-            let hot = &mut l.hot;
-            if let Some(i) = slot_for_new(hot, layer, key) {
-                hot[i].reset(layer, key, func, gen, slot.unwrap_or(NO_SLOT));
-            }
+            // Before any other thread can know the id: the span's home is decided here, once,
+            // and this thread owns its slot.
+            (
+                func,
+                func == SKIP || slots::claim(layer, key, func, l.token()).is_some(),
+            )
         });
-        if done.is_none() {
-            new_span_unviewed(layer, meta, key);
+        match claimed {
+            Some((_, true)) => {}
+            Some((func, false)) => new_span_in_extensions(func, id, &ctx),
+            None => new_span_unowned(layer, meta, id, &ctx),
         }
     }
 
+    #[inline(always)]
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let key = id.into_u64();
-        let layer = self.instance;
+        let Some(found) = slots::find(self.instance, key) else {
+            enter_in_extensions(id, &ctx);
+            return;
+        };
+        let slot = found.slot;
         let _ = with_recorder(|r| {
-            let hot = &mut r.spans().hot;
-            let i = match find(hot, layer, key) {
-                Some(i) if hot[i].valid() => i,
-                Some(i) => {
-                    if !view_from_published(layer, id, &mut hot[i], true, &ctx) {
-                        return;
-                    }
-                    i
-                }
-                None => match free_slot(hot) {
-                    Some(i) => {
-                        if !view_from_published(layer, id, &mut hot[i], false, &ctx) {
-                            return;
-                        }
-                        i
-                    }
-                    None => {
-                        // No room for a view: the entry goes through the published state.
-                        enter_unviewed(r, layer, id, &ctx);
-                        return;
-                    }
-                },
-            };
-            let h = &hot[i];
-            let func = h.func;
-            let node = match (&h.call, &h.start) {
-                (Some(c), _) => Some(c.place.node),
-                (None, Some((place, _))) => Some(place.node),
-                (None, None) => None,
+            if !slot.owned_by(r.spans().token()) {
+                enter_shared(r, slot, key);
+                return;
+            }
+            let func = slot.func();
+            let node = match slot.own_node() {
+                Some(n) => Some(n),
+                None if slot.others() => return enter_owner_after_others(r, slot, key),
+                None => None,
             };
             // When `node` is `None`, the start is read before the frame's start, so a span
             // entered once has latency >= busy.
             let opened = r.push_span_entry(func, node, key);
-            let h = &mut r.spans().hot[i];
             if node.is_none() {
-                h.start = Some((opened.place, ticks(opened.at)));
+                slot.start_own(opened.place, ticks(opened.at));
             }
-            h.entered += 1;
         });
     }
 
+    #[inline(always)]
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let end = Timestamp::now();
         let key = id.into_u64();
         let layer = self.instance;
-        let unviewed = with_recorder(|r| {
+        let in_extensions = with_recorder(|r| {
             // `None` when this thread has no open entry of the span (exited elsewhere, or the
             // entry was dropped as an orphan): nothing to book.
             let out = r.pop_span_entry(key, end)?;
-            let hot = &mut r.spans().hot;
-            let Some(i) = find(hot, layer, key) else {
+            let Some(found) = slots::find(layer, key) else {
                 return Some(out);
             };
-            let h = &mut hot[i];
-            h.entered = h.entered.saturating_sub(1);
-            let exit = Exited {
-                busy_ns: out.busy,
-                child_latency_ns: out.child_wall,
-                end: ticks(out.end),
-            };
-            // Published at once: the span may be entered or closed on another thread next.
-            if h.valid() {
-                if !publish(layer, key, h, exit.busy_ns, exit.child_latency_ns, exit.end)
-                    && !publish_elsewhere(layer, id, h, &ctx)
-                {
-                    h.id = 0;
-                }
+            let (busy, child, end) = (out.busy, out.child_wall, ticks(out.end));
+            if found.slot.owned_by(r.spans().token()) {
+                found.slot.add_own(busy, child, end);
             } else {
-                h.add(exit);
-                view_from_published(layer, id, h, true, &ctx);
+                exit_shared(found, busy, child, end);
             }
             None
         })
         .flatten();
-        if let Some(out) = unviewed {
-            exit_unviewed(layer, id, &out, &ctx);
+        if let Some(out) = in_extensions {
+            exit_in_extensions(id, &out, &ctx);
         }
     }
 
+    #[inline(always)]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let key = id.into_u64();
-        let layer = self.instance;
-        let viewed = with_recorder(|r| {
-            let hot = &mut r.spans().hot;
-            let i = find(hot, layer, key)?;
-            let h = &mut hot[i];
-            let valid = h.valid();
-            h.id = 0;
-            if valid {
-                // Every figure of the span is in the view: its slot is only freed. A span
-                // never entered is not a call.
-                slots::free_at(h.slot, layer, key);
-                if let Some(call) = &h.merged_call() {
-                    let last_exit = h.last_exit;
-                    complete(r, call, last_exit);
-                }
-            } else {
-                let held = *h;
-                close_unviewed(Some(r), layer, &id, Some(&held), &ctx);
-            }
-            Some(())
-        })
-        .flatten();
-        if viewed.is_none() {
-            close_unviewed(None, layer, &id, None, &ctx);
+        let Some(found) = slots::find(self.instance, id.into_u64()) else {
+            close_in_extensions(&id, &ctx);
+            return;
+        };
+        // Freed whether or not this thread's recorder is in reach.
+        let (func, part) = found.release();
+        if part.start.is_some() {
+            let _ = with_recorder(|r| complete(r, func, &part));
         }
     }
 }
 
-/// Publishes a span created while this thread's layer state is out of reach (thread
-/// teardown, or a span created from within the layer): its slot holds its function, for
-/// whichever thread enters it.
+/// An entry of a span by a thread other than its owner: under the slot's lock, into the shared
+/// half. The call's place is the owner's start if published, else the shared half's, else
+/// this entry's.
 #[cold]
 #[inline(never)]
-fn new_span_unviewed(layer: u64, meta: &'static Metadata<'static>, key: u64) {
-    let func = function_id_uncached(meta);
-    if func != SKIP {
-        slots::claim(layer, key, func);
-    }
-}
-
-/// Closes a span this thread holds no valid view of, from its published state, with the
-/// figures of the thread's stale view (`held`), if any.
-#[cold]
-#[inline(never)]
-fn close_unviewed<S>(rec: Option<&mut ThreadRecorder>, layer: u64, id: &Id, held: Option<&Hot>, ctx: &Context<'_, S>)
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    // Views of the span elsewhere (its creator's, if it never entered it) are stale from
-    // here on: the span's id may come back with a later span.
-    gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
-    let t = slots::release(layer, id.into_u64()).or_else(|| {
-        ctx.span(id)
-            .and_then(|span| span.extensions_mut().remove::<SpanTiming>())
-    });
-    let Some(mut t) = t else { return };
-    if let Some(h) = held {
-        t.call = merged(t.call, t.func, h);
-        t.last_exit = t.last_exit.max(h.last_exit);
-    }
-    // A span never entered is not a call.
-    if let Some(call) = &t.call {
-        match rec {
-            Some(r) => complete(r, call, t.last_exit),
-            None => {
-                let _ = with_recorder(|r| complete(r, call, t.last_exit));
-            }
-        }
-    }
-}
-
-/// Enters a span this thread has no room to keep a view of: the entry's start is published
-/// at once.
-#[cold]
-#[inline(never)]
-fn enter_unviewed<S>(r: &mut ThreadRecorder, layer: u64, id: &Id, ctx: &Context<'_, S>)
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let mut view = Hot::EMPTY;
-    if !view_from_published(layer, id, &mut view, false, ctx) {
-        return;
-    }
-    let node = view.call.map(|c| c.place.node);
-    let opened = r.push_span_entry(view.func, node, id.into_u64());
+fn enter_shared(r: &mut ThreadRecorder, slot: &'static slots::Slot, key: u64) {
+    let node = slot.with_shared(true, |p, own| own.map(|(place, _)| place.node).or(p.node()));
+    let opened = r.push_span_entry(slot.func(), node, key);
     if node.is_none() {
-        view.start = Some((opened.place, ticks(opened.at)));
-        view_from_published(layer, id, &mut view, true, ctx);
+        slot.with_shared(true, |p, _| p.start_at(opened.place, ticks(opened.at)));
     }
 }
 
-/// Books the exit of an entry this thread holds no view of, into its published state.
+/// An entry of a span by its owner, which has not started the call, after another thread
+/// booked figures in the shared half: the call's place is the shared half's if it started
+/// the call, else this entry's.
 #[cold]
 #[inline(never)]
-fn exit_unviewed<S>(layer: u64, id: &Id, out: &PollOutcome, ctx: &Context<'_, S>)
+fn enter_owner_after_others(r: &mut ThreadRecorder, slot: &'static slots::Slot, key: u64) {
+    let node = slot.with_shared(false, |p, own| own.map(|(place, _)| place.node).or(p.node()));
+    let opened = r.push_span_entry(slot.func(), node, key);
+    if node.is_none() {
+        slot.start_own(opened.place, ticks(opened.at));
+    }
+}
+
+/// The exit of an entry by a thread other than the span's owner.
+#[cold]
+#[inline(never)]
+fn exit_shared(found: Found, busy: u64, child: u64, end: u64) {
+    found.slot.with_shared(true, |p, _| p.add(busy, child, end));
+}
+
+/// Marks a span created while profiling is off as not recorded (spans of `#[profiled(span)]`
+/// are not recorded anyway).
+#[cold]
+#[inline(never)]
+fn new_span_switched_off<S>(meta: &'static Metadata<'static>, id: &Id, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let book = |t: &mut SpanTiming| {
-        // Other threads' views of the span are stale from here on.
-        gen_of(layer, id.into_u64()).fetch_add(1, Relaxed);
-        if let Some(call) = &mut t.call {
-            call.add_poll(out);
+    if !opened_by_profiled(meta) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(NotRecorded);
         }
-        t.last_exit = t.last_exit.max(ticks(out.end));
-    };
-    if slots::with(layer, id.into_u64(), |t, _| book(t)).is_some() {
-        return;
     }
+}
+
+/// Gives a span its figures' home in its extensions (its bucket of slots was full).
+#[cold]
+#[inline(never)]
+fn new_span_in_extensions<S>(func: u32, id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if let Some(span) = ctx.span(id) {
+        span.extensions_mut().insert(SpanTiming {
+            func,
+            part: Partial::EMPTY,
+        });
+    }
+}
+
+/// A span created while this thread's recorder is out of reach (thread teardown, or a span
+/// created from within the layer): its slot has no owner, so every thread books it in the
+/// shared half.
+#[cold]
+#[inline(never)]
+fn new_span_unowned<S>(layer: u64, meta: &'static Metadata<'static>, id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let func = function_id_uncached(meta);
+    if func != SKIP && slots::claim(layer, id.into_u64(), func, 0).is_none() {
+        new_span_in_extensions(func, id, ctx);
+    }
+}
+
+/// An entry of a span without a slot: its figures are in its extensions (or it is not
+/// recorded: created while profiling was off, or by `#[profiled(span)]`).
+#[cold]
+#[inline(never)]
+fn enter_in_extensions<S>(id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(span) = ctx.span(id) else { return };
+    let (func, node) = {
+        let mut ext = span.extensions_mut();
+        if ext.get_mut::<NotRecorded>().is_some() {
+            return;
+        }
+        match ext.get_mut::<SpanTiming>() {
+            Some(t) => (t.func, t.part.node()),
+            None => {
+                // Created while this thread's recorder was out of reach, in a full bucket,
+                // or by `#[profiled(span)]`.
+                let func = function_id_uncached(span.metadata());
+                if func == SKIP {
+                    return;
+                }
+                ext.insert(SpanTiming {
+                    func,
+                    part: Partial::EMPTY,
+                });
+                (func, None)
+            }
+        }
+    };
+    let key = id.into_u64();
+    let opened = with_recorder(|r| r.push_span_entry(func, node, key));
+    if let (None, Some(opened)) = (node, opened) {
+        let mut ext = span.extensions_mut();
+        if let Some(t) = ext.get_mut::<SpanTiming>() {
+            t.part.start_at(opened.place, ticks(opened.at));
+        }
+    }
+}
+
+/// The exit of an entry of a span without a slot.
+#[cold]
+#[inline(never)]
+fn exit_in_extensions<S>(id: &Id, out: &PollOutcome, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     let Some(span) = ctx.span(id) else { return };
     let mut ext = span.extensions_mut();
     if let Some(t) = ext.get_mut::<SpanTiming>() {
-        book(t);
+        t.part.add(out.busy, out.child_wall, ticks(out.end));
+    }
+}
+
+/// The close of a span without a slot.
+#[cold]
+#[inline(never)]
+fn close_in_extensions<S>(id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(span) = ctx.span(id) else { return };
+    let Some(t) = span.extensions_mut().remove::<SpanTiming>() else {
+        return;
+    };
+    if t.part.start.is_some() {
+        let _ = with_recorder(|r| complete(r, t.func, &t.part));
     }
 }
 
