@@ -72,6 +72,7 @@ pub(crate) fn ticks_for_nanos(ns: u64) -> u64 {
 }
 
 /// How many nanoseconds `ticks` raw counter ticks make.
+#[inline]
 pub(crate) fn nanos_for_ticks(ticks: u64) -> u64 {
     Timestamp(ticks).nanos_since(Timestamp(0))
 }
