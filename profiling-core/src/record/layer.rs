@@ -10,7 +10,7 @@
 //! with plain stores (no lock, no atomic read-modify-write); other threads book theirs in the
 //! slot's shared half, under its lock; the close merges both. A callback reaches the thread's
 //! layer state (callsite ids, its token) and its frame stack through one thread-local: the
-//! layer's state lives in the thread's recorder (`layer/views.rs`).
+//! layer's state lives in the thread's recorder (`layer/thread_state.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -82,8 +82,8 @@ pub(crate) const PROFILED_FIELD: &str = "profiled";
 /// ```
 #[derive(Debug)]
 pub struct ProfilingLayer {
-    /// Tells this layer's spans from another's in the per-thread views: span ids are unique
-    /// per subscriber only.
+    /// Tells this layer's spans from another's in the slot table: span ids are unique per
+    /// subscriber only.
     instance: u64,
 }
 
@@ -187,11 +187,11 @@ fn complete(r: &mut ThreadRecorder, func: u32, part: &Partial) {
 struct NotRecorded;
 
 mod slots;
-mod views;
+mod thread_state;
 
 use slots::{Found, Partial};
-pub(crate) use views::Local as SpanViews;
-use views::ID_CACHE;
+pub(crate) use thread_state::LayerThreadState;
+use thread_state::ID_CACHE;
 
 /// The callbacks are `#[inline(always)]`, their rare paths out of line: the subscriber stack
 /// (`Layered`) called them out of line, and each call paid a second prologue and epilogue

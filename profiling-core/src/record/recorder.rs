@@ -16,7 +16,7 @@ use crate::record::clock::Timestamp;
 use crate::record::config;
 use crate::record::cpu::CpuAttribution;
 use crate::record::kits::{self, take_kit, Kit};
-use crate::record::layer::SpanViews;
+use crate::record::layer::LayerThreadState;
 use crate::record::storage::{bump, Cells, FnCell, NodeCell};
 use crate::record::threads::{self, Merged, ThreadTables};
 use crate::record::tree::{NodeCache, ROOT};
@@ -60,9 +60,9 @@ pub(crate) struct ThreadRecorder {
     alloc_mark: AllocCounters,
     /// Its allocations plus frees ([`alloc::thread_events`]): what a boundary compares.
     events_mark: u64,
-    /// The `tracing` layer's state of this thread (`layer/views.rs`), here rather than in a
+    /// The `tracing` layer's state of this thread (`layer/thread_state.rs`), here rather than in a
     /// thread-local of its own: a layer callback reaches it and the frame stack at once.
-    spans: SpanViews,
+    spans: LayerThreadState,
 }
 
 impl ThreadRecorder {
@@ -82,7 +82,7 @@ impl ThreadRecorder {
             cpu: CpuAttribution::new(),
             alloc_mark,
             events_mark: alloc_mark.alloc_count.wrapping_add(alloc_mark.freed_count),
-            spans: SpanViews::EMPTY,
+            spans: LayerThreadState::EMPTY,
         }
     }
 
@@ -820,7 +820,7 @@ pub(crate) fn collect() -> Merged {
 impl ThreadRecorder {
     /// The `tracing` layer's state of this thread.
     #[inline(always)]
-    pub(crate) fn spans(&mut self) -> &mut SpanViews {
+    pub(crate) fn spans(&mut self) -> &mut LayerThreadState {
         &mut self.spans
     }
 

@@ -116,7 +116,7 @@ impl Partial {
 /// (acquire). The owner half is written by the owner only; the shared half under `lock`.
 pub(super) struct Slot {
     layer: AtomicU64,
-    /// The owner's token (`super::views::Local::token`); 0: no thread owns the slot.
+    /// The owner's token (`super::thread_state::LayerThreadState::token`); 0: no thread owns the slot.
     owner: AtomicU64,
     func: AtomicU32,
     /// 1 once the owner's start (`own_node`, `own_parent`, `own_folded`, `own_start`) is

@@ -17,15 +17,15 @@
 pub(super) const ID_CACHE: usize = 64;
 
 /// What the layer keeps per thread.
-pub(crate) struct Local {
+pub(crate) struct LayerThreadState {
     /// `(metadata address, function id)` of span callsites seen last, direct-mapped by
     /// address; the id is [`super::SKIP`] for callsites the layer does not record.
     pub(super) ids: [(usize, u32); ID_CACHE],
 }
 
-impl Local {
+impl LayerThreadState {
     /// A thread's state before its first span.
-    pub(crate) const EMPTY: Local = Local {
+    pub(crate) const EMPTY: LayerThreadState = LayerThreadState {
         ids: [(0, 0); ID_CACHE],
     };
 
@@ -34,6 +34,6 @@ impl Local {
     /// takes over the slots it owned, which no other thread writes as owner: still exact.)
     #[inline(always)]
     pub(super) fn token(&self) -> u64 {
-        self as *const Local as u64
+        self as *const LayerThreadState as u64
     }
 }
