@@ -93,20 +93,24 @@ impl ThreadRecorder {
             let top = self.stack.last().map_or(ROOT, |f| f.node);
             let now = Timestamp::now();
             self.cpu.boundary(top, now);
-            self.read_cpu(top, now);
+            self.read_cpu(top, now, None);
             self.book_allocations();
         }
     }
 
-    /// Reads the CPU clock at the end of a segment of the innermost frame (or the root) at
-    /// `now` (see [`CpuAttribution::flush`]); returns when the next segment starts.
+    /// Reads the CPU clock at the end of a segment of `node` at `now` (see
+    /// [`CpuAttribution::flush`]): the segment of `popped`, a frame just taken off the stack,
+    /// or else of the innermost open frame (or the root). Returns when the next segment
+    /// starts.
     #[cold]
     #[inline(never)]
-    fn read_cpu(&mut self, top: u32, now: Timestamp) -> Timestamp {
+    fn read_cpu(&mut self, node: u32, now: Timestamp, popped: Option<&mut Frame>) -> Timestamp {
         let by_frames = self.cpu.by_frames();
-        let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, top, now);
-        if let Some(f) = self.stack.last_mut() {
-            f.self_not_cpu += off_cpu;
+        let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, node, now);
+        // Before any handover below, which books what the frames ran so far.
+        match popped {
+            Some(f) => f.self_not_cpu += off_cpu,
+            None => self.with_top(|f| f.self_not_cpu += off_cpu),
         }
         if self.cpu.by_frames() != by_frames {
             self.cpu_attribution_changed(after);
@@ -378,7 +382,7 @@ impl ThreadRecorder {
     fn boundary(&mut self, top: u32, now: Timestamp) -> Timestamp {
         self.book_allocations();
         if self.cpu.boundary(top, now) {
-            self.read_cpu(top, now)
+            self.read_cpu(top, now, None)
         } else {
             now
         }
@@ -475,7 +479,7 @@ impl ThreadRecorder {
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
         if self.cpu.frame_boundary(frame.node, end) {
-            frame.self_not_cpu += self.read_popped_frame_cpu(frame.node, end);
+            self.read_cpu(frame.node, end, Some(&mut frame));
         }
         Some(Popped {
             frame,
@@ -483,19 +487,6 @@ impl ThreadRecorder {
             outermost,
             by_frames,
         })
-    }
-
-    /// [`ThreadRecorder::read_cpu`] at the end of a popped frame's last segment: returns how
-    /// long the frame was off the CPU in it.
-    #[cold]
-    #[inline(never)]
-    fn read_popped_frame_cpu(&mut self, node: u32, end: Timestamp) -> u64 {
-        let by_frames = self.cpu.by_frames();
-        let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, node, end);
-        if self.cpu.by_frames() != by_frames {
-            self.cpu_attribution_changed(after);
-        }
-        off_cpu
     }
 
     /// Books one finished call. Its wall time counts as a child's in the innermost open
