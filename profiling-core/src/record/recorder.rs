@@ -93,29 +93,31 @@ impl ThreadRecorder {
             let top = self.stack.last().map_or(ROOT, |f| f.node);
             let now = Timestamp::now();
             self.cpu.boundary(top, now);
-            self.read_cpu(top, now, None);
+            self.read_cpu(top, now, false);
             self.book_allocations();
         }
     }
 
     /// Reads the CPU clock at the end of a segment of `node` at `now` (see
-    /// [`CpuAttribution::flush`]): the segment of `popped`, a frame just taken off the stack,
-    /// or else of the innermost open frame (or the root). Returns when the next segment
-    /// starts.
+    /// [`CpuAttribution::flush`]). Returns when the next segment starts, and, for the
+    /// segment of a frame just taken off the stack (`popped`), how long that frame was off
+    /// the CPU in it; else that time goes to the innermost open frame here.
     #[cold]
     #[inline(never)]
-    fn read_cpu(&mut self, node: u32, now: Timestamp, popped: Option<&mut Frame>) -> Timestamp {
+    fn read_cpu(&mut self, node: u32, now: Timestamp, popped: bool) -> (Timestamp, u64) {
         let by_frames = self.cpu.by_frames();
         let (after, off_cpu) = self.cpu.flush(&self.tables.nodes, node, now);
-        // Before any handover below, which books what the frames ran so far.
-        match popped {
-            Some(f) => f.self_not_cpu += off_cpu,
-            None => self.with_top(|f| f.self_not_cpu += off_cpu),
-        }
+        let popped_off_cpu = if popped {
+            off_cpu
+        } else {
+            // Before any handover below, which books what the open frames ran so far.
+            self.with_top(|f| f.self_not_cpu += off_cpu);
+            0
+        };
         if self.cpu.by_frames() != by_frames {
             self.cpu_attribution_changed(after);
         }
-        after
+        (after, popped_off_cpu)
     }
 
     /// Hands the open frames' CPU over at `at`, when the thread changed between attribution
@@ -382,7 +384,7 @@ impl ThreadRecorder {
     fn boundary(&mut self, top: u32, now: Timestamp) -> Timestamp {
         self.book_allocations();
         if self.cpu.boundary(top, now) {
-            self.read_cpu(top, now, None)
+            self.read_cpu(top, now, false).0
         } else {
             now
         }
@@ -479,7 +481,7 @@ impl ThreadRecorder {
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
         if self.cpu.frame_boundary(frame.node, end) {
-            self.read_cpu(frame.node, end, Some(&mut frame));
+            frame.self_not_cpu += self.read_cpu(frame.node, end, true).1;
         }
         Some(Popped {
             frame,
