@@ -300,7 +300,8 @@ fn a_frame_open_while_attribution_changes_books_its_cpu_once() {
         "open_across_the_change: recorded {} ns of self CPU, truth {want} ns",
         f.cpu_self_ns
     );
-    assert!(want >= 20_000_000, "the workload has 20 ms of CPU ({want} ns)");
+    // 20 ms of spinning by the thread clock, ticks included.
+    assert!(want >= 15_000_000, "the workload has about 20 ms of CPU ({want} ns)");
     assert!(
         within(f.cpu_self_ns, want, TOLERANCE),
         "recorded {} ns of self CPU across the change, the thread clock says {want} ns",
