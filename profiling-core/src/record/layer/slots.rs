@@ -139,6 +139,9 @@ pub(super) struct Slot {
 // SAFETY: `shared` is accessed only by the thread holding `lock` (see `Locked`).
 unsafe impl Sync for Slot {}
 
+// The slots' 1 MiB in the module docs: 8,192 slots of 128 bytes.
+const _: () = assert!(std::mem::size_of::<Slot>() == 128 && WAYS * BUCKETS == 8_192);
+
 static KEYS: [Keys; BUCKETS] = [const { Keys([const { AtomicU64::new(0) }; WAYS]) }; BUCKETS];
 static SLOTS: [[Slot; WAYS]; BUCKETS] = [const {
     [const {
