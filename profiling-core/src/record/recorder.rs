@@ -90,7 +90,7 @@ impl ThreadRecorder {
     /// by windows; by frames, to the root (a frame books its own as it closes).
     fn flush_cpu(&mut self) {
         if self.epoch == window::epoch() {
-            let top = self.stack.last().map_or(ROOT, |f| f.node);
+            let top = self.top_node();
             let now = Timestamp::now();
             self.cpu.boundary(top, now);
             self.read_cpu(top, now, false);
