@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::record::alloc;
 use crate::record::cpu::CpuAttribution;
 use crate::record::recorder::Frame;
-use crate::record::storage::Slots;
+use crate::record::storage::{touch_pages, Slots};
 use crate::record::switches;
 use crate::record::threads::{self, ThreadTables};
 use crate::record::tree::NodeCache;
@@ -111,14 +111,8 @@ impl Kit {
     /// starting and exiting take (`docs/reliability.md`: first calls held 9 and 232 ms,
     /// each on its page faults). The tables and the node cache are written when made.
     fn touch_spare_room(&mut self) {
-        fn touch<T>(v: &mut Vec<T>) {
-            for slot in v.spare_capacity_mut() {
-                *slot = std::mem::MaybeUninit::zeroed();
-            }
-            std::hint::black_box(v.as_ptr());
-        }
-        touch(&mut self.stack);
-        touch(&mut self.depth);
+        touch_pages(self.stack.spare_capacity_mut());
+        touch_pages(self.depth.spare_capacity_mut());
     }
 
     /// Whether the kit can go back to the pool as it is: figures counted (not excluded), and
