@@ -28,6 +28,7 @@ pub(crate) enum FrameKind {
     Poll,
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct Frame {
     func: u32,
     node: u32,
@@ -473,22 +474,40 @@ impl ThreadRecorder {
         if self.stack.len() > idx + 1 {
             self.drop_orphans(idx);
         }
-        let mut frame = self.stack.pop()?;
-        let elapsed = end.nanos_since(frame.start);
-        let outermost = self.frame_closed(frame.func);
+        // The frame stays where it is, past the stack's end, until the next push: its
+        // figures are read from there as they are booked, not copied out first.
+        // SAFETY: `idx` is the last frame (`idx < len`, and the frames above it are gone).
+        unsafe { self.stack.set_len(idx) };
+        let frame = self.popped(idx);
+        let (func, node, start) = (frame.func, frame.node, frame.start);
+        let elapsed = end.nanos_since(start);
+        let outermost = self.frame_closed(func);
         self.with_top(|p| p.child_busy += elapsed);
         // The segment that just ended was this frame's own; how CPU was attributed while
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
-        if self.cpu.frame_boundary(frame.node, end) {
-            frame.self_not_cpu += self.read_cpu(frame.node, end, true).1;
+        if self.cpu.frame_boundary(node, end) {
+            let off_cpu = self.read_cpu(node, end, true).1;
+            // SAFETY: as for `popped`; no reference to the frame is alive.
+            unsafe { (*self.stack.as_mut_ptr().add(idx)).self_not_cpu += off_cpu };
         }
         Some(Popped {
-            frame,
+            at: idx,
             elapsed,
             outermost,
             by_frames,
         })
+    }
+
+    /// The frame [`pop`](Self::pop) just took off at `at`, which stays in the stack's spare
+    /// room until the next push.
+    #[inline(always)]
+    fn popped(&self, at: usize) -> &Frame {
+        debug_assert!(at >= self.stack.len() && at < self.stack.capacity());
+        // SAFETY: a push wrote the frame at `at` and no push has run since its pop (every
+        // caller books a popped frame before returning, and booking pushes nothing);
+        // `Frame` is `Copy`, so the slot holds a valid value whatever the stack's length.
+        unsafe { &*self.stack.as_ptr().add(at) }
     }
 
     /// Books one finished call. Its wall time counts as a child's in the innermost open
@@ -525,7 +544,8 @@ impl ThreadRecorder {
 
 /// A frame just popped, with what it measured.
 struct Popped {
-    frame: Frame,
+    /// Where the frame is ([`ThreadRecorder::popped`]).
+    at: usize,
     elapsed: u64,
     /// No other frame of the same function is open on this thread (recursion is counted once).
     outermost: bool,
@@ -533,16 +553,17 @@ struct Popped {
     by_frames: bool,
 }
 
-impl Popped {
-    /// Busy time of the frame itself, children's excluded, and its CPU when it books its
-    /// own (its allocations are booked at its boundaries,
+impl ThreadRecorder {
+    /// Busy time of the popped frame itself, children's excluded, and its CPU when it
+    /// books its own (its allocations are booked at its boundaries,
     /// [`ThreadRecorder::book_allocations`]).
     #[inline(always)]
-    fn frame_self(&self) -> FrameSelf {
-        let busy = self.elapsed.saturating_sub(self.frame.child_busy);
+    fn frame_self(&self, p: &Popped) -> FrameSelf {
+        let frame = self.popped(p.at);
+        let busy = p.elapsed.saturating_sub(frame.child_busy);
         FrameSelf {
             busy,
-            cpu: self.by_frames.then(|| busy.saturating_sub(self.frame.self_not_cpu)),
+            cpu: p.by_frames.then(|| busy.saturating_sub(frame.self_not_cpu)),
         }
     }
 }
@@ -619,18 +640,19 @@ pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
     with_recorder(|r| {
         if let Some(p) = r.pop(idx, end) {
+            let frame = r.popped(p.at);
             r.book_call(&Call {
-                func: p.frame.func,
-                node: p.frame.node,
-                folded: p.frame.folded,
+                func: frame.func,
+                node: frame.node,
+                folded: frame.folded,
                 parent: None,
                 wall: p.elapsed,
                 busy: p.elapsed,
-                child_wall: p.frame.child_wall,
+                child_wall: frame.child_wall,
                 cancelled: false,
                 outermost: p.outermost,
-                frame_self: Some(p.frame_self()),
-                cells: p.frame.cells,
+                frame_self: Some(r.frame_self(&p)),
+                cells: frame.cells,
             });
         }
     });
@@ -695,12 +717,13 @@ impl ThreadRecorder {
             return None;
         }
         let p = self.pop(idx, end)?;
-        if let Some(n) = self.node_at(p.frame.node, p.frame.cells.node) {
-            p.frame_self().book(n);
+        let frame = self.popped(p.at);
+        if let Some(n) = self.node_at(frame.node, frame.cells.node) {
+            self.frame_self(&p).book(n);
         }
         Some(PollOutcome {
             busy: p.elapsed,
-            child_wall: p.frame.child_wall,
+            child_wall: frame.child_wall,
             end,
         })
     }
@@ -722,11 +745,12 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
         // The frame's node is the call's: every poll after the first reopens it. Its own
         // frames are closed: any open frame of `func` is an enclosing call.
         let wall = end.unix_ns().saturating_sub(call.started_ns);
-        let ended = Call::ended(call, p.frame.node, wall, false, p.outermost);
+        let frame = r.popped(p.at);
+        let ended = Call::ended(call, frame.node, wall, false, p.outermost);
         r.book_call(&Call {
             busy: ended.busy + p.elapsed,
-            child_wall: ended.child_wall + p.frame.child_wall,
-            frame_self: Some(p.frame_self()),
+            child_wall: ended.child_wall + frame.child_wall,
+            frame_self: Some(r.frame_self(&p)),
             ..ended
         });
     });
