@@ -78,6 +78,39 @@ pub fn assert_covers(got_ns: u64, reference: Duration, slack_ns: u64, what: &str
     );
 }
 
+/// How long a call took by `Instant`, measured inside the called function (`inner`) and
+/// around the call (`outer`). The call's recorded wall time lies between the two whatever
+/// the scheduler does: a preemption between the call's frame and the inner reads counts in
+/// the recording and in `outer` alike.
+#[derive(Clone, Copy, Debug)]
+pub struct Bracket {
+    pub inner: Duration,
+    pub outer: Duration,
+}
+
+/// Calls `f`, which returns its own inner measurement (e.g. [`timed_spin`]).
+pub fn bracket(f: impl FnOnce() -> Duration) -> Bracket {
+    let t = Instant::now();
+    let inner = f();
+    Bracket {
+        inner,
+        outer: t.elapsed(),
+    }
+}
+
+/// Asserts that a recorded wall time lies within `b`, give or take `slack_ns` at either
+/// end: the room two clocks need (the recorder converts TSC ticks with a factor calibrated
+/// at its start, `Instant` reads `CLOCK_MONOTONIC`; one run beside 8 spinning processes
+/// recorded 10 µs less than the inner time of a 40 ms call).
+#[track_caller]
+pub fn assert_bracketed(got_ns: u64, b: Bracket, slack_ns: u64, what: &str) {
+    let (inner, outer) = (b.inner.as_nanos() as u64, b.outer.as_nanos() as u64);
+    assert!(
+        got_ns + slack_ns >= inner && got_ns <= outer + slack_ns,
+        "{what}: recorded {got_ns} ns, inner {inner} ns, outer {outer} ns (±{slack_ns} ns)"
+    );
+}
+
 /// A workload running in a loop on a thread of its own until [`Background::stop`].
 #[derive(Debug)]
 pub struct Background {
