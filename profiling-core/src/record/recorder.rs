@@ -320,7 +320,9 @@ impl ThreadRecorder {
         if i >= self.depth.len() {
             self.grow_depth(i);
         }
-        &mut self.depth[i]
+        // SAFETY: `i < len`: it was, or `grow_depth` resized to `i + 1` (a failed
+        // allocation aborts). Indexing checked the bound a second time on every call.
+        unsafe { self.depth.get_unchecked_mut(i) }
     }
 
     #[cold]

@@ -204,7 +204,8 @@ const FOLDED_CACHE: usize = 256;
 /// A thread's direct-mapped cache of `(parent, function) -> child`, with where the child's
 /// figures and its function's are in the thread's tables ([`Cells`]).
 pub(crate) struct NodeCache {
-    entries: Box<[Entry]>,
+    /// An array, not a slice: the slot of a path indexes it with no bounds check.
+    entries: Box<[Entry; CACHE]>,
     /// Paths found folded, direct-mapped; made at the first fold (most threads never fold).
     folded: Option<Box<[FoldedPath]>>,
 }
@@ -242,7 +243,11 @@ fn slot(parent: u32, func: u32, len: usize) -> usize {
 impl NodeCache {
     pub(crate) fn new() -> Self {
         Self {
-            entries: vec![EMPTY; CACHE].into_boxed_slice(),
+            // Built on the heap: 32 KiB on a small thread's stack could overflow it.
+            entries: vec![EMPTY; CACHE]
+                .into_boxed_slice()
+                .try_into()
+                .expect("a vector of CACHE entries"),
             folded: None,
         }
     }
