@@ -32,18 +32,18 @@ const MAX_EXP: u32 = 47;
 /// Number of buckets.
 pub(crate) const BUCKETS: usize = SUB + (MAX_EXP as usize - SUB_BITS as usize + 1) * SUB;
 
-/// The largest value below the last bucket's power of two: larger ones go to the last bucket.
-const LARGEST: u64 = (1 << (MAX_EXP + 1)) - 1;
-
-/// Index of the bucket holding `v`. Without a branch: `e` is the power of two of `v`, or
-/// `SUB_BITS` below `2 * SUB`, and `v >> (e - SUB_BITS)` is `v`'s top `SUB_BITS + 1` bits
-/// (below `2 * SUB`, `v` itself), so the buckets of each power of two follow the last's.
+/// Index of the bucket holding `v`.
 #[inline(always)]
 pub(crate) fn bucket_of(v: u64) -> usize {
-    let v = v.min(LARGEST);
-    let e = 63 - (v | (2 * SUB as u64 - 1)).leading_zeros();
-    let shift = e - SUB_BITS;
-    ((shift as usize) << SUB_BITS) + (v >> shift) as usize
+    if v < SUB as u64 {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros();
+    if exp > MAX_EXP {
+        return BUCKETS - 1;
+    }
+    let sub = ((v >> (exp - SUB_BITS)) as usize) & (SUB - 1);
+    SUB + (exp - SUB_BITS) as usize * SUB + sub
 }
 
 /// Inclusive lower and exclusive upper bound of bucket `i`, in ns.
