@@ -308,3 +308,127 @@ fn a_frame_open_while_attribution_changes_books_its_cpu_once() {
         f.cpu_self_ns
     );
 }
+
+/// Set by [`stall`] once the thread it interrupted is held; [`stall`] returns once
+/// `STALL_RELEASED` is set.
+static STALLED: AtomicBool = AtomicBool::new(false);
+static STALL_RELEASED: AtomicBool = AtomicBool::new(false);
+
+/// A signal handler that holds the thread it runs on until `STALL_RELEASED`, sleeping
+/// (`nanosleep` and atomics are async-signal-safe).
+extern "C" fn stall(_: libc::c_int) {
+    STALLED.store(true, Ordering::SeqCst);
+    while !STALL_RELEASED.load(Ordering::SeqCst) {
+        let ms = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        // SAFETY: `ms` is a valid timespec; no remainder is asked for.
+        unsafe { libc::nanosleep(&ms, std::ptr::null_mut()) };
+    }
+}
+
+/// Releases the stalled thread when dropped, also when an assertion fails first.
+struct ReleaseStall;
+
+impl Drop for ReleaseStall {
+    fn drop(&mut self) {
+        STALL_RELEASED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The id of this process's thread named `name` (the kernel keeps 15 bytes of a name).
+fn thread_named(name: &str) -> Option<libc::pid_t> {
+    let kept = &name.as_bytes()[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        (comm.trim_end().as_bytes() == kept).then(|| task.file_name().to_str()?.parse().ok())?
+    })
+}
+
+/// Holds the switch detectors' background thread in a signal handler, as a long stall of
+/// that thread would: requests made meanwhile go unanswered.
+fn stall_the_detectors_thread() -> ReleaseStall {
+    let tid = thread_named("profiling-switches").expect("the switch detectors' thread runs");
+    // SAFETY: a zeroed sigaction is valid; the handler only touches atomics and sleeps.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = stall as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        assert_eq!(libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1), 0);
+    }
+    let release = ReleaseStall;
+    let t = std::time::Instant::now();
+    while !STALLED.load(Ordering::SeqCst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the detectors' thread took the signal"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    release
+}
+
+/// Spins, with a recorded call each millisecond, until the thread stops waiting for its
+/// detector (it gives up after 200 ms without an answer), then 10 ms more by windows.
+#[profiled]
+fn open_when_the_wait_ends() {
+    assert!(
+        profiling_core::record::awaiting_switch_detector(),
+        "the thread asked for a detector at its first call: by frames until the answer"
+    );
+    let t = std::time::Instant::now();
+    while profiling_core::record::awaiting_switch_detector() && t.elapsed() < Duration::from_secs(2) {
+        spin_for(Duration::from_millis(1));
+        tick();
+    }
+    assert!(
+        !profiling_core::record::cpu_attributed_by_frames(),
+        "the thread gave up waiting: by windows"
+    );
+    spin_with_ticks(Duration::from_millis(10));
+}
+
+/// A thread that gives up on a detector that never comes (its background thread stalled)
+/// changes from frames to windows while a frame is open. The frame books the CPU of its
+/// whole run once: it books what ran by frames at the change, windows book the rest.
+#[test]
+fn a_frame_open_when_the_thread_gives_up_its_detector_books_its_cpu_once() {
+    let _serial = serial();
+    // A first call starts the background thread; a new thread then finds a request ready.
+    tick();
+    let t = std::time::Instant::now();
+    while !profiling_core::record::switches::ready_for_new_thread() && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let release = stall_the_detectors_thread();
+    let (self_cpu, tick_cpu) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let cpu = cpu_of(open_when_the_wait_ends);
+            let snap = profiling_core::snapshot();
+            let ticks = snap.function("cpu_truth::tick").map_or(0, |f| f.cpu_self_ns);
+            (cpu, ticks)
+        })
+        .join()
+        .unwrap()
+    });
+    drop(release);
+    let snap = profiling_core::snapshot();
+    let f = snap
+        .function("cpu_truth::open_when_the_wait_ends")
+        .expect("open_when_the_wait_ends was recorded");
+    let want = (self_cpu.as_nanos() as u64).saturating_sub(tick_cpu);
+    eprintln!(
+        "open_when_the_wait_ends: recorded {} ns of self CPU, truth {want} ns",
+        f.cpu_self_ns
+    );
+    // 200 ms of wall time waiting by frames (all of it CPU on an idle machine), then 10 ms
+    // of CPU by windows.
+    assert!(want >= 100_000_000, "the workload has about 210 ms of CPU ({want} ns)");
+    assert!(
+        within(f.cpu_self_ns, want, TOLERANCE),
+        "recorded {} ns of self CPU across the change, the thread clock says {want} ns",
+        f.cpu_self_ns
+    );
+}
