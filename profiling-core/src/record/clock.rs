@@ -5,22 +5,27 @@
 //! differences to nanoseconds (an integer multiply and shift), so a call pays two counter
 //! reads and one conversion.
 //!
-//! The TSC's factor (nanoseconds per 2^32 ticks, [`TSC_NANOS_PER_2_32`]) is first `quanta`'s
+//! The TSC's factor (nanoseconds per 2^32 ticks, `TSC_NANOS_PER_2_32`) is first `quanta`'s
 //! calibration against `CLOCK_MONOTONIC`, taken at the first reading. That calibration spans
-//! about half a millisecond, and in an unoptimized build its first pair of reads is slow
-//! (cold code and data), which biases it: measured +183 to +525 ppm against `Instant`,
-//! different in every process (a 400 ms call recorded 210 µs long; one loaded run -250 ppm).
-//! Optimized, it was within 0.1-1.7 ppm. So the calibration also takes a reference pair of
-//! its own, the best-bracketed of a few tries of (TSC, `CLOCK_MONOTONIC`, TSC), and once a
-//! second of ticks has passed, the first CPU clock read (`record/cpu.rs`, about once per ms
-//! or per switch on a recording thread) or snapshot to see it takes a second pair and
-//! replaces the factor with the ratio of the two clocks' advances between the pairs
-//! ([`refine_if_due`]; once per process, a compare of raw ticks until then). The pairs are
-//! each good to about half their bracket (tens to a few hundred ns), so the refined factor
-//! is within a fraction of a ppm over the second (`tests/clock_truth.rs` measured REFINED_FIGURES).
-//! Durations converted after the change use the new factor; Unix times
-//! ([`Timestamp::unix_ns`]) go through a scale rebased at the change, so they do not jump.
-//! The hot path reads only the factor word, as before.
+//! about half a millisecond, and in an unoptimized build (how `cargo test` runs) its first
+//! pair of reads is slow (cold code and data), which biases it: +28 to +727 ppm against
+//! `Instant` in 14 test processes, different in each (a 300 ms sleep recorded 8 to 218 µs
+//! long; one loaded run earlier recorded -250 ppm, shorter than the sleep). Optimized, it
+//! was within 0.1-1.7 ppm. So the calibration also takes a reference pair of its own, the
+//! best-bracketed of a few tries of (TSC, `CLOCK_MONOTONIC`, TSC), and once a second of
+//! ticks has passed, the first CPU clock read on a recording thread (`record/cpu.rs`: one
+//! per millisecond of recorded wall, or per switch) or snapshot to come along takes a
+//! second pair and replaces the factor with the ratio of the two clocks' advances between
+//! the pairs (`refine_if_due`: once per process; a compare of raw ticks until then). Each
+//! pair is good to half its bracket (tens to a few hundred ns), so over a second the
+//! refined factor is within a fraction of a ppm: in a debug build it agreed with one taken
+//! over four seconds within 0.001 ppm (the factor's own step is 0.0006 ppm), and a 300 ms
+//! sleep recorded after the refinement came out 1.7 to 2.8 µs above the `Instant` time
+//! measured inside it (call overhead included; 1.2 to 1.5 µs optimized), where quanta's
+//! factor gave 8 to 218 µs (`tests/clock_truth.rs`, load average 1.4-2.2). Durations
+//! converted after the change use the new factor; Unix times (`Timestamp::unix_ns`) go
+//! through a scale rebased at the change, so they never jump. The hot path reads only the
+//! factor word, as before. On the monotonic path (no invariant TSC) nothing is refined.
 //!
 //! Thread CPU time is `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: a real system call (about
 //! 500 ns in the VMs this project is tested on), so the recorder reads it only where it must (see `cpu`).
@@ -72,8 +77,8 @@ struct Pair {
     mono_ns: u64,
 }
 
-/// The conversion from raw ticks to Unix time: `factor` ns per 2^32 ticks from `base_raw`,
-/// which was `base_unix_ns`.
+/// The conversion from raw ticks to Unix time: `nanos_per_2_32` ns per 2^32 ticks from
+/// `base_raw`, which was `base_unix_ns`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Scale {
     nanos_per_2_32: u64,
@@ -168,9 +173,10 @@ impl WallScale {
         self.slots[0].write(first);
         self.current
             .store(&self.slots[0] as *const ScaleSlot as *mut ScaleSlot, Release);
+        self.factor.store(first.nanos_per_2_32, Release);
+        // Last, so that a refinement never starts before the rest is published.
         self.refine_at
             .store(reference.raw.saturating_add(refine_after_ticks), Release);
-        self.factor.store(first.nanos_per_2_32, Release);
     }
 
     /// The scale in use, if any.
