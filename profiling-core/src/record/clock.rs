@@ -133,8 +133,8 @@ impl ScaleSlot {
     }
 }
 
-/// The calibration's scale, its refinement once due, and the hot path's factor word both
-/// set. One static instance ([`WALL`]); tests make their own.
+/// The calibration's scale and, once due, its refinement, each published with the hot
+/// path's factor word. One static instance ([`WALL`]); tests make their own.
 struct WallScale {
     /// The calibration's scale and the refined one.
     slots: [ScaleSlot; 2],
@@ -294,11 +294,22 @@ fn source() -> &'static CalibratedClock {
         // The TSC path scales raw values; the monotonic path returns nanoseconds as they are.
         let tsc = clock.delta_as_nanos(0, 1_000_000_000) != 1_000_000_000;
         let base_unix_ns = unix_now_ns();
-        if let Some(reference) = reference.filter(|_| tsc && cfg!(target_arch = "x86_64")) {
+        if tsc && cfg!(target_arch = "x86_64") {
             let nanos_per_2_32 = clock.delta_as_nanos(0, 1 << 32).max(1);
-            let refine_after_ticks = (((REFINE_AFTER_NS as u128) << 32) / nanos_per_2_32 as u128)
-                .try_into()
-                .unwrap_or(u64::MAX);
+            // Without a reference pair (no `CLOCK_MONOTONIC`), quanta's factor stays.
+            let (reference, refine_after_ticks) = match reference {
+                Some(r) => {
+                    let ticks = ((REFINE_AFTER_NS as u128) << 32) / nanos_per_2_32 as u128;
+                    (r, ticks.try_into().unwrap_or(u64::MAX))
+                }
+                None => (
+                    Pair {
+                        raw: base_raw,
+                        mono_ns: 0,
+                    },
+                    u64::MAX,
+                ),
+            };
             let first = Scale {
                 nanos_per_2_32,
                 base_raw,
