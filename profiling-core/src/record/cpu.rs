@@ -50,7 +50,7 @@
 //!
 //! CPU outside any annotated frame goes to the root node (reported as unattributed).
 
-use crate::record::clock::{nanos_for_ticks, thread_cpu_ns, ticks_for_nanos, Timestamp};
+use crate::record::clock::{nanos_for_ticks, refine_if_due, thread_cpu_ns, ticks_for_nanos, Timestamp};
 use crate::record::storage::{bump, Chunked, NodeCell, NODE_CHUNK};
 use crate::record::switches::{Requested, SwitchDetector};
 use crate::record::tree::ROOT;
@@ -279,6 +279,7 @@ impl CpuAttribution {
         }
         self.root_ticks = 0;
         self.root_off_cpu = 0;
+        refine_if_due(now);
         let after = Timestamp::now();
         self.read_done(after);
         if self.requested.is_some() {
@@ -305,6 +306,7 @@ impl CpuAttribution {
         // frame's bookkeeping is its own: it opens the next window as that node's segment, so
         // the caller's clock around a call and the recorded figure agree.
         let trigger = self.pending[self.len.saturating_sub(1)].node;
+        refine_if_due(before);
         let now = Timestamp::now();
         self.pending[0] = Segment {
             node: trigger,

@@ -829,6 +829,7 @@ pub fn current_depth() -> usize {
 /// Merged figures of the current window: exited threads plus live ones.
 pub(crate) fn collect() -> Merged {
     alloc::untracked(|| {
+        crate::record::clock::refine_if_due(Timestamp::now());
         // Flush this thread's pending CPU so a caller that measures then snapshots sees it.
         with_recorder(ThreadRecorder::flush_cpu);
         threads::merge()
