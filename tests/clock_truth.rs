@@ -61,6 +61,16 @@ fn ppm(got_ns: u64, b: Bracket) -> f64 {
     (got_ns as f64 - inner) / inner * 1e6
 }
 
+/// Prints a recorded time against its bracket.
+fn show(when: &str, got: u64, b: Bracket) {
+    eprintln!(
+        "{when}: recorded {got} ns, inner {} ns, outer {} ns ({:+.1} ppm)",
+        b.inner.as_nanos(),
+        b.outer.as_nanos(),
+        ppm(got, b)
+    );
+}
+
 #[test]
 fn recorded_wall_time_agrees_with_instant_once_the_factor_is_refined() {
     let _serial = serial();
@@ -69,13 +79,7 @@ fn recorded_wall_time_agrees_with_instant_once_the_factor_is_refined() {
 
     // Before: shown, not asserted (the first factor is sometimes close enough).
     let before = bracket(|| sleep_before_refinement(300));
-    let got = recorded_wall("sleep_before_refinement");
-    eprintln!(
-        "before refinement: recorded {got} ns, inner {} ns, outer {} ns ({:+.1} ppm)",
-        before.inner.as_nanos(),
-        before.outer.as_nanos(),
-        ppm(got, before)
-    );
+    show("before refinement", recorded_wall("sleep_before_refinement"), before);
 
     // Refinement is due a second after calibration, done by the end of the first call.
     // The sleep switches this thread out, so the next boundary reads its CPU clock, and that
@@ -85,11 +89,6 @@ fn recorded_wall_time_agrees_with_instant_once_the_factor_is_refined() {
 
     let after = bracket(|| sleep_after_refinement(300));
     let got = recorded_wall("sleep_after_refinement");
-    eprintln!(
-        "after refinement: recorded {got} ns, inner {} ns, outer {} ns ({:+.1} ppm)",
-        after.inner.as_nanos(),
-        after.outer.as_nanos(),
-        ppm(got, after)
-    );
+    show("after refinement", got, after);
     assert_bracketed(got, after, SLACK_NS, "a 300 ms sleep after the refinement");
 }
