@@ -38,6 +38,12 @@ fn sampler_thread_stops_when_the_server_is_dropped() {
     let t = Instant::now();
     drop(router);
     // Joined on drop, even with an hour-long interval: it is woken, not waited out.
-    assert_eq!(threads_named(prefix), 0);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // A joined thread can stay listed for a moment: the kernel wakes the joiner as the
+    // thread's memory is released, before it takes the thread out of /proc (this check,
+    // made at once, failed once in .ci/run with the thread still listed).
+    while threads_named(prefix) > 0 && t.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(threads_named(prefix), 0);
 }
