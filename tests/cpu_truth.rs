@@ -308,7 +308,11 @@ fn check_frame_on_a_thread(name: &str, frame: impl FnOnce() + Send, least: Durat
         .function(&format!("cpu_truth::{name}"))
         .unwrap_or_else(|| panic!("{name} was recorded"))
         .cpu_self_ns;
-    eprintln!("{name}: recorded {got} ns of self CPU, truth {want} ns");
+    eprintln!(
+        "{name}: recorded {got} ns of self CPU, truth {want} ns (thread clock {} ns, ticks {} ns)",
+        cpu.as_nanos(),
+        ticks_cpu() - ticks_before
+    );
     assert!(
         want >= least.as_nanos() as u64,
         "{name}: the workload has at least {least:?} of CPU ({want} ns)"

@@ -29,6 +29,11 @@
 //! - a segment with a switch: exact up to that agreement over the segments since the last
 //!   read (at most [`DETECTED_WINDOW_NS`] of them) and the CPU of the boundary bookkeeping
 //!   between the switch and the read (tens of ns), since the read comes at its end;
+//! - a read's own time, and any time the thread is switched out in it (a loaded machine
+//!   preempts at a system call's return), lies in the segment after it, whose clock advance
+//!   accounts for both: so a frame open across many reads is never credited CPU for time
+//!   it spent switched out (`tests/cpu_truth.rs`, a frame open when the wait ends, within
+//!   0.1% beside two spinning processes);
 //! - a frame's CPU appears when it closes, as its wall and busy times do (so a frame still
 //!   open at a snapshot shows none yet, and a frame open across a reset lands in the new
 //!   window in full);
@@ -235,10 +240,11 @@ impl CpuAttribution {
     }
 
     /// Reads the CPU clock, after [`CpuAttribution::boundary`] closed a segment of `node` at
-    /// `now`. Returns the time after the read, where the next segment starts, and, by frames,
-    /// how long the segment's frame was off the CPU in it (0 for the root's segments, which
-    /// are booked here). By windows, shares what was used since the last read among the
-    /// pending segments instead (see the module docs).
+    /// `now`. Returns where the next segment starts (by frames `now` itself, by windows the
+    /// time after the read, which opens a segment of its own) and, by frames, how long the
+    /// segment's frame was off the CPU in it (0 for the root's segments, which are booked
+    /// here). By windows, shares what was used since the last read among the pending
+    /// segments instead (see the module docs).
     #[cold]
     pub(crate) fn flush(
         &mut self,
@@ -280,12 +286,18 @@ impl CpuAttribution {
         self.root_ticks = 0;
         self.root_off_cpu = 0;
         refine_if_due(now);
-        let after = Timestamp::now();
-        self.read_done(after);
+        // The next segment starts where this one ended, not after the read: the read's own
+        // time, and any time the thread spends switched out in it (a system call's return
+        // is where a loaded machine preempts), then lies in the next segment, whose clock
+        // advance from `cpu` counts the first and not the second. Started after the read,
+        // that time lay in no segment but in the enclosing frame's self time, counted as
+        // CPU: beside two spinning processes a frame by frames read 12-48 ms more CPU than
+        // its thread used (`tests/cpu_truth.rs`, a frame open when the wait ends).
+        self.read_done(now);
         if self.requested.is_some() {
-            self.adopt_detector(after);
+            self.adopt_detector(now);
         }
-        (after, frame_off_cpu)
+        (now, frame_off_cpu)
     }
 
     /// [`CpuAttribution::flush`] by windows.
