@@ -63,6 +63,18 @@ fn bracket_cost() -> Duration {
     median(|| cpu_of(empty))
 }
 
+/// Makes the calling thread's first recorded call (`call`), which asks for its switch
+/// detector, and calls again each millisecond until the answer is picked up at a boundary
+/// (or 1 s passes).
+fn await_switch_detector(call: fn()) {
+    call();
+    let t = std::time::Instant::now();
+    while profiling_core::record::awaiting_switch_detector() && t.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(1));
+        call();
+    }
+}
+
 fn median(f: impl Fn() -> Duration) -> Duration {
     let mut v: Vec<Duration> = (0..ROUNDS).map(|_| f()).collect();
     v.sort();
@@ -88,12 +100,7 @@ impl MeasuringCost {
         // process's first one) the recorder reads the CPU clock at every boundary. Measure
         // the steady state: wait for it to arrive and be picked up at a boundary (the
         // recorder gives up waiting after 200 ms, and stops asking then too).
-        empty();
-        let t = std::time::Instant::now();
-        while profiling_core::record::awaiting_switch_detector() && t.elapsed() < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(1));
-            empty();
-        }
+        await_switch_detector(empty);
         assert!(
             !profiling_core::record::awaiting_switch_detector(),
             "no answer to the detector request within 1 s"
@@ -466,12 +473,7 @@ fn a_frame_beside_contending_threads_is_not_credited_their_time() {
         "spin_beside_contenders",
         || {
             // Its detector first, so that the frame is attributed by frames throughout.
-            tick();
-            let t = std::time::Instant::now();
-            while profiling_core::record::awaiting_switch_detector() && t.elapsed() < Duration::from_secs(2) {
-                std::thread::sleep(Duration::from_millis(1));
-                tick();
-            }
+            await_switch_detector(tick);
             assert!(
                 profiling_core::record::cpu_attributed_by_frames(),
                 "the thread has its switch detector"
