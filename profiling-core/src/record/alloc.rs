@@ -99,6 +99,12 @@ impl AllocCounters {
         }
     }
 
+    /// Allocations plus frees: it changes at every event (what [`thread_events`] reads).
+    #[inline(always)]
+    pub(crate) fn events(&self) -> u64 {
+        self.alloc_count.wrapping_add(self.freed_count)
+    }
+
     /// Field-by-field sum.
     #[inline(always)]
     pub fn add(&mut self, o: &AllocCounters) {

@@ -82,7 +82,7 @@ impl ThreadRecorder {
             depth: kit.depth,
             cpu: CpuAttribution::new(),
             alloc_mark,
-            events_mark: alloc_mark.alloc_count.wrapping_add(alloc_mark.freed_count),
+            events_mark: alloc_mark.events(),
             spans: LayerThreadState::EMPTY,
         }
     }
@@ -372,7 +372,7 @@ impl ThreadRecorder {
         let now = alloc::thread_counters();
         let made = now.since(&self.alloc_mark);
         self.alloc_mark = now;
-        self.events_mark = now.alloc_count.wrapping_add(now.freed_count);
+        self.events_mark = now.events();
         // Outside every frame, allocations belong to no function.
         if !self.stack.is_empty() {
             if let Some(n) = self.tables.nodes.get_or_alloc(self.top_node() as usize) {

@@ -142,11 +142,12 @@ pub(crate) struct Chunked<T, const CHUNK: usize> {
 
 /// Writes a byte in each page of `room` (not yet initialized), so that its pages are mapped
 /// where a chunk (or a kit's spare room, `record/kits.rs`) is made (for a thread's first
-/// ones, on the kits' thread) and not at the first write of the thread recording into it: that write's page fault can sleep on the
-/// kernel's memory-map lock while threads start and exit (`docs/reliability.md`: first calls
-/// held 9 and 232 ms on their page faults). Without these writes, the compiler makes the
-/// allocation and the chunk's default (zero) values one zeroed allocation, which the
-/// allocator serves with fresh pages it does not write. Volatile, so that they stay.
+/// ones, on the kits' thread) and not at the first write of the thread recording into it:
+/// that write's page fault can sleep on the kernel's memory-map lock while threads start
+/// and exit (`docs/reliability.md`: first calls held 9 and 232 ms on their page faults).
+/// Without these writes, the compiler makes the allocation and the chunk's default (zero)
+/// values one zeroed allocation, which the allocator serves with fresh pages it does not
+/// write. Volatile, so that they stay.
 pub(crate) fn touch_pages<T>(room: &mut [MaybeUninit<T>]) {
     let len = std::mem::size_of_val(room);
     let p = room.as_mut_ptr().cast::<u8>();
