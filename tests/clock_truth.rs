@@ -2,9 +2,8 @@
 //!
 //! The recorder converts TSC ticks with a factor that `quanta` calibrates over about half a
 //! millisecond at the first recorded call; in an unoptimized build (how `cargo test` runs)
-//! that first factor was off by +28 to +727 ppm, different in every process (14 measured,
-//! `record/clock.rs`). About a second
-//! later the recorder refines it from two reference pairs a second apart
+//! that first factor was off by +28 to +727 ppm, different in every process (14 measured).
+//! About a second later the recorder refines it from two reference pairs a second apart
 //! (`profiling-core/src/record/clock.rs`). This test waits for that, then checks a 300 ms
 //! sleep against `Instant` read inside and around the call.
 //!
