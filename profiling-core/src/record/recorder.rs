@@ -461,11 +461,12 @@ impl ThreadRecorder {
         }
     }
 
-    /// Pops the frame at `idx`, credits its elapsed time to the frame below, and closes its
-    /// CPU segment and allocation segment. Its own node is left to the caller, which books
-    /// its other figures at once.
+    /// Pops the frame at `idx`, credits its elapsed time to the frame below (as a child's
+    /// wall time too when the frame is a `whole_call`: a sync call, or an async call done at
+    /// its first poll), and closes its CPU segment and allocation segment. Its own node is
+    /// left to the caller, which books its other figures at once.
     #[inline(always)]
-    fn pop(&mut self, idx: usize, end: Timestamp) -> Option<Popped> {
+    fn pop(&mut self, idx: usize, end: Timestamp, whole_call: bool) -> Option<Popped> {
         self.check_epoch();
         if self.stack.len() <= idx {
             return None;
@@ -484,7 +485,14 @@ impl ThreadRecorder {
         let (func, node, start) = (frame.func, frame.node, frame.start);
         let elapsed = end.nanos_since(start);
         let outermost = self.frame_closed(func);
-        self.with_top(|p| p.child_busy += elapsed);
+        // One visit to the frame below for both (a nested call's only extra work over a
+        // flat one).
+        self.with_top(|p| {
+            p.child_busy += elapsed;
+            if whole_call {
+                p.child_wall += elapsed;
+            }
+        });
         // The segment that just ended was this frame's own; how CPU was attributed while
         // the frame ran decides who books it (a read may change that for what follows).
         let by_frames = self.cpu.by_frames();
@@ -513,7 +521,7 @@ impl ThreadRecorder {
     }
 
     /// Books one finished call. Its wall time counts as a child's in the innermost open
-    /// frame when that frame is the one the call was made under.
+    /// frame when that frame is the one the call was made under (see [`Call::parent`]).
     #[inline(always)]
     fn book_call(&mut self, c: &Call) {
         if let Some(f) = self.func_at(c.func, c.cells.func) {
@@ -536,11 +544,13 @@ impl ThreadRecorder {
                 own.book(n);
             }
         }
-        self.with_top(|p| {
-            if c.parent.is_none_or(|parent| p.node == parent) {
-                p.child_wall += c.wall;
-            }
-        });
+        if let Some(parent) = c.parent {
+            self.with_top(|p| {
+                if p.node == parent {
+                    p.child_wall += c.wall;
+                }
+            });
+        }
     }
 }
 
@@ -593,7 +603,9 @@ struct Call {
     func: u32,
     node: u32,
     folded: bool,
-    /// The node the call was made under; `None`: the innermost open frame, by construction.
+    /// The node the call was made under, whose frame its wall time counts as a child's in
+    /// when that frame is the innermost open one; `None`: a call whose frame's pop credited
+    /// it already ([`ThreadRecorder::pop`] of a whole call).
     parent: Option<u32>,
     wall: u64,
     busy: u64,
@@ -641,7 +653,7 @@ pub(crate) fn push_sync(func: u32) -> Option<usize> {
 pub(crate) fn pop_sync(idx: usize) {
     let end = Timestamp::now();
     with_recorder(|r| {
-        if let Some(p) = r.pop(idx, end) {
+        if let Some(p) = r.pop(idx, end, true) {
             let frame = r.popped(p.at);
             r.book_call(&Call {
                 func: frame.func,
@@ -718,7 +730,7 @@ impl ThreadRecorder {
         if self.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return None;
         }
-        let p = self.pop(idx, end)?;
+        let p = self.pop(idx, end, false)?;
         let frame = self.popped(p.at);
         if let Some(n) = self.node_at(frame.node, frame.cells.node) {
             self.frame_self(&p).book(n);
@@ -741,7 +753,7 @@ pub(crate) fn pop_last_poll(idx: usize, call: &InFlightCall) {
         if r.stack.get(idx).map(|f| f.kind) != Some(FrameKind::Poll) {
             return;
         }
-        let Some(p) = r.pop(idx, end) else {
+        let Some(p) = r.pop(idx, end, false) else {
             return;
         };
         // The frame's node is the call's: every poll after the first reopens it. Its own
