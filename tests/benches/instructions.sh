@@ -4,9 +4,9 @@
 # blurs (instructions are not time: a stall costs time and no instruction).
 #
 # usage: tests/benches/instructions.sh ROW FUNCTION
-#   e.g. tests/benches/instructions.sh profiled_enabled overhead::profiled_fn
-#        tests/benches/instructions.sh profiled_async_ready overhead::poll_ready
-#        tests/benches/instructions.sh tracing_instrument_registry_profiling_layer overhead::tracing_fn
+#   e.g. tests/benches/instructions.sh profiled_enabled overhead::workloads::profiled_fn
+#        tests/benches/instructions.sh profiled_async_ready overhead::workloads::poll_ready
+#        tests/benches/instructions.sh tracing_instrument_registry_profiling_layer overhead::workloads::tracing_fn
 # needs: valgrind, python3. Builds the benchmark first (OVERHEAD_BIN=path counts a saved
 # build instead); takes a minute or two. Valgrind runs one thread at a time: with
 # --fair-sched the background thread that answers a new thread's switch-detector request

@@ -61,12 +61,6 @@ fn in_puffin_frames(iters: u64, f: fn(u64) -> u64) -> Duration {
     t.elapsed()
 }
 
-#[tracing::instrument(skip_all)]
-#[inline(never)]
-fn tracing_fn(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3)
-}
-
 #[fastrace::trace]
 #[inline(never)]
 fn fastrace_fn(x: u64) -> u64 {

@@ -1,6 +1,7 @@
-//! The ratios the overhead targets are stated in (a nested call and an async call against a
-//! flat one; a flat call's cost over the floor of two TSC reads), timed so that the host's
-//! speed cancels out. Run with:
+//! The ratios and differences the overhead targets are stated in (a flat call's cost over
+//! the floor of two TSC reads; a nested call and an async call against a flat one; a
+//! switched-off call over the baseline; `ProfilingLayer` over the bare registry), timed so
+//! that the host's speed cancels out. Run with:
 //!
 //! ```text
 //! cargo bench -p profiling-integration --bench paired
@@ -14,11 +15,17 @@
 //! rounds with the middle half around it. The rows are the same functions as in
 //! `overhead.rs` (`workloads.rs`), each called directly in its own loop.
 //!
+//! The host has phases: within one process the flat row's slices read either about 29 ns
+//! or about 40 ns, in runs of rounds. So every round also times a probe of the host's speed,
+//! 100 dependent multiplies, and the figures are given again for the half of the rounds in
+//! which the probe ran fastest and the half in which it ran slowest.
+//!
 //! Options: `PAIRED_ROUNDS` (default 4,000) and `PAIRED_CALLS` (calls per slice, 2,000).
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use tracing_subscriber::layer::SubscriberExt;
 use workloads::*;
 
 mod workloads;
@@ -26,16 +33,29 @@ mod workloads;
 #[global_allocator]
 static ALLOC: profiling_core::ProfilingAllocator = profiling_core::ProfilingAllocator::system();
 
-/// The rows, in the order of [`time_row`].
-const ROWS: [&str; 7] = [
+/// The rows: a name each, in the order of [`time_row`]'s arms.
+const ROWS: [&str; 11] = [
+    "probe: 100 dependent multiplies (per call)",
     "baseline",
     "floor_two_tsc_reads",
     "profiled_enabled",
+    "profiled_disabled",
     "baseline_async_ready",
     "profiled_async_ready",
-    "baseline_depth3",
+    "baseline_depth3 (per call)",
     "profiled_depth3 (per call)",
+    "tracing_instrument_registry",
+    "tracing_instrument_registry_profiling_layer",
 ];
+const PROBE: usize = 0;
+const BASELINE: usize = 1;
+const FLOOR: usize = 2;
+const FLAT: usize = 3;
+const OFF: usize = 4;
+const ASYNC: usize = 6;
+const NESTED: usize = 8;
+const REGISTRY: usize = 9;
+const LAYER: usize = 10;
 
 /// Nanoseconds per call of `f`, over `calls` calls.
 #[inline(always)]
@@ -47,20 +67,48 @@ fn slice(calls: u64, f: impl Fn(u64) -> u64) -> f64 {
     t.elapsed().as_nanos() as f64 / calls as f64
 }
 
+/// The subscribers of the two `tracing` rows, as in `overhead.rs`: the registry under a
+/// layer that does nothing (alone, a `Registry` never frees a closed span's slot), and under
+/// `ProfilingLayer`.
+struct Subscribers {
+    registry: tracing::Dispatch,
+    layer: tracing::Dispatch,
+}
+
 /// Nanoseconds per call of row `row` of [`ROWS`] (per instrumented call for the 3-deep rows).
-fn time_row(row: usize, calls: u64) -> f64 {
+fn time_row(row: usize, calls: u64, subscribers: &Subscribers) -> f64 {
     match row {
-        0 => slice(calls, baseline),
+        PROBE => slice(calls / 16, probe),
+        BASELINE => slice(calls, baseline),
         #[cfg(target_arch = "x86_64")]
-        1 => slice(calls, floor_two_tsc_reads),
+        FLOOR => slice(calls, floor_two_tsc_reads),
         #[cfg(not(target_arch = "x86_64"))]
-        1 => f64::NAN,
-        2 => slice(calls, profiled_fn),
-        3 => slice(calls, |x| poll_ready(baseline_async(x))),
-        4 => slice(calls, |x| poll_ready(profiled_async(x))),
-        5 => slice(calls, base3_a) / 3.0,
-        _ => slice(calls, depth3_a) / 3.0,
+        FLOOR => f64::NAN,
+        FLAT => slice(calls, profiled_fn),
+        OFF => {
+            profiling_core::set_enabled(false);
+            let t = slice(calls, profiled_fn);
+            profiling_core::set_enabled(true);
+            t
+        }
+        5 => slice(calls, |x| poll_ready(baseline_async(x))),
+        ASYNC => slice(calls, |x| poll_ready(profiled_async(x))),
+        7 => slice(calls, base3_a) / 3.0,
+        NESTED => slice(calls, depth3_a) / 3.0,
+        REGISTRY => tracing::dispatcher::with_default(&subscribers.registry, || slice(calls, tracing_fn)),
+        _ => tracing::dispatcher::with_default(&subscribers.layer, || slice(calls, tracing_fn)),
     }
+}
+
+/// The host's speed for ordinary instructions: a chain of dependent multiplies, which the
+/// TSC reads of the other rows do not slow or speed up.
+#[inline(never)]
+fn probe(x: u64) -> u64 {
+    let mut v = black_box(x) | 1;
+    for _ in 0..100 {
+        v = v.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1;
+    }
+    v
 }
 
 /// Median and the middle half of `v`, sorted in place.
@@ -71,7 +119,11 @@ fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -84,11 +136,16 @@ fn main() {
     let rounds = env_u64("PAIRED_ROUNDS", 4_000) as usize;
     let calls = env_u64("PAIRED_CALLS", 2_000);
     profiling_core::set_enabled(true);
+    let subscribers = Subscribers {
+        registry: tracing::Dispatch::new(
+            tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new()),
+        ),
+        layer: tracing::Dispatch::new(tracing_subscriber::registry().with(profiling_core::ProfilingLayer::default())),
+    };
 
     let mut order: Vec<usize> = (0..ROWS.len()).collect();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut per_row: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ROWS.len()];
-    let (mut nested, mut asynch, mut over_floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kept: Vec<[f64; ROWS.len()]> = Vec::with_capacity(rounds);
     // Warm-up rounds (caches, the recorder's tables, CPU attribution settled) are not kept.
     for round in 0..rounds + rounds / 10 {
         // Fisher-Yates with xorshift: a different order each round.
@@ -100,34 +157,47 @@ fn main() {
         }
         let mut t = [0.0; ROWS.len()];
         for &row in &order {
-            t[row] = time_row(row, calls);
+            t[row] = time_row(row, calls, &subscribers);
         }
-        if round < rounds / 10 {
-            continue;
+        if round >= rounds / 10 {
+            kept.push(t);
         }
-        for (row, v) in t.iter().enumerate() {
-            per_row[row].push(*v);
-        }
-        nested.push(t[6] / t[2]);
-        asynch.push(t[4] / t[2]);
-        over_floor.push(t[2] - t[1]);
     }
 
     println!("paired: {rounds} rounds of {calls} calls per row, order shuffled per round");
-    println!("| row | median ns per call | middle half |");
-    println!("|---|---|---|");
-    for (name, v) in ROWS.iter().zip(per_row.iter_mut()) {
-        let (m, lo, hi) = quartiles(v);
-        println!("| {name} | {m:.2} | {lo:.2}-{hi:.2} |");
+    let mut probes: Vec<f64> = kept.iter().map(|t| t[PROBE]).collect();
+    let (probe_median, _, _) = quartiles(&mut probes);
+    let fast: Vec<_> = kept.iter().filter(|t| t[PROBE] <= probe_median).copied().collect();
+    let slow: Vec<_> = kept.iter().filter(|t| t[PROBE] > probe_median).copied().collect();
+    let halves = [("every round", &kept), ("fast half", &fast), ("slow half", &slow)];
+    println!();
+    println!("ns per call, median of the rounds [middle half]:");
+    println!();
+    println!("| row | {} | {} | {} |", halves[0].0, halves[1].0, halves[2].0);
+    println!("|---|---|---|---|");
+    for (row, name) in ROWS.iter().enumerate() {
+        let cells: Vec<String> = halves.iter().map(|(_, r)| summary(r, |t| t[row], "")).collect();
+        println!("| {name} | {} |", cells.join(" | "));
     }
-    println!("| ratio or difference, within each round | median | middle half |");
-    println!("|---|---|---|");
-    for (name, v, unit) in [
-        ("nested per call / flat", &mut nested, "x"),
-        ("async ready / flat", &mut asynch, "x"),
-        ("flat - floor", &mut over_floor, " ns"),
-    ] {
-        let (m, lo, hi) = quartiles(v);
-        println!("| {name} | {m:.3}{unit} | {lo:.3}-{hi:.3}{unit} |");
+    let figures: [(&str, fn(&[f64; ROWS.len()]) -> f64, &str); 5] = [
+        ("flat - floor", |t| t[FLAT] - t[FLOOR], " ns"),
+        ("nested per call / flat", |t| t[NESTED] / t[FLAT], "x"),
+        ("async ready / flat", |t| t[ASYNC] / t[FLAT], "x"),
+        ("switched off - baseline", |t| t[OFF] - t[BASELINE], " ns"),
+        ("layer - registry", |t| t[LAYER] - t[REGISTRY], " ns"),
+    ];
+    for (name, f, unit) in figures {
+        let cells: Vec<String> = halves.iter().map(|(_, r)| summary(r, f, unit)).collect();
+        println!("| {name}, within each round | {} |", cells.join(" | "));
     }
+}
+
+/// `f` of each round in `rounds`: its median and middle half.
+fn summary(rounds: &[[f64; ROWS.len()]], f: impl Fn(&[f64; ROWS.len()]) -> f64, unit: &str) -> String {
+    let mut v: Vec<f64> = rounds.iter().map(f).collect();
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (m, lo, hi) = quartiles(&mut v);
+    format!("{m:.3}{unit} [{lo:.3}-{hi:.3}]")
 }

@@ -1,6 +1,7 @@
 //! The workloads of the overhead benchmarks (`overhead.rs`, `paired.rs`): the same tiny body
 //! (`black_box(x).wrapping_mul(3)`, never inlined) uninstrumented, under `#[profiled]`, async
-//! and three deep, and the floor of any wall-clock instrumentation.
+//! and three deep, under `#[tracing::instrument]`, and the floor of any wall-clock
+//! instrumentation.
 
 use std::hint::black_box;
 
@@ -90,3 +91,8 @@ pub fn floor_two_tsc_reads(x: u64) -> u64 {
     r
 }
 
+#[tracing::instrument(skip_all)]
+#[inline(never)]
+pub fn tracing_fn(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
