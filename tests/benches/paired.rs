@@ -47,6 +47,12 @@ const ROWS: [&str; 11] = [
     "tracing_instrument_registry",
     "tracing_instrument_registry_profiling_layer",
 ];
+/// One round's nanoseconds per call, by row.
+type Round = [f64; ROWS.len()];
+
+/// A figure taken within each round: its name, how, and its unit.
+type Figure = (&'static str, fn(&Round) -> f64, &'static str);
+
 const PROBE: usize = 0;
 const BASELINE: usize = 1;
 const FLOOR: usize = 2;
@@ -145,7 +151,7 @@ fn main() {
 
     let mut order: Vec<usize> = (0..ROWS.len()).collect();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut kept: Vec<[f64; ROWS.len()]> = Vec::with_capacity(rounds);
+    let mut kept: Vec<Round> = Vec::with_capacity(rounds);
     // Warm-up rounds (caches, the recorder's tables, CPU attribution settled) are not kept.
     for round in 0..rounds + rounds / 10 {
         // Fisher-Yates with xorshift: a different order each round.
@@ -155,7 +161,7 @@ fn main() {
             rng ^= rng << 17;
             order.swap(i, (rng % (i as u64 + 1)) as usize);
         }
-        let mut t = [0.0; ROWS.len()];
+        let mut t: Round = [0.0; ROWS.len()];
         for &row in &order {
             t[row] = time_row(row, calls, &subscribers);
         }
@@ -179,7 +185,7 @@ fn main() {
         let cells: Vec<String> = halves.iter().map(|(_, r)| summary(r, |t| t[row], "")).collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
-    let figures: [(&str, fn(&[f64; ROWS.len()]) -> f64, &str); 5] = [
+    let figures: [Figure; 5] = [
         ("flat - floor", |t| t[FLAT] - t[FLOOR], " ns"),
         ("nested per call / flat", |t| t[NESTED] / t[FLAT], "x"),
         ("async ready / flat", |t| t[ASYNC] / t[FLAT], "x"),
@@ -193,7 +199,7 @@ fn main() {
 }
 
 /// `f` of each round in `rounds`: its median and middle half.
-fn summary(rounds: &[[f64; ROWS.len()]], f: impl Fn(&[f64; ROWS.len()]) -> f64, unit: &str) -> String {
+fn summary(rounds: &[Round], f: impl Fn(&Round) -> f64, unit: &str) -> String {
     let mut v: Vec<f64> = rounds.iter().map(f).collect();
     if v.is_empty() {
         return "-".into();
