@@ -485,8 +485,8 @@ impl ThreadRecorder {
         let (func, node, start) = (frame.func, frame.node, frame.start);
         let elapsed = end.nanos_since(start);
         let outermost = self.frame_closed(func);
-        // One visit to the frame below for both (a nested call's only extra work over a
-        // flat one).
+        // One visit to the frame below for both: with a frame below, the only instructions a
+        // nested call runs beyond a flat one's.
         self.with_top(|p| {
             p.child_busy += elapsed;
             if whole_call {
