@@ -10,7 +10,7 @@
 //! `overhead.rs` times each row for seconds, one row after another, and this machine's speed
 //! for ordinary instructions moves by up to 18% between those moments (docs/performance.md,
 //! eighth session): a ratio of two of its rows mixes two speeds. Here every round times a
-//! short slice (2,000 calls, tens of microseconds) of each row, in an order shuffled per
+//! short slice (2,000 calls, tens to hundreds of microseconds) of each row, in an order shuffled per
 //! round, and each ratio is taken within its round; what is reported is the median over the
 //! rounds with the middle half around it. The rows are the same functions as in
 //! `overhead.rs` (`workloads.rs`), each called directly in its own loop.
@@ -62,7 +62,9 @@ const BASELINE: usize = 1;
 const FLOOR: usize = 2;
 const FLAT: usize = 3;
 const OFF: usize = 4;
+const BASELINE_ASYNC: usize = 5;
 const ASYNC: usize = 6;
+const BASELINE_NESTED: usize = 7;
 const NESTED: usize = 8;
 const REGISTRY: usize = 9;
 const LAYER: usize = 10;
@@ -101,9 +103,9 @@ fn time_row(row: usize, calls: u64, subscribers: &Subscribers) -> f64 {
             profiling_core::set_enabled(true);
             t
         }
-        5 => slice(calls, |x| poll_ready(baseline_async(x))),
+        BASELINE_ASYNC => slice(calls, |x| poll_ready(baseline_async(x))),
         ASYNC => slice(calls, |x| poll_ready(profiled_async(x))),
-        7 => slice(calls, base3_a) / 3.0,
+        BASELINE_NESTED => slice(calls, base3_a) / 3.0,
         NESTED => slice(calls, depth3_a) / 3.0,
         REGISTRY => tracing::dispatcher::with_default(&subscribers.registry, || slice(calls, tracing_fn)),
         _ => tracing::dispatcher::with_default(&subscribers.layer, || slice(calls, tracing_fn)),
@@ -185,14 +187,14 @@ fn main() {
         quiet.len(),
         kept.len()
     );
-    let halves = [("every round", &kept), ("quiet rounds", &quiet), ("the rest", &busy)];
+    let groups = [("every round", &kept), ("quiet rounds", &quiet), ("the rest", &busy)];
     println!();
     println!("ns per call, median of the rounds [middle half]:");
     println!();
-    println!("| row | {} | {} | {} |", halves[0].0, halves[1].0, halves[2].0);
+    println!("| row | {} | {} | {} |", groups[0].0, groups[1].0, groups[2].0);
     println!("|---|---|---|---|");
     for (row, name) in ROWS.iter().enumerate() {
-        let cells: Vec<String> = halves.iter().map(|(_, r)| summary(r, |t| t[row], "")).collect();
+        let cells: Vec<String> = groups.iter().map(|(_, r)| summary(r, |t| t[row], "")).collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
     let figures: [Figure; 5] = [
@@ -203,7 +205,7 @@ fn main() {
         ("layer - registry", |t| t[LAYER] - t[REGISTRY], " ns"),
     ];
     for (name, f, unit) in figures {
-        let cells: Vec<String> = halves.iter().map(|(_, r)| summary(r, f, unit)).collect();
+        let cells: Vec<String> = groups.iter().map(|(_, r)| summary(r, f, unit)).collect();
         println!("| {name}, within each round | {} |", cells.join(" | "));
     }
 }
